@@ -1,0 +1,37 @@
+"""User-facing errors.
+
+Every problem caused by the user's input (a file, a parameter, a model path) raises a subclass of
+:class:`EmbedkitError`. Its message names the input and says what is wrong and, where possible, how
+to fix it. The CLI prints that message on one line and exits with status 2; it never shows a
+traceback for these.
+"""
+
+from __future__ import annotations
+
+
+class EmbedkitError(ValueError):
+    """Base class for errors caused by bad input, with a one-line message for the user."""
+
+
+class DataFormatError(EmbedkitError):
+    """A data file is malformed (the message names the file and line)."""
+
+
+class ModelNotFoundError(EmbedkitError):
+    """A model path does not exist, or a hub model cannot be fetched offline."""
+
+
+class IndexFormatError(EmbedkitError):
+    """An index folder is corrupt, truncated, edited or of a foreign format."""
+
+
+class ModelMismatchError(EmbedkitError):
+    """Querying an index with another model than the one it was built with."""
+
+
+class SpecError(EmbedkitError):
+    """A compression spec string does not parse."""
+
+
+class NotFittedError(EmbedkitError):
+    """An estimator or quantizer was used before ``fit``."""
