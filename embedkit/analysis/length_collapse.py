@@ -1,0 +1,129 @@
+"""Length collapse: do embeddings of longer texts crowd together? (Zhou et al., ACL 2025, arXiv 2410.24200)
+
+Texts are split into length buckets (token counts, as the model sees them: capped at its max
+sequence length); per bucket we report the mean pairwise cosine similarity (higher = more crowded)
+and RankMe. The **collapse measure** is mean cosine of the longest bucket minus that of the
+shortest (positive = long texts are more alike than short ones).
+
+:func:`search_temperature` picks a TempScale temperature on unlabelled texts. The paper tunes
+tau per model on labelled tasks; here, without labels, the objective is our choice: the lowest
+mean pairwise cosine among the long texts, among taus whose embeddings stay close to the
+untouched model's (mean cosine between a text's embedding at tau and at 1 >= ``min_agreement``),
+so a tau that scatters embeddings by destroying them is not picked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from embedkit.analysis._checks import AnalysisInputError, check_embeddings, l2_normalize
+from embedkit.analysis.rankme import rankme
+
+__all__ = ["mean_pairwise_cosine", "length_collapse", "token_lengths", "search_temperature", "LengthCollapseResult"]
+
+
+def mean_pairwise_cosine(X) -> float:
+    """Mean cosine over all pairs i != j, in O(n d): (||sum x_i||^2 - n) / (n (n - 1)) for unit rows."""
+    X = l2_normalize(check_embeddings(X, min_rows=2))
+    n = len(X)
+    s = X.sum(axis=0)
+    return float((s @ s - n) / (n * (n - 1)))
+
+
+@dataclass
+class LengthCollapseResult:
+    """Per-bucket statistics and the collapse measure."""
+
+    buckets: list[dict] = field(default_factory=list)
+    collapse: float = float("nan")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def length_collapse(embeddings, lengths: Sequence[int], *, n_buckets: int = 4, edges: Sequence[float] | None = None,
+                    min_bucket: int = 5) -> LengthCollapseResult:
+    """Mean pairwise cosine and RankMe per length bucket (quantile buckets unless ``edges`` given).
+
+    Raises:
+        AnalysisInputError: lengths/embeddings count mismatch, NaN, fewer than 2 usable buckets.
+    """
+    X = check_embeddings(embeddings, min_rows=2 * min_bucket)
+    L = np.asarray(lengths, dtype=np.float64)
+    if L.shape != (len(X),):
+        raise AnalysisInputError(f"lengths: {L.size} given for {len(X)} embeddings; counts must match")
+    if edges is None:
+        edges = np.unique(np.quantile(L, np.linspace(0, 1, n_buckets + 1)))
+    edges = np.asarray(edges, dtype=np.float64)
+    buckets = []
+    for i in range(len(edges) - 1):
+        lo, hi = edges[i], edges[i + 1]
+        m = (L >= lo) & ((L < hi) if i < len(edges) - 2 else (L <= hi))
+        if m.sum() < min_bucket:
+            continue
+        buckets.append({"lo": float(lo), "hi": float(hi), "n": int(m.sum()), "mean_length": float(L[m].mean()),
+                        "mean_cosine": mean_pairwise_cosine(X[m]), "rankme": rankme(X[m])})
+    if len(buckets) < 2:
+        raise AnalysisInputError(
+            f"lengths: only {len(buckets)} length bucket(s) with >= {min_bucket} texts; need texts of varied length"
+        )
+    return LengthCollapseResult(buckets=buckets, collapse=buckets[-1]["mean_cosine"] - buckets[0]["mean_cosine"])
+
+
+def token_lengths(model, texts: Sequence[str]) -> np.ndarray:
+    """Token counts as the model sees them (special tokens included, capped at ``max_seq_length``)."""
+    tok = model.tokenizer
+    cap = getattr(model, "max_seq_length", None) or 10**9
+    ids = tok(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+    return np.minimum(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(texts)), cap)
+
+
+def search_temperature(model, texts: Sequence[str], *, taus: Sequence[float] = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7),
+                       long_quantile: float = 0.5, min_agreement: float = 0.9, encode=None,
+                       show_progress: bool = False) -> dict:
+    """Search a TempScale temperature on unlabelled texts (see module docstring for the objective).
+
+    The model is modified in place while searching and restored bit-exactly at the end; taus are
+    relative to the model's current temperature.
+
+    Args:
+        model: SentenceTransformer (its attention is scaled, then restored).
+        texts: unlabelled texts of varied length.
+        taus: candidates (1.0 is always added as the reference).
+        long_quantile: texts at or above this length quantile form the "long" set.
+        min_agreement: minimum mean cosine between embeddings at tau and at 1.
+        encode: ``f(model, texts) -> array``; default :func:`embedkit.cache.encode_cached`.
+
+    Returns:
+        dict with ``best_tau`` and per-tau ``long_mean_cosine``, ``collapse``, ``rankme``, ``agreement``.
+    """
+    from embedkit.models.tempscale import apply_tempscale, preserved_attention
+
+    if encode is None:
+        from embedkit.cache import encode_cached
+
+        def encode(m, t):
+            return encode_cached(m, t, show_progress=show_progress, desc="tau search")
+
+    texts = list(texts)
+    lengths = token_lengths(model, texts)
+    long_mask = lengths >= np.quantile(lengths, long_quantile)
+    ref = None
+    rows = []
+    with preserved_attention(model) as keep:
+        for tau in [1.0] + [float(t) for t in taus if float(t) != 1.0]:
+            keep.reset()  # every tau is applied to the original weights (bit-exact, so cached encodings match)
+            apply_tempscale(model, tau)
+            E = l2_normalize(check_embeddings(encode(model, texts), name=f"embeddings at tau={tau}"))
+            if ref is None:
+                ref = E
+            lc = length_collapse(E, lengths, n_buckets=2)
+            rows.append({"tau": tau, "long_mean_cosine": mean_pairwise_cosine(E[long_mask]), "collapse": lc.collapse,
+                         "rankme": rankme(E), "agreement": float(np.mean(np.sum(E * ref, axis=1)))})
+    ok = [r for r in rows if r["agreement"] >= min_agreement]
+    best = min(ok, key=lambda r: r["long_mean_cosine"])
+    return {"best_tau": best["tau"], "objective": "min long_mean_cosine s.t. agreement >= min_agreement",
+            "min_agreement": min_agreement, "n_texts": len(texts), "n_long": int(long_mask.sum()), "results": rows}
