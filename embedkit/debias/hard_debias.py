@@ -178,7 +178,7 @@ class HardDebias:
             return V
         from gensim.models import KeyedVectors
 
-        kv = KeyedVectors(V.shape[1], count=len(words), dtype=np.float32)
+        kv = KeyedVectors(V.shape[1], count=0, dtype=np.float32)
         kv.add_vectors(words, V)
         return kv
 

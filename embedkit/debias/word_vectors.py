@@ -34,7 +34,7 @@ def to_keyed_vectors(words: Sequence[str], vectors: np.ndarray):
         seen.setdefault(w, i)
     idx = np.fromiter(seen.values(), dtype=np.int64)
     V = np.asarray(vectors, dtype=np.float32)[idx]
-    kv = KeyedVectors(V.shape[1], count=len(idx), dtype=np.float32)
+    kv = KeyedVectors(V.shape[1], count=0, dtype=np.float32)
     kv.add_vectors(list(seen), V)
     return kv
 
