@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from embedkit.debias import DebiasInputError, HardDebias, direct_bias, load_word_lists
+from embedkit.debias.word_lists import read_pairs
+from embedkit.debias.word_vectors import to_keyed_vectors
+from embedkit.errors import DataFormatError, NotFittedError
+
+DEF = [("she", "he"), ("woman", "man"), ("her", "his"), ("girl", "boy")]
+EQ = [("queen", "king"), ("Mother", "Father")]
+SPECIFIC = ["she", "he", "woman", "man", "her", "his", "girl", "boy", "queen", "king", "mother", "father"]
+NEUTRAL = ["doctor", "nurse", "engineer", "teacher", "table", "river"]
+
+
+@pytest.fixture
+def kv():
+    rng = np.random.default_rng(0)
+    words = SPECIFIC + ["Mother", "Father", "MOTHER"] + NEUTRAL
+    g = rng.standard_normal(24)
+    V = rng.standard_normal((len(words), 24))
+    for i, w in enumerate(words):  # plant a gender component
+        sign = 1 if w.lower() in ("she", "woman", "her", "girl", "queen", "mother", "nurse", "teacher") else -1
+        V[i] += 2 * sign * g
+    return to_keyed_vectors(words, V)
+
+
+def test_invariants(kv):
+    hd = HardDebias(DEF, EQ, SPECIFIC).fit(kv)
+    out = hd.transform(kv)
+    g = hd.bias_direction_
+    assert np.linalg.norm(g) == pytest.approx(1)
+    V = out.vectors.astype(np.float64)
+    np.testing.assert_allclose(np.linalg.norm(V, axis=1), 1, atol=1e-6)
+    for w in NEUTRAL:
+        assert abs(out[w] @ g) < 1e-6
+    for a, b in [("queen", "king"), ("Mother", "Father"), ("mother", "father")]:
+        # symmetric about the neutral subspace: same neutral part, opposite bias components
+        pa, pb = out[a] @ g, out[b] @ g
+        assert pa == pytest.approx(-pb, abs=1e-6) and abs(pa) > 0.1
+        np.testing.assert_allclose(out[a] - pa * g, out[b] - pb * g, atol=1e-6)
+        for w in NEUTRAL:  # equidistant from every neutral word
+            assert out[a] @ out[w] == pytest.approx(out[b] @ out[w], abs=1e-6)
+    assert ("MOTHER", "FATHER") not in hd.equalized_pairs_  # FATHER missing from vocab
+    assert direct_bias(out, g, NEUTRAL) < 1e-6 < direct_bias(kv, g, NEUTRAL)
+    # gender-specific words not in an equalize pair keep their (normalised) vector
+    np.testing.assert_allclose(out["she"], kv["she"] / np.linalg.norm(kv["she"]), atol=1e-6)
+
+
+def test_array_interface_matches_keyedvectors(kv):
+    words = list(kv.index_to_key)
+    hd = HardDebias(DEF, EQ, SPECIFIC)
+    np.testing.assert_allclose(hd.fit_transform(kv.vectors, words), hd.fit(kv).transform(kv).vectors, atol=1e-7)
+
+
+def test_errors(kv, tmp_path):
+    words = list(kv.index_to_key)
+    with pytest.raises(DebiasInputError, match="at least 2"):
+        HardDebias([("she", "he"), ("xx", "yy")], EQ, SPECIFIC).fit(kv)
+    V = kv.vectors.copy()
+    V[0, 3] = np.nan
+    with pytest.raises(DebiasInputError, match="NaN"):
+        HardDebias(DEF, EQ, SPECIFIC).fit(V, words)
+    with pytest.raises(DebiasInputError, match="counts must match"):
+        HardDebias(DEF, EQ, SPECIFIC).fit(kv.vectors, words[:-1])
+    with pytest.raises(NotFittedError):
+        HardDebias(DEF).transform(kv)
+    hd = HardDebias(DEF, EQ, SPECIFIC).fit(kv)
+    with pytest.raises(DebiasInputError, match="NaN"):
+        hd.transform(V, words)
+    with pytest.raises(DebiasInputError, match="dimension"):
+        hd.transform(kv.vectors[:, :5], words)
+    p = tmp_path / "pairs.json"
+    p.write_text(json.dumps([["a", "b"], ["c"]]))
+    with pytest.raises(DataFormatError, match="item 1"):
+        read_pairs(p)
+
+
+def test_real_word_lists_load():
+    lists = load_word_lists()
+    assert len(lists.definitional) == 10 and len(lists.equalize) == 52
+    assert len(lists.gender_specific) == 1441 and len(lists.professions) == 320
