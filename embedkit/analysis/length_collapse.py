@@ -48,6 +48,13 @@ def length_collapse(embeddings, lengths: Sequence[int], *, n_buckets: int = 4, e
                     min_bucket: int = 5) -> LengthCollapseResult:
     """Mean pairwise cosine and RankMe per length bucket (quantile buckets unless ``edges`` given).
 
+    Args:
+        embeddings: N x D.
+        lengths: N token counts (e.g. :func:`token_lengths`).
+        n_buckets: quantile buckets (fewer when many texts share a length, e.g. the length cap).
+        edges: explicit inner bucket edges instead of quantiles.
+        min_bucket: buckets with fewer texts are dropped.
+
     Raises:
         AnalysisInputError: lengths/embeddings count mismatch, NaN, fewer than 2 usable buckets.
     """
@@ -56,16 +63,20 @@ def length_collapse(embeddings, lengths: Sequence[int], *, n_buckets: int = 4, e
     if L.shape != (len(X),):
         raise AnalysisInputError(f"lengths: {L.size} given for {len(X)} embeddings; counts must match")
     if edges is None:
-        edges = np.unique(np.quantile(L, np.linspace(0, 1, n_buckets + 1)))
-    edges = np.asarray(edges, dtype=np.float64)
+        inner = np.unique(np.quantile(L, np.linspace(0, 1, n_buckets + 1)[1:-1]))
+    else:
+        inner = np.unique(np.asarray(edges, dtype=np.float64))
+    # bucket b holds inner[b-1] <= L < inner[b]; ties stay together, so texts capped at the model's
+    # maximum length form their own last bucket instead of swallowing the quantile edges
+    ids = np.searchsorted(inner, L, side="right")
     buckets = []
-    for i in range(len(edges) - 1):
-        lo, hi = edges[i], edges[i + 1]
-        m = (L >= lo) & ((L < hi) if i < len(edges) - 2 else (L <= hi))
+    for b in np.unique(ids):
+        m = ids == b
         if m.sum() < min_bucket:
             continue
-        buckets.append({"lo": float(lo), "hi": float(hi), "n": int(m.sum()), "mean_length": float(L[m].mean()),
-                        "mean_cosine": mean_pairwise_cosine(X[m]), "rankme": rankme(X[m])})
+        buckets.append({"lo": float(L[m].min()), "hi": float(L[m].max()), "n": int(m.sum()),
+                        "mean_length": float(L[m].mean()), "mean_cosine": mean_pairwise_cosine(X[m]),
+                        "rankme": rankme(X[m])})
     if len(buckets) < 2:
         raise AnalysisInputError(
             f"lengths: only {len(buckets)} length bucket(s) with >= {min_bucket} texts; need texts of varied length"

@@ -12,6 +12,7 @@ Every stage: ``fit(X) -> self``, ``save``/``load`` through :meth:`state` / :meth
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar
 
 import numpy as np
@@ -190,7 +191,9 @@ class FaissCodeIndex(CodeIndex):
 
     def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         _set_search_params(self.index, self.backend, k)
-        D, rows = self.index.search(self.to_input(Q), k)
+        X = self.to_input(Q)
+        with single_thread_for_small_batches(len(X)):
+            D, rows = self.index.search(X, k)
         if self.binary:
             scores = 1.0 - 2.0 * D.astype(np.float32) / float(self.nbits)
         else:
@@ -229,6 +232,26 @@ class FaissCodeIndex(CodeIndex):
 
         arr = np.frombuffer(data, dtype=np.uint8)
         return faiss.deserialize_index_binary(arr) if binary else faiss.deserialize_index(arr)
+
+
+@contextlib.contextmanager
+def single_thread_for_small_batches(nq: int, threshold: int = 16):
+    """Run FAISS on one thread for a handful of queries.
+
+    Waking OpenMP workers for a single query costs far more than the search itself on a busy
+    machine (measured here: 23 ms vs 0.05 ms for one query over 1,540 binary codes).
+    """
+    import faiss
+
+    if nq >= threshold:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def enable_reconstruct(index) -> None:

@@ -80,6 +80,12 @@ def load_encoder(
     """
     from sentence_transformers import SentenceTransformer
 
+    try:  # the per-weight loading bar of transformers is noise for a 100-tensor model
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
     target = resolve_model(name_or_path)
     is_local = Path(target).exists()
     if not is_local and _is_offline():

@@ -1,0 +1,8 @@
+"""Plots (matplotlib PNG) and the self-contained HTML report of ``embedkit diagnose``."""
+
+from __future__ import annotations
+
+from embedkit.report.html import write_html_report
+from embedkit.report.plots import plot_barcode, plot_bias_projections, plot_length_collapse, plot_spectrum
+
+__all__ = ["write_html_report", "plot_spectrum", "plot_length_collapse", "plot_barcode", "plot_bias_projections"]

@@ -1,0 +1,104 @@
+"""Matplotlib PNG plots for the diagnostics report (headless: the Agg backend)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["plot_spectrum", "plot_length_collapse", "plot_barcode", "plot_bias_projections"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> Path:
+    from embedkit._io import atomic_write_bytes
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def plot_spectrum(singular_values: Sequence[float], path: str | os.PathLike, *, rankme: float | None = None) -> Path:
+    """Normalised singular-value spectrum (log scale), with the RankMe value in the title."""
+    plt = _plt()
+    s = np.asarray(singular_values, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.semilogy(np.arange(1, len(s) + 1), s / s.max(), lw=1.5)
+    ax.set_xlabel("component k")
+    ax.set_ylabel(r"$\sigma_k / \sigma_1$")
+    ax.set_title("Singular-value spectrum" + (f"  (RankMe = {rankme:.1f} of {len(s)})" if rankme is not None else ""))
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def plot_length_collapse(buckets: Sequence[Mapping], path: str | os.PathLike, *, label: str | None = None,
+                         extra: Mapping[str, Sequence[Mapping]] | None = None) -> Path:
+    """Mean pairwise cosine (left axis) and RankMe (right axis) per length bucket."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    series = {label or "embeddings": buckets, **(extra or {})}
+    ax2 = ax.twinx()
+    for name, bs in series.items():
+        x = [b["mean_length"] for b in bs]
+        ax.plot(x, [b["mean_cosine"] for b in bs], "o-", label=f"{name}: mean cosine")
+        ax2.plot(x, [b["rankme"] for b in bs], "s--", alpha=0.6, label=f"{name}: RankMe")
+    ax.set_xlabel("mean length of bucket (tokens)")
+    ax.set_ylabel("mean pairwise cosine")
+    ax2.set_ylabel("RankMe")
+    ax.set_title("Length collapse")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_barcode(persistence: Sequence[float], path: str | os.PathLike, *, max_bars: int = 200) -> Path:
+    """H0 persistence barcode (normalised by the maximum; the longest ``max_bars`` bars) and its histogram."""
+    plt = _plt()
+    p = np.sort(np.asarray(persistence, dtype=np.float64))[::-1]
+    p = p / p.max() if p.max() > 0 else p
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(8, 3.6), gridspec_kw={"width_ratios": [3, 2]})
+    shown = p[:max_bars]
+    ax.hlines(np.arange(len(shown)), 0, shown, lw=1)
+    ax.invert_yaxis()
+    ax.set_xlabel("death time / max")
+    ax.set_ylabel(f"H0 bar (longest {len(shown)} of {len(p)})")
+    ax.set_title("Persistence barcode (H0)")
+    ax2.hist(p, bins=40)
+    ax2.set_xlabel("normalised persistence")
+    ax2.set_title(f"mean = {p.mean():.3f} (lower = more separable)", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_bias_projections(before: Mapping[str, float], path: str | os.PathLike, *, after: Mapping[str, float] | None = None,
+                          n: int = 12) -> Path:
+    """cos(word, bias direction) for the most biased words on each side (and after debiasing if given)."""
+    plt = _plt()
+    items = sorted(before.items(), key=lambda kv: kv[1])
+    pick = items[:n] + items[-n:] if len(items) > 2 * n else items
+    words = [w for w, _ in pick]
+    y = np.arange(len(words))
+    fig, ax = plt.subplots(figsize=(6, max(3, 0.22 * len(words))))
+    ax.barh(y - 0.2, [before[w] for w in words], height=0.4, label="before")
+    if after is not None:
+        ax.barh(y + 0.2, [after.get(w, 0.0) for w in words], height=0.4, label="after hard-debias")
+    ax.set_yticks(y, words, fontsize=7)
+    ax.axvline(0, color="k", lw=0.5)
+    ax.set_xlabel("cos(word, bias direction)   (+ = first word of the definitional pairs)")
+    ax.set_title("Bias projections of professions")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
