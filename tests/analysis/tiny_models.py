@@ -28,7 +28,12 @@ def tiny_tokenizer(folder: Path):
 def tiny_bert_sentence_transformer(folder: Path, seed: int = 0):
     """A 2-layer, 32-d BERT wrapped as a SentenceTransformer (mean pooling)."""
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:  # older sentence-transformers
+        from sentence_transformers import models
     from transformers import BertConfig, BertModel
 
     folder = Path(folder)

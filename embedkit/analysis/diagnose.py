@@ -1,0 +1,74 @@
+"""One call that runs every label-free diagnostic on a model + texts (used by ``embedkit diagnose``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from embedkit.analysis._checks import AnalysisInputError, check_labels
+from embedkit.analysis.length_collapse import length_collapse, token_lengths
+from embedkit.analysis.rankme import rankme
+from embedkit.analysis.separability import fisher_ratio, separability
+
+__all__ = ["diagnose_embeddings", "bias_report"]
+
+
+def bias_report(model, lists_dir: str | os.PathLike | None = None) -> dict:
+    """Gender direction of the model's word vectors (each word encoded alone) and the professions' projections.
+
+    Returns a dict with ``direct_bias`` (over gender-neutral professions), ``direct_bias_after``
+    (after hard-debias of these word vectors), ``projections`` and ``projections_after``.
+    """
+    from embedkit.debias import HardDebias, bias_projections, direct_bias, load_word_lists
+    from embedkit.debias.word_vectors import encoder_word_vectors
+
+    lists = load_word_lists(lists_dir)
+    specific = set(lists.gender_specific)
+    prof = [w for w in lists.professions if w not in specific and "_" not in w]
+    words = [w for p in lists.definitional + lists.equalize for w in p] + prof
+    kv = encoder_word_vectors(model, [w for w in words if "_" not in w], show_progress=False)
+    hd = HardDebias(lists.definitional, lists.equalize, lists.gender_specific).fit(kv)
+    out = hd.transform(kv)
+    g = hd.bias_direction_
+    return {
+        "definitional_pairs_used": len(hd.definitional_pairs_used_),
+        "explained_variance_ratio_first": float(hd.explained_variance_ratio_[0]),
+        "n_professions": len(prof),
+        "direct_bias": direct_bias(kv, g, prof),
+        "direct_bias_after": direct_bias(out, g, prof),
+        "projections": bias_projections(kv, g, prof),
+        "projections_after": bias_projections(out, g, prof),
+    }
+
+
+def diagnose_embeddings(embeddings: np.ndarray, *, lengths: Sequence[int] | None = None, labels: Sequence | None = None,
+                        max_points: int = 3000) -> dict:
+    """RankMe + spectrum, PH separability (+ Fisher ratio with labels), length collapse (with lengths).
+
+    Returns a JSON-ready dict; arrays needed for plots are under the ``_arrays`` key.
+    """
+    E = np.asarray(embeddings)
+    if labels is not None:
+        check_labels(labels, len(E))
+    r, s = rankme(E, return_spectrum=True)
+    sep = separability(E, max_points=max_points)
+    out = {"n_texts": int(len(E)), "dim": int(E.shape[1]), "rankme": r, "rankme_fraction_of_dim": r / min(E.shape),
+           "separability": sep.to_dict()}
+    arrays = {"singular_values": s, "persistence": sep.persistence}
+    if labels is not None:
+        out["fisher_ratio"] = fisher_ratio(E, labels)
+    if lengths is not None:
+        try:
+            lc = length_collapse(E, lengths)
+            out["length_collapse"] = lc.to_dict()
+        except AnalysisInputError as e:
+            out["length_collapse"] = {"skipped": str(e)}
+    out["_arrays"] = arrays
+    return out
+
+
+def lengths_for(model, texts: Sequence[str]) -> np.ndarray:
+    return token_lengths(model, texts)
