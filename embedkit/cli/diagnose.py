@@ -30,6 +30,8 @@ def _read_labels(path: str) -> list[str]:
 @click.option("--texts", type=click.Path(dir_okay=False), help="Text file, one text per line (.gz ok).")
 @click.option("--labels", type=click.Path(dir_okay=False), help="Optional: one label per line, same count as --texts (adds the Fisher ratio).")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a self-contained HTML report here.")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False), default=None,
+              help="Also save the report's PNG plots in this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full JSON summary on stdout.")
 @click.option("--temperature", type=float, default=None, help="Apply TempScale with this tau before diagnosing.")
 @click.option("--max-texts", type=int, default=5000, show_default=True, help="Use the first N texts.")
@@ -38,7 +40,7 @@ def _read_labels(path: str) -> list[str]:
 @click.option("--bias-lists", type=click.Path(file_okay=False), default=None,
               help="Folder with the debiaswe JSON lists; default <data>/debias.")
 @click.pass_context
-def diagnose(ctx, model_name, texts, labels, report, as_json, temperature, max_texts, bias, bias_lists):
+def diagnose(ctx, model_name, texts, labels, report, plots_dir, as_json, temperature, max_texts, bias, bias_lists):
     """Diagnose an embedding model on your texts: RankMe, label-free separability, length collapse, bias.
 
     \b
@@ -79,9 +81,10 @@ def diagnose(ctx, model_name, texts, labels, report, as_json, temperature, max_t
             summary["bias"] = bias_report(model, bias_lists)
         except EmbedkitError as e:
             summary["bias"] = {"skipped": str(e)}
-    if report:
-        _write_report(report, summary, arrays)
-        summary["report"] = str(report)
+    if report or plots_dir:
+        _write_report(report, summary, arrays, plots_dir)
+        if report:
+            summary["report"] = str(report)
     if as_json:
         _echo_json(summary)
     else:
@@ -102,10 +105,12 @@ def diagnose(ctx, model_name, texts, labels, report, as_json, temperature, max_t
             click.echo(f"report            {report}")
 
 
-def _write_report(path, summary, arrays) -> None:
+def _write_report(path, summary, arrays, plots_dir=None) -> None:
     from embedkit.report import plot_barcode, plot_bias_projections, plot_length_collapse, plot_spectrum, write_html_report
 
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = plots_dir or tmp
+        Path(d).mkdir(parents=True, exist_ok=True)
         imgs, caps = {}, {}
         imgs["spectrum"] = plot_spectrum(arrays["singular_values"], Path(d) / "spectrum.png", rankme=summary["rankme"])
         caps["spectrum"] = "Singular values of the embedding matrix; RankMe = exp(entropy of the normalised spectrum)."
@@ -130,7 +135,8 @@ def _write_report(path, summary, arrays) -> None:
         slim = {k: v for k, v in summary.items() if k != "bias"}
         if b:
             slim["bias"] = {k: v for k, v in b.items() if not k.startswith("projections")}
-        write_html_report(path, slim, imgs, captions=caps, rows=rows, title=f"embedkit diagnose: {summary['model']}")
+        if path:
+            write_html_report(path, slim, imgs, captions=caps, rows=rows, title=f"embedkit diagnose: {summary['model']}")
 
 
 def _parse_top(value: str) -> float:

@@ -83,3 +83,23 @@ def test_real_word_lists_load():
     lists = load_word_lists()
     assert len(lists.definitional) == 10 and len(lists.equalize) == 52
     assert len(lists.gender_specific) == 1441 and len(lists.professions) == 320
+
+
+def test_debias_cli(kv, tmp_path, capsys):
+    from embedkit.cli.main import main
+
+    src = tmp_path / "in.txt"
+    kv.save_word2vec_format(str(src))
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "definitional_pairs.json").write_text(json.dumps([list(p) for p in DEF]))
+    (lists / "equalize_pairs.json").write_text(json.dumps([list(p) for p in EQ]))
+    (lists / "gender_specific_full.json").write_text(json.dumps(SPECIFIC))
+    (lists / "professions.json").write_text(json.dumps([[w, 0.0, 0.0] for w in NEUTRAL]))
+    main(["debias", "--vectors", str(src), "--lists", str(lists), "--out", str(tmp_path / "out.txt"), "--json"])
+    s = json.loads(capsys.readouterr().out)
+    assert s["direct_bias_after"] < 1e-6 < s["direct_bias_before"]
+    (lists / "definitional_pairs.json").write_text(json.dumps([["she"]]))
+    with pytest.raises(SystemExit) as e:
+        main(["debias", "--vectors", str(src), "--lists", str(lists), "--out", str(tmp_path / "out.txt")])
+    assert e.value.code == 2 and "item 0" in capsys.readouterr().err
