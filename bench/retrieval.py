@@ -42,7 +42,7 @@ EMBEDKIT_CONFIGS = [
 
 def anchor_configs(docs, queries):
     """(label, corpus embeddings, corpus precision, query embeddings, rescore, bytes/vector, dims)."""
-    from sentence_transformers.quantization import quantize_embeddings
+    from sentence_transformers.util.quantization import quantize_embeddings
 
     trunc_d = l2_normalize(docs[:, :128])
     trunc_q = l2_normalize(queries[:, :128])
@@ -58,7 +58,7 @@ def anchor_configs(docs, queries):
 
 
 def run_anchor(label, make_corpus, precision, Q, rescore, bpv, docs, doc_ids, q_ids, qrels):
-    from sentence_transformers.quantization import semantic_search_faiss
+    from sentence_transformers.util.quantization import semantic_search_faiss
 
     kw = dict(corpus_precision=precision, rescore=rescore, rescore_multiplier=4, exact=True)
     if precision == "uint8":
@@ -94,7 +94,7 @@ def run_embedkit(label, spec, rescore, docs, doc_ids, Q, q_ids, qrels, tmp):
 
 
 def synthetic(n: int, dim: int = 384, nq: int = 200, seed: int = 0):
-    from sentence_transformers.quantization import quantize_embeddings, semantic_search_faiss
+    from sentence_transformers.util.quantization import quantize_embeddings, semantic_search_faiss
 
     rng = np.random.default_rng(seed)
     # clustered unit vectors (a little structure, like real embeddings)

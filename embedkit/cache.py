@@ -172,7 +172,7 @@ def encode_cached(
     if os.environ.get("EMBEDKIT_NO_CACHE") == "1":
         cache = False
     if len(texts) == 0:
-        dim = model.get_sentence_embedding_dimension() or 0
+        dim = model.get_embedding_dimension() or 0
         return np.zeros((0, dim), dtype=np.float32)
 
     def _encode(chunk):

@@ -50,7 +50,7 @@ def encode_to_shards(model, texts: Sequence[str], out: str | Path, *, shard_size
         "texts_sha256": _texts_digest(texts),
         "count": len(texts),
         "shard_size": shard_size,
-        "dim": model.get_sentence_embedding_dimension(),
+        "dim": model.get_embedding_dimension(),
     }
     mpath = out / "manifest.json"
     if mpath.exists():
