@@ -13,6 +13,14 @@ from embedkit.debias.hard_debias import DebiasInputError, HardDebias, equalize_c
 from embedkit.debias.metrics import analogy_accuracy, bias_projections, direct_bias, word_similarity
 from embedkit.debias.word_lists import DebiasWordLists, load_word_lists
 
+
+def __getattr__(name):  # the sentence module imports torch + sentence-transformers: load it only when asked
+    if name in ("BiasProjection", "debias_sentence_encoder", "fit_sentence_bias_subspace", "templated_pairs"):
+        from embedkit.debias import sentence
+
+        return getattr(sentence, name)
+    raise AttributeError(f"module 'embedkit.debias' has no attribute {name!r}")
+
 __all__ = [
     "HardDebias",
     "DebiasInputError",
@@ -23,4 +31,8 @@ __all__ = [
     "analogy_accuracy",
     "load_word_lists",
     "DebiasWordLists",
+    "BiasProjection",
+    "debias_sentence_encoder",
+    "fit_sentence_bias_subspace",
+    "templated_pairs",
 ]
