@@ -47,7 +47,10 @@ def make_tiny_model(path: str | os.PathLike, *, hidden: int = 32, layers: int = 
     """
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.models import Normalize, Pooling, Transformer
+    try:
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import Normalize, Pooling, Transformer
     from transformers import BertConfig, BertModel
 
     path = Path(path)

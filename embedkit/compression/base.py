@@ -192,7 +192,9 @@ class FaissCodeIndex(CodeIndex):
     def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         _set_search_params(self.index, self.backend, k)
         X = self.to_input(Q)
-        if hasattr(self.index, "use_heap"):
+        import faiss
+
+        if isinstance(self.index, faiss.IndexBinaryFlat):
             self.index.use_heap = False  # FAISS' counting-based Hamming top-k: 3x faster here than its heap
         with single_thread_for_small_batches(len(X)):
             D, rows = self.index.search(X, k)

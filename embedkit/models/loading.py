@@ -123,8 +123,9 @@ def model_fingerprint(model) -> str:
     import torch
 
     h = hashlib.sha256()
-    h.update(type(model).__name__.encode())
-    h.update(repr(model).encode())
+    # architecture: the class of every submodule (not repr(), which may hold memory addresses)
+    for module in model.modules():
+        h.update(type(module).__name__.encode())
     for name, tensor in model.state_dict().items():
         h.update(name.encode())
         t = tensor.detach().to("cpu").contiguous()
