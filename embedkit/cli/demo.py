@@ -34,7 +34,8 @@ def pydoc_corpus(min_chars: int = 80) -> tuple[list[str], list[str], list[dict]]
 @click.option("--spec", default="binary", show_default=True, help="Compression spec of the demo index.")
 @click.option("--rescore", type=int, default=4, show_default=True, help="Rescoring oversampling factor.")
 @click.option("--out", default=None, help="Keep the index in this folder (default: a temporary folder).")
-def demo(spec, rescore, out):
+@click.option("--limit", type=int, default=None, help="Use only the first N paragraphs (a quicker demo).")
+def demo(spec, rescore, out, limit):
     """Build a compressed index over Python's help topics with the default model and search it.
 
     Runs offline: the model ships with embedkit, the corpus with Python.
@@ -44,6 +45,8 @@ def demo(spec, rescore, out):
     from embedkit.retrieval.index import EmbeddingIndex, directory_size
 
     ids, texts, meta = pydoc_corpus()
+    if limit:
+        ids, texts, meta = ids[:limit], texts[:limit], meta[:limit]
     info(f"corpus: {len(texts)} paragraphs of Python's help topics (pydoc_data.topics)")
     model = load_encoder()
     X = encode_cached(model, texts, desc="encoding corpus (cached after the first run)")
