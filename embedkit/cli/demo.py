@@ -23,9 +23,10 @@ def pydoc_corpus(min_chars: int = 80) -> tuple[list[str], list[str], list[dict]]
 
     ids, texts, meta = [], [], []
     for name in sorted(topics):
-        for i, para in enumerate(p for p in topics[name].split("\n\n") if len(p.strip()) >= min_chars):
+        paras = [" ".join(p.split()) for p in topics[name].split("\n\n")]
+        for i, para in enumerate(p for p in paras if len(p) >= min_chars):
             ids.append(f"{name}#{i}")
-            texts.append(" ".join(para.split()))
+            texts.append(para)
             meta.append({"topic": name})
     return ids, texts, meta
 
