@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import numpy as np
+
+from embedkit.report import plot_barcode, plot_bias_projections, plot_length_collapse, plot_spectrum, write_html_report
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_plots_and_html(tmp_path):
+    rng = np.random.default_rng(0)
+    imgs = {
+        "spectrum": plot_spectrum(np.sort(rng.random(32))[::-1], tmp_path / "s.png", rankme=20.5),
+        "barcode": plot_barcode(rng.random(99), tmp_path / "b.png"),
+        "length": plot_length_collapse([{"mean_length": 10, "mean_cosine": 0.2, "rankme": 30},
+                                        {"mean_length": 200, "mean_cosine": 0.4, "rankme": 12}], tmp_path / "l.png",
+                                       extra={"tau=0.9": [{"mean_length": 10, "mean_cosine": 0.1, "rankme": 31},
+                                                          {"mean_length": 200, "mean_cosine": 0.2, "rankme": 20}]}),
+        "bias": plot_bias_projections({f"w{i}": float(v) for i, v in enumerate(rng.standard_normal(40))}, tmp_path / "x.png",
+                                      after={"w0": 0.0}),
+    }
+    for p in imgs.values():
+        assert p.read_bytes().startswith(PNG)
+    out = write_html_report(tmp_path / "r.html", {"rankme": 20.5, "note": "<b>escaped</b>"}, imgs, rows={"RankMe": 20.5})
+    html = out.read_text()
+    assert html.count("data:image/png;base64,") == 4
+    assert "&lt;b&gt;escaped&lt;/b&gt;" in html and "<b>escaped</b>" not in html
