@@ -71,6 +71,7 @@ def _gram(B: np.ndarray) -> np.ndarray:
         T = torch.from_numpy(np.ascontiguousarray(B))
         return (T.T @ T).numpy()
 
+
 def rankme_from_spectrum(s, eps: float = EPS) -> float:
     """RankMe from a vector of singular values (see module docstring)."""
     s = np.asarray(s, dtype=np.float64)

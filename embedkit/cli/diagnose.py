@@ -48,6 +48,7 @@ def diagnose(ctx, model_name, texts, labels, report, plots_dir, as_json, tempera
       embedkit diagnose --texts docs.txt --report report.html
       embedkit diagnose --model ./my-model --texts docs.txt --labels labels.txt --json
       embedkit diagnose ches --model ./my-lm --pairs prefs.jsonl --top 5%
+      embedkit diagnose tempscale --texts long_docs.txt --out repaired-model
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -198,6 +199,59 @@ def ches(model_path, pairs, top, score, filter_out, batch_size, max_length, as_j
     click.echo(f"{'#':>5}  {'CHES':>10}  {'CHES/len':>10}  prompt")
     for r in rows:
         click.echo(f"{r['index']:>5}  {r['ches']:>10.3f}  {r['ches_normalized']:>10.3f}  {r['prompt'][:60]!r}")
+
+
+@diagnose.command("tempscale", context_settings=CTX)
+@click.option("--model", "model_name", default=None, help="Sentence-transformers folder or hub name; default all-MiniLM-L6-v2.")
+@click.option("--texts", required=True, type=click.Path(dir_okay=False), help="Unlabelled texts of varied length, one per line.")
+@click.option("--taus", default="0.7,0.8,0.9,0.95,1.05,1.1", show_default=True, help="Candidate temperatures (1 is always included).")
+@click.option("--min-agreement", type=float, default=0.9, show_default=True,
+              help="Keep only taus whose embeddings have mean cosine >= this to the untouched model's.")
+@click.option("--max-texts", type=int, default=300, show_default=True, help="Use the first N texts (each tau re-encodes them).")
+@click.option("--tau", "force_tau", type=float, default=None, help="Skip the search and use this temperature.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Save the repaired model folder here.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+def tempscale(model_name, texts, taus, min_agreement, max_texts, force_tau, out, as_json):
+    """Search a TempScale temperature on unlabelled texts (length collapse), and save the repaired model.
+
+    \b
+    Example:
+      embedkit diagnose tempscale --texts long_docs.txt
+      embedkit diagnose tempscale --texts long_docs.txt --tau 0.9 --out minilm-tau0.9
+    """
+    from embedkit.analysis.length_collapse import search_temperature
+    from embedkit.data import read_text_lines
+    from embedkit.models.loading import load_encoder
+    from embedkit.models.tempscale import apply_tempscale, save_tempscaled
+
+    try:
+        cand = [float(t) for t in taus.split(",") if t.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{taus!r}: a comma-separated list of numbers", param_hint="--taus")
+    model = load_encoder(model_name)
+    result = {}
+    if force_tau is None:
+        lines = read_text_lines(texts)[:max_texts]
+        if len(lines) < 10:
+            raise EmbedkitError(f"{texts}: {len(lines)} text(s); at least 10 of varied length are needed for a tau search")
+        result = search_temperature(model, lines, taus=cand, min_agreement=min_agreement, show_progress=True)
+        tau = result["best_tau"]
+    else:
+        tau = force_tau
+    result["tau"] = tau
+    if out:
+        apply_tempscale(model, tau)
+        save_tempscaled(model, out)
+        result["out"] = str(out)
+    if as_json:
+        _echo_json(result)
+        return
+    if "results" in result:
+        click.echo(f"{'tau':>6}  {'long mean cos':>13}  {'collapse':>9}  {'RankMe':>7}  {'agreement':>9}")
+        for r in result["results"]:
+            click.echo(f"{r['tau']:>6.3g}  {r['long_mean_cosine']:>13.4f}  {r['collapse']:>+9.4f}  {r['rankme']:>7.1f}  "
+                       f"{r['agreement']:>9.4f}")
+    click.echo(f"tau = {tau}" + (f"; saved to {out}" if out else ""))
 
 
 def _load_causal_lm(path):

@@ -93,3 +93,15 @@ def test_ches_command(tmp_path, capsys):
     pairs.write_text(json.dumps({"prompt": "a", "chosen": "b"}) + "\n")
     code, _, err = run(["diagnose", "ches", "--model", str(tmp_path / "lm"), "--pairs", str(pairs)], capsys)
     assert code == 2 and "missing field 'rejected'" in err
+
+
+def test_tempscale_command(st_dir, texts, tmp_path, capsys):
+    f, _ = texts
+    code, out, err = run(["diagnose", "tempscale", "--model", str(st_dir), "--texts", str(f), "--taus", "0.5,2",
+                          "--min-agreement", "0", "--out", str(tmp_path / "rep"), "--json"], capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["tau"] in (0.5, 1.0, 2.0) and len(res["results"]) == 3
+    assert json.loads((tmp_path / "rep" / "embedkit_tempscale.json").read_text())["temperature"] == res["tau"]
+    code, _, err = run(["diagnose", "tempscale", "--texts", str(f), "--taus", "a,b"], capsys)
+    assert code == 2 and "--taus" in err
