@@ -36,7 +36,9 @@ def _load_vectors(path: str):
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Debiased vectors, word2vec format (.bin = binary).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def debias(vectors, model_name, vocab, lists_dir, out, as_json):
-    """Hard-debias word vectors (Bolukbasi et al. 2016) and report the direct bias before and after.
+    """Hard-debias word vectors and report the direct gender bias before and after.
+
+    Method: Bolukbasi, Chang, Zou, Saligrama and Kalai, NeurIPS 2016 (identify, neutralise, equalise).
 
     \b
     Example:
