@@ -2,7 +2,7 @@
 
 Texts are split into length buckets (token counts, as the model sees them: capped at its max
 sequence length); per bucket we report the mean pairwise cosine similarity (higher = more crowded)
-and RankMe. The **collapse measure** is mean cosine of the longest bucket minus that of the
+and RankMe (on equally many rows per bucket, since RankMe grows with the row count). The **collapse measure** is mean cosine of the longest bucket minus that of the
 shortest (positive = long texts are more alike than short ones).
 
 :func:`search_temperature` picks a TempScale temperature on unlabelled texts. The paper tunes
@@ -69,14 +69,18 @@ def length_collapse(embeddings, lengths: Sequence[int], *, n_buckets: int = 4, e
     # bucket b holds inner[b-1] <= L < inner[b]; ties stay together, so texts capped at the model's
     # maximum length form their own last bucket instead of swallowing the quantile edges
     ids = np.searchsorted(inner, L, side="right")
+    keep = [b for b in np.unique(ids) if (ids == b).sum() >= min_bucket]
+    # RankMe grows with the number of rows, so every bucket's RankMe uses the same number of rows
+    # (a seeded subsample of the size of the smallest bucket): comparable across buckets.
+    n_rank = min(((ids == b).sum() for b in keep), default=0)
+    rng = np.random.default_rng(0)
     buckets = []
-    for b in np.unique(ids):
-        m = ids == b
-        if m.sum() < min_bucket:
-            continue
-        buckets.append({"lo": float(L[m].min()), "hi": float(L[m].max()), "n": int(m.sum()),
-                        "mean_length": float(L[m].mean()), "mean_cosine": mean_pairwise_cosine(X[m]),
-                        "rankme": rankme(X[m])})
+    for b in keep:
+        rows = np.flatnonzero(ids == b)
+        sub = rows if len(rows) == n_rank else np.sort(rng.choice(rows, n_rank, replace=False))
+        buckets.append({"lo": float(L[rows].min()), "hi": float(L[rows].max()), "n": int(len(rows)),
+                        "mean_length": float(L[rows].mean()), "mean_cosine": mean_pairwise_cosine(X[rows]),
+                        "rankme": rankme(X[sub]), "rankme_rows": int(n_rank)})
     if len(buckets) < 2:
         raise AnalysisInputError(
             f"lengths: only {len(buckets)} length bucket(s) with >= {min_bucket} texts; need texts of varied length"
