@@ -84,14 +84,25 @@ def encoder_word_vectors(model, words: Iterable[str], *, method: str = "encode",
     raise EmbedkitError(f"word vectors: unknown method {method!r}; use 'encode' or 'input_embedding'")
 
 
+def _stable_hash(s: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(s.encode("utf-8"), digest_size=8).digest(), "little") >> 1
+
+
 def train_word2vec(sentences: Iterable[str], *, vector_size: int = 100, window: int = 5, min_count: int = 5,
-                   epochs: int = 5, workers: int = 2, seed: int = 0):
-    """Train a gensim Word2Vec (skip-gram off, CBOW) on raw lines; returns its KeyedVectors."""
+                   epochs: int = 5, workers: int = 1, seed: int = 0):
+    """Train a gensim Word2Vec (CBOW) on raw lines; returns its KeyedVectors.
+
+    Reproducible with ``workers=1`` (the default): the initial vectors are seeded with a stable
+    string hash instead of Python's per-process randomised ``hash``. More workers are faster but
+    not deterministic (thread scheduling).
+    """
     from gensim.models import Word2Vec
 
     corpus = [t for t in (tokenize(s) for s in sentences) if t]
     if not corpus:
         raise EmbedkitError("word2vec: no tokens in the training text")
     m = Word2Vec(corpus, vector_size=vector_size, window=window, min_count=min_count, epochs=epochs,
-                 workers=workers, seed=seed)
+                 workers=workers, seed=seed, hashfxn=_stable_hash)
     return m.wv
