@@ -1,0 +1,70 @@
+"""``pq:MxNBITS`` and ``opq:MxNBITS``: product quantization through FAISS.
+
+PQ (Jegou, Douze & Schmid, TPAMI 2011) cuts a vector into ``M`` sub-vectors and stores, for each,
+the id of the nearest of ``2^NBITS`` k-means centroids learned on the fitting vectors: ``M*NBITS/8``
+bytes per vector. Queries stay float: the score is the inner product of the query with the
+decoded code (asymmetric distance, a lookup table per sub-space). OPQ (Ge et al., CVPR 2013) first
+learns an orthogonal rotation that balances the variance across the sub-spaces (FAISS ``OPQ{M}``
+pre-transform). The dimension must be divisible by ``M``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embedkit.compression.faiss_codec import FaissCodecQuantizer
+from embedkit.errors import EmbedkitError
+
+
+class PQQuantizer(FaissCodecQuantizer):
+    """FAISS ``PQ{m}x{nbits}``: ``m`` sub-quantizers of ``2^nbits`` centroids each.
+
+    Args:
+        m: number of sub-vectors (bytes per vector when ``nbits`` is 8); must divide the dimension.
+        nbits: bits per sub-vector code (1..16; 8 is the usual and fastest).
+
+    Fitting needs at least ``2^nbits`` vectors (one per centroid); FAISS recommends 39 times that.
+
+    Example:
+        >>> q = PQQuantizer(8, 4).fit(np.random.randn(300, 32))
+        >>> q.code_size
+        4
+    """
+
+    name = "pq"
+
+    def __init__(self, m: int, nbits: int = 8):
+        if int(m) < 1 or not 1 <= int(nbits) <= 16:
+            raise EmbedkitError(f"{self.name} needs m >= 1 and nbits in 1..16, got m={m}, nbits={nbits}")
+        self.m = int(m)
+        self.nbits = int(nbits)
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}:{self.m}x{self.nbits}"
+
+    def body(self, dim: int) -> str:
+        return f"PQ{self.m}x{self.nbits}"
+
+    def _min_train(self, X: np.ndarray) -> None:
+        n, d = X.shape
+        if d % self.m:
+            raise EmbedkitError(f"{self.spec}: the dimension {d} is not divisible by m={self.m}")
+        if n < 2**self.nbits:
+            raise EmbedkitError(f"{self.spec} needs at least {2 ** self.nbits} training vectors (one per centroid), got {n}")
+
+
+class OPQQuantizer(PQQuantizer):
+    """FAISS ``OPQ{m},PQ{m}x{nbits}``: a learned rotation, then product quantization.
+
+    Example:
+        >>> q = OPQQuantizer(8, 4).fit(np.random.randn(300, 32))
+        >>> q.code_size
+        4
+    """
+
+    name = "opq"
+
+    @property
+    def prefix(self) -> str:  # type: ignore[override]
+        return f"OPQ{self.m}"

@@ -1,0 +1,175 @@
+"""Quality-vs-bytes sweep: every compression spec on the same float embeddings, one table.
+
+For each method the compression pipeline is fitted on the corpus vectors (PQ, OPQ, ITQ and BEBR
+all learn from the corpus they compress; none sees queries or relevance judgements), the corpus is
+added to a flat :class:`~embedkit.compression.base.CodeIndex`, and the queries are searched
+without and with float rescoring (the top ``k * oversample`` candidates re-ranked by the exact
+inner product with the float corpus vectors). Reported per run: nDCG@10, Recall@100, bytes per
+vector, fit seconds and search milliseconds per query.
+
+Example:
+    >>> rows = sweep([SweepMethod("binary", "binary")], docs, queries, doc_ids, query_ids, qrels)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from embedkit.errors import EmbedkitError
+
+
+@dataclass
+class SweepMethod:
+    """One line of the sweep.
+
+    Args:
+        name: label of the method (the line in the plot), e.g. ``"pq"``.
+        spec: compression spec string, e.g. ``"pq:48x8"``; ignored when ``build`` is given.
+        quantizer_kwargs: attributes set on the spec's quantizer before fitting (e.g. BEBR's
+            ``epochs``).
+        index_kwargs: extra arguments of ``new_index`` (e.g. BEBR's ``scoring="adc"``).
+        build: alternative to ``spec``: ``build(docs) -> (code_size, search(Q, k) -> (scores, rows))``
+            for anchors outside embedkit (e.g. sentence-transformers' ``ubinary``).
+        label: free text for the results (defaults to the spec).
+    """
+
+    name: str
+    spec: str = ""
+    quantizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    index_kwargs: dict[str, Any] = field(default_factory=dict)
+    build: Callable | None = None
+    label: str = ""
+
+
+def _run_dict(scores, rows, doc_ids, query_ids) -> dict[str, dict[str, float]]:
+    return {
+        qid: {doc_ids[r]: float(s) for s, r in zip(ss, rr) if r >= 0}
+        for qid, ss, rr in zip(query_ids, scores, rows)
+    }
+
+
+def _rescore(Q, D, rows, k):
+    """Re-rank candidate rows by the exact float inner product; keep the top k."""
+    safe = np.where(rows >= 0, rows, 0)
+    exact = np.einsum("qd,qcd->qc", Q, D[safe])
+    exact = np.where(rows >= 0, exact, -np.inf)
+    order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(exact, order, 1), np.take_along_axis(rows, order, 1)
+
+
+def evaluate_method(method: SweepMethod, docs: np.ndarray, queries: np.ndarray, doc_ids: Sequence[str],
+                    query_ids: Sequence[str], qrels: Mapping[str, Mapping[str, int]], *, k: int = 100,
+                    oversample: int = 4, rescore: Sequence[bool] = (False, True), repeat: int = 2,
+                    cache: dict | None = None) -> list[dict[str, Any]]:
+    """Fit, index and search one method; one result row per rescoring setting.
+
+    ``cache`` (a dict) reuses fitted pipelines between methods with the same spec and quantizer
+    settings (e.g. one BEBR model searched with both scorings); reused fits report their fit time.
+    """
+    from embedkit.compression.spec import quantizer_from_spec
+    from embedkit.retrieval.metrics import ndcg_at_k, recall_at_k
+
+    docs = np.ascontiguousarray(docs, dtype=np.float32)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    t0 = time.perf_counter()
+    if method.build is not None:
+        code_size, search = method.build(docs)
+        spec = method.label or method.name
+    else:
+        key = (method.spec, tuple(sorted(method.quantizer_kwargs.items())))
+        if cache is not None and key in cache:
+            pipe, fit_s = cache[key]
+            t0 -= fit_s
+        else:
+            pipe = quantizer_from_spec(method.spec)
+            for name, v in method.quantizer_kwargs.items():
+                if not hasattr(pipe.quantizer, name):
+                    raise EmbedkitError(f"{method.spec}: the quantizer has no setting {name!r}")
+                setattr(pipe.quantizer, name, v)
+            pipe.fit(docs)
+            if cache is not None:
+                cache[key] = (pipe, time.perf_counter() - t0)
+        index = pipe.quantizer.new_index("flat", **method.index_kwargs)
+        index.add(pipe.transform(docs))
+        code_size = pipe.code_size
+        tq = pipe.transform(queries)
+        spec = method.label or method.spec
+
+        def search(Q, kk):
+            return index.search(tq if Q is queries else pipe.transform(Q), kk)
+
+    fit_s = time.perf_counter() - t0
+    out = []
+    for rs in rescore:
+        kk = k * oversample if rs else k
+        best = float("inf")
+        for _ in range(max(1, repeat)):
+            t = time.perf_counter()
+            scores, rows = search(queries, kk)
+            if rs:
+                scores, rows = _rescore(queries, docs, rows, k)
+            best = min(best, time.perf_counter() - t)
+        run = _run_dict(scores, rows, list(doc_ids), list(query_ids))
+        out.append({
+            "method": method.name, "spec": spec, "bytes": int(code_size), "rescore": bool(rs),
+            "ndcg@10": round(float(ndcg_at_k(run, qrels, 10)), 4),
+            "recall@100": round(float(recall_at_k(run, qrels, 100)), 4),
+            "fit_s": round(fit_s, 2), "search_ms_per_query": round(1000 * best / max(1, len(queries)), 4),
+        })
+    return out
+
+
+def sweep(methods: Sequence[SweepMethod], docs, queries, doc_ids, query_ids, qrels, *, k: int = 100,
+          oversample: int = 4, log: Callable[[str], None] | None = print, **kw) -> list[dict[str, Any]]:
+    """Evaluate every method (see :func:`evaluate_method`); returns all result rows."""
+    rows = []
+    kw.setdefault("cache", {})
+    for m in methods:
+        res = evaluate_method(m, docs, queries, doc_ids, query_ids, qrels, k=k, oversample=oversample, **kw)
+        rows.extend(res)
+        if log:
+            for r in res:
+                log(f"{r['method']:>12} {r['spec']:<22} {r['bytes']:>5} B  rescore={int(r['rescore'])}  "
+                    f"nDCG@10 {r['ndcg@10']:.4f}  R@100 {r['recall@100']:.4f}  fit {r['fit_s']:.1f}s  "
+                    f"{r['search_ms_per_query']:.3f} ms/q")
+    return rows
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of (bytes, quality) points not dominated (fewer-or-equal bytes and higher-or-equal quality)."""
+    front = []
+    for i, (b, q) in enumerate(points):
+        if not any((b2 <= b and q2 >= q) and (b2 < b or q2 > q) for j, (b2, q2) in enumerate(points) if j != i):
+            front.append(i)
+    return front
+
+
+def plot(rows: Sequence[Mapping[str, Any]], path, *, rescore: bool = False, float_ndcg: float | None = None,
+         title: str = "") -> None:
+    """nDCG@10 against bytes per vector (log scale), one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    names = list(dict.fromkeys(r["method"] for r in rows if r["rescore"] == rescore and r["method"] != "float"))
+    for name in names:
+        pts = sorted((r["bytes"], r["ndcg@10"]) for r in rows if r["method"] == name and r["rescore"] == rescore)
+        style = "-o" if name.startswith("bebr") else "--s"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=name, lw=2 if name.startswith("bebr") else 1.2, ms=5)
+    if float_ndcg is not None:
+        ax.axhline(float_ndcg, color="k", ls=":", lw=1, label=f"float32 (1536 B) {float_ndcg:.4f}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("bytes per vector")
+    ax.set_ylabel("nDCG@10")
+    ax.set_title(title or f"nDCG@10 vs bytes per vector ({'with' if rescore else 'without'} float rescoring)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
