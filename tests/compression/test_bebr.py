@@ -1,0 +1,137 @@
+"""BEBR: code shapes, bit-exact persistence, SDC == decoded inner product, index behaviour."""
+
+import numpy as np
+import pytest
+
+from embedkit import quantizer_from_spec
+from embedkit.compression.bebr import BEBRQuantizer
+from embedkit.compression.bebr_index import hamming_matrix, sdc_scores, sdc_scores_reference
+from embedkit.compression.pipeline import CompressionPipeline
+from embedkit.errors import EmbedkitError
+
+
+@pytest.fixture(scope="module")
+def X():
+    rng = np.random.default_rng(1)
+    # clustered data so that neighbours exist
+    centers = rng.standard_normal((20, 32))
+    X = centers[rng.integers(0, 20, 600)] + 0.5 * rng.standard_normal((600, 32))
+    return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def q2(X):
+    return BEBRQuantizer(2, epochs=2, progress=False).fit(X)
+
+
+@pytest.mark.parametrize("bits,width,nbytes", [(1, None, 4), (2, None, 8), (3, 16, 6), (4, 8, 4)])
+def test_code_shapes(X, bits, width, nbytes):
+    q = BEBRQuantizer(bits, width, epochs=1, progress=False).fit(X)
+    codes = q.encode(X[:9])
+    assert codes.shape == (9, nbytes) and codes.dtype == np.uint8
+    assert q.code_size == nbytes
+    assert q.decode(codes).shape == (9, 32)
+    assert q.spec == (f"bebr:{bits}" if width is None else f"bebr:{bits}x{width}")
+
+
+def test_spec_width():
+    p = quantizer_from_spec("bebr:2x16")
+    assert p.quantizer.bits == 2 and p.quantizer.width == 16 and p.spec == "bebr:2x16"
+
+
+def test_width_errors(X):
+    with pytest.raises(EmbedkitError, match="exceeds the input dimension"):
+        BEBRQuantizer(1, 64, progress=False).fit(X)
+    with pytest.raises(EmbedkitError, match="multiple of 8"):
+        BEBRQuantizer(1, 12)
+    with pytest.raises(EmbedkitError, match="1..4"):
+        quantizer_from_spec("bebr:5")
+
+
+def test_save_load_bit_exact(q2, X, tmp_path):
+    pipe = CompressionPipeline([q2])
+    pipe.save(tmp_path)
+    back = CompressionPipeline.load(tmp_path).quantizer
+    np.testing.assert_array_equal(back.encode(X), q2.encode(X))
+    np.testing.assert_array_equal(back.alphas(), q2.alphas())
+    np.testing.assert_array_equal(back.decode(q2.encode(X[:5])), q2.decode(q2.encode(X[:5])))
+    assert back.history_ == q2.history_ and back.epochs == 2
+
+
+def test_deterministic(X):
+    a = BEBRQuantizer(2, epochs=2, progress=False, seed=3).fit(X).encode(X)
+    b = BEBRQuantizer(2, epochs=2, progress=False, seed=3).fit(X).encode(X)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_training_records_losses(q2):
+    assert len(q2.history_) == 2 and {"infonce", "recon", "distill"} <= set(q2.history_[0])
+
+
+@pytest.mark.parametrize("u,m", [(1, 64), (2, 128), (3, 24), (4, 8)])
+@pytest.mark.parametrize("use_faiss", [True, False])
+def test_sdc_equals_brute_force(u, m, use_faiss):
+    rng = np.random.default_rng(u * 100 + m)
+    qc = rng.integers(0, 256, (7, u * m // 8), dtype=np.uint8)
+    dc = rng.integers(0, 256, (50, u * m // 8), dtype=np.uint8)
+    alpha = rng.uniform(0.1, 1.0, u)
+    w = np.outer(alpha, alpha)
+    got = sdc_scores(qc, dc, w, m, use_faiss=use_faiss)
+    np.testing.assert_allclose(got, sdc_scores_reference(qc, dc, w, m), rtol=1e-5, atol=1e-4)
+
+
+def test_hamming_matrix_paths_agree():
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 256, (5, 16), dtype=np.uint8), rng.integers(0, 256, (9, 16), dtype=np.uint8)
+    ref = np.unpackbits(a[:, None] ^ b[None], axis=-1).sum(-1)
+    np.testing.assert_array_equal(hamming_matrix(a, b, use_faiss=True), ref)
+    np.testing.assert_array_equal(hamming_matrix(a, b, use_faiss=False), ref)
+
+
+def test_sdc_equals_decoded_inner_product(q2, X):
+    """Index scores are the inner products of the centred decoded query and document codes."""
+    index = q2.new_index("flat")
+    index.add(X)
+    scores, rows = index.search(X[:4], 10)
+    cq, cd = q2.encode(X[:4]), q2.encode(X)
+    dq, dd = q2.decode(cq) - q2.mean_, q2.decode(cd) - q2.mean_
+    brute = dq @ dd.T
+    np.testing.assert_allclose(scores, np.take_along_axis(brute, rows, 1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(scores[:, 0], brute.max(1), rtol=1e-4, atol=1e-4)
+
+
+def test_asymmetric_scores(q2, X):
+    index = q2.new_index("flat", scoring="adc")
+    index.add(X)
+    scores, rows = index.search(X[:3], 5)
+    brute = X[:3] @ q2.decode(q2.encode(X)).T
+    np.testing.assert_allclose(scores, np.take_along_axis(brute, rows, 1), rtol=1e-4, atol=1e-4)
+    assert (rows[:, 0] == np.argmax(brute, 1)).all()
+
+
+@pytest.mark.parametrize("backend", ["flat", "hnsw", "ivf"])
+def test_candidate_search_close_to_exhaustive(q2, X, backend):
+    exact = q2.new_index("flat")
+    exact.add(X)
+    cand = q2.new_index(backend, candidates=50)
+    cand.exhaustive_limit = 0  # force first-plane candidates
+    cand.add(X)
+    _, r1 = exact.search(X[:20], 5)
+    s2, r2 = cand.search(X[:20], 5)
+    overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(r1, r2)])
+    assert overlap > 0.8
+    assert (r2 >= 0).all() and (s2[:, :-1] >= s2[:, 1:]).all()
+
+
+def test_pads_when_k_exceeds_ntotal(q2, X):
+    index = q2.new_index("flat")
+    index.add(X[:3])
+    s, r = index.search(X[:2], 5)
+    assert (r[:, 3:] == -1).all() and np.isneginf(s[:, 3:]).all()
+
+
+def test_corrupt_index_bytes(q2):
+    from embedkit.errors import IndexFormatError
+
+    with pytest.raises(IndexFormatError):
+        q2.index_from_bytes(b"not an index", "flat")
