@@ -1,0 +1,232 @@
+"""ESimCSE (Wu et al., COLING 2022): word repetition + a momentum-encoder queue of negatives.
+
+Faithful to the reference code (caskcsg/sentemb, ``ESimCSE/esimcse/{models,trainers}.py``,
+``ESimCSE/train.py``):
+
+* positive pair (x, x_rep): the *second* view gets word repetition on subword tokens
+  (:func:`embedkit.training.augment.word_repetition`, dup_rate 0.32, at most 10 tokens); dropout
+  stays on for both views, which go through the model in one forward pass;
+* a momentum encoder f_m, a copy of the model, updated by EMA ``theta_m <- lambda * theta_m +
+  (1 - lambda) * theta`` (lambda 0.995) once per optimizer step, without gradients;
+* a FIFO queue of the momentum encoder's eval-mode (no dropout) embeddings of the *first* view of
+  past batches, ``queue_size`` = 2.5 x batch size by default (160 for batch 64 as in run.sh); the
+  current batch is enqueued after its loss is computed, so it is never its own negative;
+* one-directional InfoNCE of the first view over ``[in-batch positives | queue]`` at tau = 0.05.
+
+Where the EMA happens: the reference applies it inside the training forward, before the momentum
+embeddings of the batch are computed, i.e. once per step with the weights left by the previous
+optimizer step. Here :class:`MomentumUpdateCallback` (added automatically by
+:class:`embedkit.training.trainer.EmbedkitTrainer`, or pass ``callbacks=loss.callbacks()`` to a plain
+``SentenceTransformerTrainer``) applies it in ``on_step_end``, after every optimizer step, which is
+the same sequence of weights and stays correct with gradient accumulation. Without the callback
+the loss falls back to the reference behaviour (EMA at the start of each training forward).
+
+Deviations (documented): the momentum encoder is a copy of the whole sentence-transformers model
+(transformer + pooling + normalisation), so queue entries and anchors live in the same space; the
+reference copies only the BERT body, while its anchors pass an MLP head used in training only.
+Under multi-process training (DDP) each process keeps its own queue, as the reference does.
+The momentum encoder and the queue are saved with every checkpoint
+(:meth:`ESimCSELoss.save_training_state`) so that resumed runs are exact.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from embedkit.training.augment import word_repetition
+from embedkit.training.losses.simcse import _embed_views, info_nce
+
+STATE_FILE = "esimcse_state.safetensors"
+STATE_META = "esimcse_state.json"
+
+
+class ESimCSELoss(nn.Module):
+    """ESimCSE loss for the sentence-transformers trainer.
+
+    Args:
+        model: the SentenceTransformer being trained.
+        temperature: InfoNCE temperature (0.05).
+        dup_rate: word-repetition rate (0.32 for BERT-base in the paper's run.sh).
+        max_dup: cap on repeated tokens per sentence (10 in the reference code).
+        momentum: EMA coefficient lambda of the momentum encoder (0.995).
+        queue_size: number of queued negatives; ``None`` = ``queue_factor`` x the first batch size.
+        queue_factor: 2.5 by default.
+
+    Inputs:
+        +-------------------------------------+--------+
+        | Texts                               | Labels |
+        +=====================================+========+
+        | (sentence) or (sentence, sentence)  | none   |
+        +-------------------------------------+--------+
+
+        With one column the second view is the same tokenised sentence; with two columns the
+        second column is the second view. Word repetition is applied to the second view only.
+
+    Example:
+        >>> loss = ESimCSELoss(model)
+        >>> trainer = SentenceTransformerTrainer(model=model, train_dataset=ds, loss=loss,
+        ...                                      callbacks=loss.callbacks())  # doctest: +SKIP
+    """
+
+    def __init__(self, model, temperature: float = 0.05, dup_rate: float = 0.32, max_dup: int = 10,
+                 momentum: float = 0.995, queue_size: int | None = None, queue_factor: float = 2.5) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if not 0.0 <= dup_rate <= 1.0:
+            raise ValueError(f"dup_rate must be in [0, 1], got {dup_rate}")
+        if queue_size is not None and queue_size < 0:
+            raise ValueError(f"queue_size must be >= 0, got {queue_size}")
+        self.model = model
+        self.temperature = float(temperature)
+        self.dup_rate = float(dup_rate)
+        self.max_dup = int(max_dup)
+        self.momentum = float(momentum)
+        self.queue_size = None if queue_size is None else int(queue_size)
+        self.queue_factor = float(queue_factor)
+        # Kept outside the nn.Module tree on purpose: the trainer must neither optimise it nor swap
+        # its inner modules for the (possibly DDP-wrapped) training model.
+        momentum_model = copy.deepcopy(model)
+        for p in momentum_model.parameters():
+            p.requires_grad_(False)
+        momentum_model.eval()
+        object.__setattr__(self, "_momentum_model", momentum_model)
+        self.queue: Tensor | None = None
+        self.ema_steps = 0
+        self.ema_by_callback = False
+        tok = getattr(model, "tokenizer", None)
+        self._special_ids = sorted(set(getattr(tok, "all_special_ids", []) or []))
+        self._pad_id = getattr(tok, "pad_token_id", None) or 0
+
+    # --- momentum encoder -------------------------------------------------------------------
+    @property
+    def momentum_model(self):
+        return self._momentum_model
+
+    def _base_model(self):
+        m = self.model
+        return getattr(m, "module", m)  # unwrap DDP
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """theta_m <- momentum * theta_m + (1 - momentum) * theta, for every parameter and float buffer."""
+        src = dict(self._base_model().named_parameters())
+        for name, p_m in self._momentum_model.named_parameters():
+            p = src[name]
+            if p_m.device != p.device:
+                p_m.data = p_m.data.to(p.device)
+            p_m.mul_(self.momentum).add_(p.detach().to(p_m.dtype), alpha=1.0 - self.momentum)
+        self.ema_steps += 1
+
+    def callbacks(self) -> list:
+        """Trainer callbacks this loss needs (the per-optimizer-step EMA update)."""
+        return [MomentumUpdateCallback(self)]
+
+    # --- queue --------------------------------------------------------------------------------
+    def enqueue(self, embeddings: Tensor) -> None:
+        """Append ``embeddings`` (oldest first) and keep the newest ``queue_size`` rows (FIFO)."""
+        emb = embeddings.detach()
+        if self.queue_size is None:
+            self.queue_size = int(round(self.queue_factor * emb.shape[0]))
+        if self.queue_size == 0:
+            return
+        q = emb if self.queue is None else torch.cat([self.queue.to(emb.device), emb], dim=0)
+        self.queue = q[-self.queue_size:].clone()
+
+    # --- forward ------------------------------------------------------------------------------
+    def repeat_words(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
+        limit = None
+        try:
+            limit = int(self._base_model()[0].auto_model.config.max_position_embeddings)
+        except (AttributeError, TypeError, IndexError, KeyError):
+            pass
+        return word_repetition(features, special_ids=self._special_ids, pad_id=self._pad_id, dup_rate=self.dup_rate,
+                               max_dup=self.max_dup, max_length=limit)
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
+        feats = list(sentence_features)
+        first = feats[0]
+        second = feats[1] if len(feats) > 1 else first
+        training = self._base_model().training
+        second = self.repeat_words(second) if training else dict(second)
+        z1, z2 = _embed_views(self.model, [first, second])
+        loss = info_nce(z1, z2, self.temperature, self.queue if self.queue is not None else None)
+        if training:
+            if not self.ema_by_callback:
+                self.momentum_update()  # reference behaviour when no trainer callback drives the EMA
+            self._momentum_model.eval()
+            with torch.no_grad():
+                mom = self._momentum_model.to(z1.device)(first)["sentence_embedding"]
+            self.enqueue(mom)
+        return loss
+
+    # --- checkpointing ------------------------------------------------------------------------
+    def save_training_state(self, folder: str | os.PathLike) -> None:
+        """Write the momentum encoder weights and the queue into ``folder`` (a checkpoint)."""
+        from safetensors.torch import save_file
+
+        tensors = {f"momentum.{k}": v.detach().cpu().contiguous() for k, v in self._momentum_model.state_dict().items()}
+        if self.queue is not None:
+            tensors["queue"] = self.queue.detach().cpu().contiguous()
+        save_file(tensors, os.path.join(folder, STATE_FILE))
+        with open(os.path.join(folder, STATE_META), "w") as f:
+            json.dump({"queue_size": self.queue_size, "ema_steps": self.ema_steps}, f)
+
+    def load_training_state(self, folder: str | os.PathLike) -> bool:
+        """Restore what :meth:`save_training_state` wrote; returns False if ``folder`` has none."""
+        from safetensors.torch import load_file
+
+        path = os.path.join(folder, STATE_FILE)
+        if not os.path.exists(path):
+            return False
+        tensors = load_file(path)
+        mom = {k[len("momentum."):]: v for k, v in tensors.items() if k.startswith("momentum.")}
+        self._momentum_model.load_state_dict(mom)
+        self.queue = tensors.get("queue")
+        meta_path = os.path.join(folder, STATE_META)
+        if os.path.exists(meta_path):
+            with open(meta_path) as f:
+                meta = json.load(f)
+            self.queue_size = meta.get("queue_size", self.queue_size)
+            self.ema_steps = int(meta.get("ema_steps", 0))
+        return True
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "dup_rate": self.dup_rate, "max_dup": self.max_dup,
+                "momentum": self.momentum, "queue_size": self.queue_size, "queue_factor": self.queue_factor}
+
+    @property
+    def citation(self) -> str:
+        return """@inproceedings{wu2022esimcse,
+    title={{ESimCSE}: Enhanced Sample Building Method for Contrastive Learning of Unsupervised Sentence Embedding},
+    author={Wu, Xing and Gao, Chaochen and Zang, Liangjun and Han, Jizhong and Wang, Zhongyuan and Hu, Songlin},
+    booktitle={COLING},
+    year={2022}
+}"""
+
+
+def _transformers_callback_base():
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class MomentumUpdateCallback(_transformers_callback_base()):
+    """Applies :meth:`ESimCSELoss.momentum_update` after every optimizer step."""
+
+    def __init__(self, loss: ESimCSELoss) -> None:
+        self.loss = loss
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.loss.ema_by_callback = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.loss.momentum_update()

@@ -1,0 +1,88 @@
+"""Unsupervised SimCSE (Gao, Yao, Chen, EMNLP 2021): dropout noise as the only augmentation.
+
+Each sentence is encoded twice with dropout on; the two encodings are a positive pair and the other
+sentences of the batch are negatives; cross-entropy over cosine similarities / temperature.
+
+This is the same objective as sentence-transformers' ``MultipleNegativesRankingLoss`` on (s, s)
+pairs with ``scale = 1 / temperature`` (its SimCSE recipe, which :mod:`bench.train_unsup` runs as
+the anchor). The differences are practical: this loss takes a *single* text column (the second
+view is a copy of the tokenised first one, so each sentence is tokenised once) and encodes both
+views in one forward pass of 2N rows, as the SimCSE reference code does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _embed_views(model, features_list: list[dict[str, Any]]) -> list[Tensor]:
+    """Both views through the model, in one merged forward when the batches can be merged."""
+    from sentence_transformers.base.losses.merged_forward import embed_columns
+
+    return embed_columns(model, features_list, separate_first=False)
+
+
+def info_nce(anchors: Tensor, positives: Tensor, temperature: float, extra_negatives: Tensor | None = None) -> Tensor:
+    """One-directional InfoNCE: row i of ``anchors`` against [all ``positives`` | ``extra_negatives``].
+
+    Similarity is cosine; the target of row i is column i.
+    """
+    a = F.normalize(anchors, dim=-1)
+    logits = a @ F.normalize(positives, dim=-1).T
+    if extra_negatives is not None and extra_negatives.shape[0] > 0:
+        logits = torch.cat([logits, a @ F.normalize(extra_negatives.to(a.dtype), dim=-1).T], dim=1)
+    labels = torch.arange(a.shape[0], device=a.device)
+    return F.cross_entropy(logits / temperature, labels)
+
+
+class SimCSELoss(nn.Module):
+    """Unsupervised SimCSE loss for the sentence-transformers trainer.
+
+    Args:
+        model: the SentenceTransformer being trained (dropout must be on, as it is in training mode).
+        temperature: softmax temperature tau (0.05 in the paper).
+
+    Inputs:
+        +-----------------------------------+--------+
+        | Texts                             | Labels |
+        +===================================+========+
+        | (sentence) or (sentence, sentence)| none   |
+        +-----------------------------------+--------+
+
+    Example:
+        >>> from datasets import Dataset
+        >>> from sentence_transformers import SentenceTransformerTrainer
+        >>> loss = SimCSELoss(model)
+        >>> trainer = SentenceTransformerTrainer(model=model, train_dataset=Dataset.from_dict({"text": sentences}),
+        ...                                      loss=loss)  # doctest: +SKIP
+    """
+
+    def __init__(self, model, temperature: float = 0.05) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.model = model
+        self.temperature = float(temperature)
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
+        feats = list(sentence_features)
+        if len(feats) == 1:
+            feats = [feats[0], dict(feats[0])]
+        z1, z2 = _embed_views(self.model, feats[:2])
+        return info_nce(z1, z2, self.temperature)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature}
+
+    @property
+    def citation(self) -> str:
+        return """@inproceedings{gao2021simcse,
+    title={{SimCSE}: Simple Contrastive Learning of Sentence Embeddings},
+    author={Gao, Tianyu and Yao, Xingcheng and Chen, Danqi},
+    booktitle={EMNLP},
+    year={2021}
+}"""
