@@ -291,13 +291,14 @@ class TrainResult:
 
 
 def train_recipe(recipe: Recipe, *, resume: bool = False, progress: bool = True,
-                 log: Callable[[str], None] | None = None) -> TrainResult:
+                 log: Callable[[str], None] | None = None, callbacks: list | None = None) -> TrainResult:
     """Run a recipe on the sentence-transformers trainer; returns a :class:`TrainResult`.
 
     ``resume=True`` continues from the newest complete checkpoint in ``recipe.checkpoint_dir``
     (weights, optimizer, scheduler, RNG, data position and loss state); with the same recipe the
     final weights equal those of an uninterrupted run. Without ``resume``, existing checkpoints are
-    an error (so a run is never silently mixed with an older one).
+    an error (so a run is never silently mixed with an older one). ``callbacks`` are extra
+    ``transformers.TrainerCallback`` objects.
     """
     import torch
     from datasets import Dataset
@@ -383,7 +384,7 @@ def train_recipe(recipe: Recipe, *, resume: bool = False, progress: bool = True,
         batch_sampler=batch_sampler,
     )
     trainer = EmbedkitTrainer(model=model, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator,
-                              keep_checkpoints=t["keep_checkpoints"])
+                              keep_checkpoints=t["keep_checkpoints"], callbacks=callbacks)
     start = time.perf_counter()
     step0 = 0
     if resume_from:
