@@ -204,6 +204,7 @@ def plot_summary(result: dict[str, Any], path: str | os.PathLike) -> str:
         for x, y, s in pts:
             ax.annotate(s, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xscale("log", base=2)
+        ax.margins(x=0.25, y=0.15)
         ax.set_xlabel("bytes per vector")
         metric = next(r["metric"] for r in result["rows"] if r["task"] == task)
         ax.set_ylabel(f"{metric} x100")
