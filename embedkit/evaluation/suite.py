@@ -42,7 +42,7 @@ def parse_specs(specs: str | Sequence[str] | None) -> list[str]:
     Raises:
         SpecError: an empty list or a spec that does not parse (the message names it).
     """
-    from embedkit.compression.spec import parse_spec
+    from embedkit.compression.spec import parse_spec, quantizer_from_spec
 
     if specs is None:
         specs = "float"
@@ -54,6 +54,7 @@ def parse_specs(specs: str | Sequence[str] | None) -> list[str]:
             continue
         try:
             stages = parse_spec(s)
+            quantizer_from_spec(s)  # stage order (a quantizer only last), availability
         except SpecError as e:
             raise SpecError(f"--specs: {e}") from None
         canon = ",".join(name + (":" + _arg_str(kw) if kw else "") for name, kw in stages)
