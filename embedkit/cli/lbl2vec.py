@@ -78,7 +78,7 @@ def _quality(gold: list[str], pred, scores, label_names: list[str]) -> dict | No
 @click.option("--min-count", type=int, default=50, show_default=True, help="Doc2Vec only; lower it for small corpora.")
 @click.option("--sample", type=float, default=1e-5, show_default=True, help="Doc2Vec only.")
 @click.option("--negative", type=int, default=5, show_default=True, help="Doc2Vec only.")
-@click.option("--hs", type=click.IntRange(0, 1), default=1, show_default=True, help="Doc2Vec only (0 is ~2x faster).")
+@click.option("--hs", type=click.IntRange(0, 1), default=1, show_default=True, help="Doc2Vec only; 0 halves fit time but scored far worse in bench/lbl2vec.py.")
 @click.option("--epochs", type=int, default=10, show_default=True, help="Doc2Vec only.")
 @click.option("--workers", type=int, default=None, help="Doc2Vec threads (default: all cores).")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -827,8 +827,13 @@ class Lbl2TransformerVec(_KeywordTopics):
         enc = self._encoder()
         params = {k: v for k, v in self.get_params().items()
                   if k not in ("keywords", "label_names", "model", "cache", "show_progress")}
-        source = self.model if isinstance(self.model, (str, os.PathLike)) else model_description(enc)
-        extra = {"encoder": {"source": str(source) if source is not None else None,
+        if self.model is None:
+            source = None  # the default model: load_encoder(None) finds it wherever it is installed
+        elif isinstance(self.model, (str, os.PathLike)):
+            source = str(self.model)
+        else:
+            source = model_description(enc)
+        extra = {"encoder": {"source": source,
                              "fingerprint": model_fingerprint(enc), "chunk_words": self._chunk_words()}}
         with atomic_directory(path) as tmp:
             self._save_common(tmp, params, extra)

