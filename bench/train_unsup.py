@@ -51,6 +51,13 @@ class StepTimer(TrainerCallback):
         return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 else float("nan")
 
 
+def _set_keys(scores: dict) -> list[str]:
+    """Per-set keys in the standard order (evaluate_sts names them e.g. 'sts12.test'), then 'average'."""
+    keys = [k for k in scores if k != "average"]
+    order = {n: i for i, n in enumerate(STANDARD_STS)}
+    return sorted(keys, key=lambda k: order.get(k.split(".")[0], 99)) + ["average"]
+
+
 def warm_up(model, batch: int, max_seq_length: int, data: str) -> None:
     """A few forward/backward passes on a throwaway copy, so the first timed run pays no warm-up."""
     import copy
@@ -86,7 +93,7 @@ def figures(name: str) -> None:
     out = Path(__file__).resolve().parents[1] / "docs" / "figures" / "training"
     out.mkdir(parents=True, exist_ok=True)
     res = json.loads((common.RESULTS / f"{name}.json").read_text())
-    sets = list(STANDARD_STS) + ["average"]
+    sets = _set_keys(res["sts_before"])
     keys = list(res["runs"])
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 1]})
     w = 0.8 / (len(keys) + 1)
@@ -94,7 +101,7 @@ def figures(name: str) -> None:
     ax.bar(x, [res["sts_before"][s] for s in sets], w, label="base (before)", color="0.7")
     for i, k in enumerate(keys, 1):
         ax.bar(x + i * w, [res["runs"][k]["sts_after"][s] for s in sets], w, label=res["runs"][k]["label"])
-    ax.set_xticks(x + w * len(keys) / 2, sets)
+    ax.set_xticks(x + w * len(keys) / 2, [s.split(".")[0] for s in sets])
     lo = min(min(res["sts_before"][s] for s in sets), min(res["runs"][k]["sts_after"][s] for k in keys for s in sets))
     ax.set_ylim(lo - 3, None)
     ax.set_ylabel("Spearman x100")
@@ -182,6 +189,8 @@ def main() -> None:
         print(f"{key}: {row['steps_per_second']:.3f} steps/s, wall {wall:.0f} s"
               + (f", STS avg {row['sts_after']['average']:.2f} ({row['delta_average']:+.2f})" if not a.no_eval else ""),
               flush=True)
+        if a.name:  # partial results survive a crash later in the run
+            common.write_results(a.name + ".partial", {"sts_before": before, "runs": results})
         shutil.rmtree(res.output, ignore_errors=True)
         shutil.rmtree(str(res.output) + ".checkpoints", ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
@@ -201,10 +210,20 @@ def main() -> None:
         ratio = results["esimcse"]["steps_per_second"] / results["simcse"]["steps_per_second"]
         targets["esimcse_rate_ge_0.6x_simcse"] = {"value": ratio, "met": ratio >= 0.6}
 
+    payload = {
+        "config": {"steps": a.steps, "batch_size": a.batch, "learning_rate": a.lr, "seed": a.seed,
+                   "max_seq_length": a.max_seq_length, "data": a.data, "base": "all-MiniLM-L6-v2"},
+        "sts_before": before, "runs": results, "targets": targets,
+        "total_seconds": time.perf_counter() - t_all,
+    }
+    if a.name:
+        common.write_results(a.name, payload)
+        (common.RESULTS / f"{a.name}.partial.json").unlink(missing_ok=True)
+
     # table
-    sets = list(STANDARD_STS) + ["average"]
+    sets = _set_keys(before) if before else []
     if not a.no_eval:
-        print("\n| model | " + " | ".join(sets) + " | steps/s | vs anchor |")
+        print("\n| model | " + " | ".join(s.split(".")[0] for s in sets) + " | steps/s | vs anchor |")
         print("|---|" + "---|" * (len(sets) + 2))
         print("| base (before) | " + " | ".join(f"{before[s]:.2f}" for s in sets) + " | | |")
         for key, r in results.items():
@@ -214,17 +233,9 @@ def main() -> None:
         for key, r in results.items():
             print(f"{key}: {r['steps_per_second']:.3f} steps/s ({r['rate_vs_anchor']:.2f}x anchor)")
     print()
-    for name, tgt in targets.items():
+    for name, tgt in targets.items():  # noqa: B007
         print(f"target {name}: {'MET' if tgt['met'] else 'MISSED'} ({tgt['value']:+.3f})")
 
-    payload = {
-        "config": {"steps": a.steps, "batch_size": a.batch, "learning_rate": a.lr, "seed": a.seed,
-                   "max_seq_length": a.max_seq_length, "data": a.data, "base": "all-MiniLM-L6-v2"},
-        "sts_before": before, "runs": results, "targets": targets,
-        "total_seconds": time.perf_counter() - t_all,
-    }
-    if a.name:
-        common.write_results(a.name, payload)
 
 
 if __name__ == "__main__":
