@@ -161,16 +161,12 @@ def _normalise_keywords(keywords, label_names) -> tuple[list[str], list[list[str
 
 
 def _check_documents(documents, what: str = "document", allow_empty_list: bool = False) -> list[str]:
-    if isinstance(documents, str):
-        raise EmbedkitError(f"expected a list of {what}s, got a single string")
+    from embedkit.cache import _check_texts
+
+    _check_texts(documents, what)
     docs = list(documents)
     if not docs and not allow_empty_list:
         raise EmbedkitError(f"no {what}s given")
-    for i, d in enumerate(docs):
-        if not isinstance(d, str):
-            raise EmbedkitError(f"{what} {i} is {type(d).__name__}, expected str")
-        if not d.strip():
-            raise EmbedkitError(f"{what} {i} is empty or whitespace-only; remove it or give it content")
     return docs
 
 
