@@ -35,3 +35,44 @@ class SpecError(EmbedkitError):
 
 class NotFittedError(EmbedkitError):
     """An estimator or quantizer was used before ``fit``."""
+
+
+class RecipeError(EmbedkitError):
+    """A training recipe is invalid; the message names the file and the key."""
+
+
+class TempScaleError(EmbedkitError):
+    """A model TempScale cannot be applied to, or a bad temperature."""
+
+
+class AnalysisInputError(EmbedkitError):
+    """An embedding matrix or label list given to an analysis function is unusable."""
+
+
+class DebiasInputError(EmbedkitError):
+    """Word vectors or word lists given to a debiasing method are unusable."""
+
+
+class OutputExistsError(EmbedkitError):
+    """An output path exists and is not an embedkit output of the same kind (or --overwrite was not given)."""
+
+
+class IndexStateError(EmbedkitError):
+    """An operation would leave an index inconsistent (refused; nothing was changed)."""
+
+
+__all__ = [
+    "EmbedkitError",
+    "DataFormatError",
+    "ModelNotFoundError",
+    "IndexFormatError",
+    "ModelMismatchError",
+    "SpecError",
+    "NotFittedError",
+    "RecipeError",
+    "TempScaleError",
+    "AnalysisInputError",
+    "DebiasInputError",
+    "OutputExistsError",
+    "IndexStateError",
+]

@@ -6,11 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
-from embedkit.errors import EmbedkitError
+from embedkit.errors import EmbedkitError, AnalysisInputError
 
-
-class AnalysisInputError(EmbedkitError):
-    """An embedding matrix or label list given to an analysis function is unusable."""
 
 
 def check_embeddings(X, *, name: str = "embeddings", min_rows: int = 1, dtype=np.float64) -> np.ndarray:

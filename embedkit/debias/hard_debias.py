@@ -21,13 +21,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from embedkit.errors import EmbedkitError, NotFittedError
+from embedkit.errors import EmbedkitError, NotFittedError, DebiasInputError
 
 __all__ = ["HardDebias", "equalize_candidates"]
 
-
-class DebiasInputError(EmbedkitError):
-    """Word vectors or word lists given to a debiasing method are unusable."""
 
 
 def equalize_candidates(pairs: Iterable[Sequence[str]]) -> list[tuple[str, str]]:

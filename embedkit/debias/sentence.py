@@ -130,7 +130,5 @@ def debias_sentence_encoder(model, pairs: Sequence[Sequence[str]], *, templates:
     U, evr = fit_sentence_bias_subspace(model, templated_pairs(pairs, templates), n_directions)
     if renormalize is None:
         renormalize = type(model[len(model) - 1]).__name__ == "Normalize"
-    model.append(BiasProjection(U, renormalize=renormalize))
-    if hasattr(model, "_embedkit_fingerprint"):
-        model._embedkit_fingerprint = None
+    model.append(BiasProjection(U, renormalize=renormalize))  # a new module: the fingerprint follows by itself
     return model, evr

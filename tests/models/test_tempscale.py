@@ -101,3 +101,63 @@ def test_errors():
     for bad in (0, -1, float("nan"), "x"):
         with pytest.raises(TempScaleError, match="temperature"):
             apply_tempscale(no_attention, bad)
+
+
+def _tiny_qk_norm_lm(family: str):
+    """A tiny random Qwen3 or Gemma3 text model (both normalise queries after the projection)."""
+    torch.manual_seed(0)
+    common = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64)
+    if family == "qwen3":
+        from transformers import Qwen3Config, Qwen3Model
+
+        model = Qwen3Model(Qwen3Config(**common))
+    else:
+        from transformers import Gemma3TextConfig, Gemma3TextModel
+
+        model = Gemma3TextModel(Gemma3TextConfig(**common, sliding_window=16, attn_logit_softcapping=None))
+    with torch.no_grad():  # random gains, so the test does not pass only because the weights are 1 (or 0)
+        for name, p in model.named_parameters():
+            if "q_norm" in name:
+                p.add_(0.3 * torch.randn_like(p))
+    model.set_attn_implementation("eager")
+    return model.eval()
+
+
+@pytest.mark.parametrize("family", ["qwen3", "gemma3"])
+@pytest.mark.parametrize("tau", [0.5, 1.6])
+def test_qk_norm_models_logits_really_change_by_one_over_tau(family, tau):
+    model = _tiny_qk_norm_lm(family)
+    ids = torch.tensor([[1, 5, 9, 7, 3, 11, 2]])
+    with torch.no_grad():
+        before = model(input_ids=ids, output_attentions=True).attentions[0]
+    apply_tempscale(model, tau)
+    with torch.no_grad():
+        after = model(input_ids=ids, output_attentions=True).attentions[0]
+    # layer 0 sees the same inputs, so its attention must be softmax(logits / tau) = p^(1/tau), renormalised
+    expected = before.double() ** (1.0 / tau)
+    expected = expected / expected.sum(-1, keepdim=True)
+    torch.testing.assert_close(after.double(), expected, rtol=1e-4, atol=1e-5)
+    assert (after - before).abs().max() > 1e-2  # scaling q_proj alone changed it by ~1e-5: a no-op
+    assert tempscale_of(model) == pytest.approx(tau)
+
+
+def test_softcapped_attention_is_refused():
+    from transformers import Gemma3TextConfig, Gemma3TextModel
+
+    model = Gemma3TextModel(Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                             num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                             attn_logit_softcapping=50.0))
+    with pytest.raises(TempScaleError, match="soft-capped"):
+        apply_tempscale(model, 0.8)
+
+
+def test_fingerprint_follows_tempscale_without_manual_reset(st_folder):
+    from embedkit.models.loading import model_fingerprint
+
+    st = _model(st_folder)
+    fp = model_fingerprint(st)
+    with preserved_attention(st):
+        apply_tempscale(st, 0.8)
+        assert model_fingerprint(st) != fp
+    assert model_fingerprint(st) == fp  # restored weights, same fingerprint again
