@@ -10,6 +10,12 @@ tau per model on labelled tasks; here, without labels, the objective is our choi
 mean pairwise cosine among the long texts, among taus whose embeddings stay close to the
 untouched model's (mean cosine between a text's embedding at tau and at 1 >= ``min_agreement``),
 so a tau that scatters embeddings by destroying them is not picked.
+
+A temperature is recommended only when the repair is real: the untouched model must show collapse
+(collapse measure > ``min_collapse``), the best tau must lower the long texts' mean cosine by at least
+``min_gain``, and that gain must hold in at least 95% of paired bootstrap resamples of the long texts
+(a one-sided test at 5%). Otherwise the result says "nothing to repair" with tau = 1, and the CLI
+writes no model — a 0.001 change on 80 texts is noise, not a repair.
 """
 
 from __future__ import annotations
@@ -98,7 +104,8 @@ def token_lengths(model, texts: Sequence[str]) -> np.ndarray:
 
 def search_temperature(model, texts: Sequence[str], *, taus: Sequence[float] = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7),
                        long_quantile: float = 0.5, min_agreement: float = 0.9, encode=None,
-                       show_progress: bool = False) -> dict:
+                       show_progress: bool = False, min_gain: float = 0.01, min_collapse: float = 0.0,
+                       n_resamples: int = 200, confidence: float = 0.95, seed: int = 0) -> dict:
     """Search a TempScale temperature on unlabelled texts (see module docstring for the objective).
 
     The model is modified in place while searching and restored bit-exactly at the end; taus are
@@ -111,9 +118,17 @@ def search_temperature(model, texts: Sequence[str], *, taus: Sequence[float] = (
         long_quantile: texts at or above this length quantile form the "long" set.
         min_agreement: minimum mean cosine between embeddings at tau and at 1.
         encode: ``f(model, texts) -> array``; default :func:`embedkit.cache.encode_cached`.
+        min_gain: smallest drop of the long texts' mean cosine (vs tau = 1) that counts as a repair.
+        min_collapse: the untouched model's collapse measure must exceed this for any repair.
+        n_resamples: paired bootstrap resamples of the long texts for the significance check.
+        confidence: share of resamples in which the gain must be positive.
+        seed: seed of the resampling.
 
     Returns:
-        dict with ``best_tau`` and per-tau ``long_mean_cosine``, ``collapse``, ``rankme``, ``agreement``.
+        dict with ``best_tau`` (1.0 when nothing is worth repairing), ``repair`` (bool), ``reason``,
+        ``candidate_tau`` (the best admissible tau before the checks), ``gain``, ``gain_support`` (share
+        of resamples with a positive gain) and per-tau ``long_mean_cosine``, ``collapse``, ``rankme``,
+        ``agreement``.
     """
     from embedkit.models.tempscale import apply_tempscale, preserved_attention
 
@@ -128,6 +143,7 @@ def search_temperature(model, texts: Sequence[str], *, taus: Sequence[float] = (
     long_mask = lengths >= np.quantile(lengths, long_quantile)
     ref = None
     rows = []
+    embeddings = {}
     with preserved_attention(model) as keep:
         for tau in [1.0] + [float(t) for t in taus if float(t) != 1.0]:
             keep.reset()  # every tau is applied to the original weights (bit-exact, so cached encodings match)
@@ -135,10 +151,46 @@ def search_temperature(model, texts: Sequence[str], *, taus: Sequence[float] = (
             E = l2_normalize(check_embeddings(encode(model, texts), name=f"embeddings at tau={tau}"))
             if ref is None:
                 ref = E
+            embeddings[tau] = E[long_mask]
             lc = length_collapse(E, lengths, n_buckets=2)
             rows.append({"tau": tau, "long_mean_cosine": mean_pairwise_cosine(E[long_mask]), "collapse": lc.collapse,
                          "rankme": rankme(E), "agreement": float(np.mean(np.sum(E * ref, axis=1)))})
     ok = [r for r in rows if r["agreement"] >= min_agreement]
     best = min(ok, key=lambda r: r["long_mean_cosine"])
-    return {"best_tau": best["tau"], "objective": "min long_mean_cosine s.t. agreement >= min_agreement",
-            "min_agreement": min_agreement, "n_texts": len(texts), "n_long": int(long_mask.sum()), "results": rows}
+    base = rows[0]
+    gain = base["long_mean_cosine"] - best["long_mean_cosine"]
+    support = _gain_support(embeddings[1.0], embeddings[best["tau"]], n_resamples, seed) if best["tau"] != 1.0 else 0.0
+    if best["tau"] == 1.0:
+        reason = "nothing to repair: no temperature lowers the long texts' mean cosine"
+    elif base["collapse"] <= min_collapse:
+        reason = (f"nothing to repair: the model shows no length collapse (collapse {base['collapse']:+.4f} "
+                  f"<= {min_collapse:g})")
+    elif gain < min_gain:
+        reason = f"nothing to repair: the best gain {gain:.4f} is below min_gain {min_gain:g}"
+    elif support < confidence:
+        reason = (f"nothing to repair: the gain {gain:.4f} holds in only {support:.0%} of {n_resamples} resamples "
+                  f"(needs {confidence:.0%})")
+    else:
+        reason = f"tau {best['tau']:g} lowers the long texts' mean cosine by {gain:.4f} ({support:.0%} of resamples)"
+    repair = reason.startswith("tau")
+    return {"best_tau": best["tau"] if repair else 1.0, "repair": repair, "reason": reason,
+            "candidate_tau": best["tau"], "gain": float(gain), "gain_support": float(support),
+            "objective": "min long_mean_cosine s.t. agreement >= min_agreement",
+            "min_agreement": min_agreement, "min_gain": min_gain, "min_collapse": min_collapse,
+            "n_texts": len(texts), "n_long": int(long_mask.sum()), "results": rows}
+
+
+def _gain_support(ref_long: np.ndarray, cand_long: np.ndarray, n_resamples: int, seed: int) -> float:
+    """Share of paired bootstrap resamples (same texts for both) in which the candidate's mean cosine is lower."""
+    n = len(ref_long)
+    if n < 3 or n_resamples < 1:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    wins = 0
+    for _ in range(int(n_resamples)):
+        idx = rng.integers(0, n, size=n)
+        idx = np.unique(idx)  # duplicates would pair a text with itself (cosine 1) and bias both sides
+        if len(idx) < 2:
+            continue
+        wins += mean_pairwise_cosine(cand_long[idx]) < mean_pairwise_cosine(ref_long[idx])
+    return wins / n_resamples

@@ -40,6 +40,24 @@ def test_synthetic_growing_separation_agrees_with_fisher():
     assert spearmanr(ph, fr).statistic >= 0.8
 
 
+def test_fixed_noise_score_follows_class_structure():
+    """Noise held fixed; only the class structure changes (how far apart the class centres are).
+    The label-free score must rank the datasets as the labelled Fisher ratio does, and a set with
+    no class structure (all centres equal) must score lowest."""
+    rng = np.random.default_rng(1)
+    directions = rng.standard_normal((5, 48))
+    y = np.repeat(np.arange(5), 120)
+    noise = rng.standard_normal((len(y), 48)) * 0.5  # the same noise for every dataset
+    scores, fishers = [], []
+    for spread in [0.0, 0.1, 0.2, 0.35, 0.6, 1.0]:
+        X = directions[y] * spread + noise
+        scores.append(separability(X).separability)
+        fishers.append(fisher_ratio(X, y))
+    assert spearmanr(scores, fishers).statistic >= 0.9
+    assert scores[0] == min(scores) and scores[-1] == max(scores)
+    assert scores[-1] > 1.5 * scores[0]
+
+
 @pytest.mark.slow
 def test_real_topics_two_encoders_growing_noise_agree_with_fisher():
     """AG News (real, 4 topics), default model and a bag-of-input-embeddings encoder, growing noise."""

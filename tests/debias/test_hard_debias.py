@@ -103,3 +103,25 @@ def test_debias_cli(kv, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["debias", "--vectors", str(src), "--lists", str(lists), "--out", str(tmp_path / "out.txt")])
     assert e.value.code == 2 and "item 0" in capsys.readouterr().err
+
+
+def test_fitted_direction_is_the_planted_one():
+    """The PCA over definitional pairs must recover the planted gender direction (and orient it so that
+    the pairs' first word — she, woman, ... — projects positively), not just any unit vector."""
+    rng = np.random.default_rng(5)
+    words = SPECIFIC + ["Mother", "Father"] + NEUTRAL
+    g = rng.standard_normal(24)
+    g /= np.linalg.norm(g)
+    V = rng.standard_normal((len(words), 24)) * 0.3
+    female = {"she", "woman", "her", "girl", "queen", "mother"}
+    for i, w in enumerate(words):
+        if w.lower() in female:
+            V[i] += 1.5 * g
+        elif w in SPECIFIC or w == "Father":
+            V[i] -= 1.5 * g
+    hd = HardDebias(DEF, EQ, SPECIFIC).fit(to_keyed_vectors(words, V))
+    cos = float(hd.bias_direction_ @ g)
+    assert cos > 0.95, cos
+    # and a random direction would not pass: the test can fail
+    other = rng.standard_normal(24)
+    assert abs(float(other / np.linalg.norm(other) @ g)) < 0.95
