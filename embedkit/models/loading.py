@@ -57,22 +57,47 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> str:
     return s
 
 
+def check_device(device: str | None) -> None:
+    """Refuse a device this machine does not have, with one line (torch's own error is a traceback)."""
+    if device is None or str(device) == "cpu":
+        return
+    import torch
+
+    d = str(device)
+    if d.startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        idx = int(d.split(":", 1)[1]) if ":" in d and d.split(":", 1)[1].isdigit() else 0
+        if n == 0 or idx >= n:
+            raise ModelNotFoundError(f"device {d!r}: this machine has {n} CUDA GPU(s); use --device cpu (or omit it)")
+    elif d == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ModelNotFoundError("device 'mps': not available on this machine; use --device cpu (or omit it)")
+    else:
+        raise ModelNotFoundError(f"device {d!r}: unknown; use cpu, cuda, cuda:N or mps")
+
+
 def load_encoder(
     name_or_path: str | os.PathLike | None = None,
     *,
-    device: str | None = "cpu",
+    device: str | None = None,
     temperature: float | None = None,
     trust_remote_code: bool = False,
+    layers: int | None = None,
+    dim: int | None = None,
 ):
     """Load a sentence-transformers encoder.
 
     Args:
         name_or_path: ``None`` (the offline default model all-MiniLM-L6-v2), a local
             sentence-transformers folder, or a Hugging Face hub name (needs internet).
-        device: torch device; ``"cpu"`` by default.
+        device: torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``); None picks a GPU when
+            there is one, else the CPU.
         temperature: if given and not 1, apply TempScale (divide every self-attention softmax by
             this temperature); see :mod:`embedkit.models.tempscale`.
         trust_remote_code: passed to SentenceTransformer.
+        layers: keep only the first ``layers`` transformer layers (a physically smaller, faster model;
+            for Starbucks / 2D-Matryoshka models). See :mod:`embedkit.models.submodel`.
+        dim: cut the embedding to its first ``dim`` dimensions and renormalise.
 
     Returns:
         sentence_transformers.SentenceTransformer
@@ -81,10 +106,12 @@ def load_encoder(
         ModelNotFoundError: missing local path, or a hub name while offline / unreachable.
 
     Example:
-        >>> from embedkit import load_encoder
-        >>> model = load_encoder()            # all-MiniLM-L6-v2, offline
-        >>> model.encode(["hello world"]).shape
-        (1, 384)
+        .. code-block:: python
+
+            from embedkit import load_encoder
+            model = load_encoder()                       # all-MiniLM-L6-v2, offline
+            model.encode(["hello world"]).shape          # (1, 384)
+            small = load_encoder(layers=3, dim=128)      # first 3 layers, 128 dims
     """
     from sentence_transformers import SentenceTransformer
 
@@ -102,6 +129,7 @@ def load_encoder(
             "pass a local sentence-transformers folder, or omit --model to use the default "
             "all-MiniLM-L6-v2 that ships with embedkit"
         )
+    check_device(device)
     try:
         model = SentenceTransformer(target, device=device, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
@@ -112,6 +140,10 @@ def load_encoder(
             "pass a local folder or omit --model to use the default all-MiniLM-L6-v2"
         ) from e
     identity(model).source = target
+    if layers is not None or dim is not None:
+        from embedkit.models.submodel import truncate_encoder
+
+        truncate_encoder(model, layers=layers, dim=dim)
     if temperature is not None and float(temperature) != 1.0:
         from embedkit.models.tempscale import apply_tempscale
 
