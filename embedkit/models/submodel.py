@@ -18,7 +18,8 @@ from pathlib import Path
 
 from embedkit.errors import EmbedkitError
 
-__all__ = ["truncate_encoder", "export_submodel", "layer_stack", "model_depth", "model_width"]
+__all__ = ["truncate_encoder", "export_submodel", "layer_stack", "model_depth", "model_width",
+           "layer_sentence_embeddings", "encode_ladder"]
 
 logger = logging.getLogger(__name__)
 
@@ -166,3 +167,57 @@ def read_submodel_info(path: str | os.PathLike) -> dict | None:
         return json.loads(p.read_text())
     except (OSError, ValueError):
         return None
+
+
+def layer_sentence_embeddings(model, features: dict, layers) -> dict:
+    """Sentence embeddings of the given layers from ONE transformer forward: the model's own pooling
+    (and normalisation) applied to each layer's hidden states. Gradients flow (used by StarbucksLoss)."""
+    transformer = _transformer(model)
+    config = transformer.auto_model.config
+    previous = config.output_hidden_states
+    config.output_hidden_states = True
+    try:
+        out = transformer(dict(features))
+    finally:
+        config.output_hidden_states = previous
+    hidden = out["all_layer_embeddings"]  # [embeddings output, layer 1, ..., layer depth]
+    heads = [model[i] for i in range(1, len(model))]
+    result = {}
+    for layer in layers:
+        feats = {k: v for k, v in out.items() if k != "all_layer_embeddings"}
+        feats["token_embeddings"] = hidden[layer]
+        for module in heads:
+            feats = module(feats)
+        result[layer] = feats["sentence_embedding"]
+    return result
+
+
+def encode_ladder(model, texts, ladder, *, batch_size: int = 64, show_progress: bool = False) -> dict:
+    """Embeddings of ``texts`` at every (layers, dims) size of ``ladder`` from one pass of the full model.
+
+    Returns ``{(layers, dims): float32 array (n, dims)}``, each row cut and L2-normalised — what the
+    sub-model :func:`truncate_encoder` would return, at the cost of one encode.
+    """
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    texts = list(texts)
+    layers = sorted({int(l) for l, _ in ladder})
+    order = np.argsort([-len(t) for t in texts], kind="stable")  # length-sorted batches pad less
+    parts = {l: [] for l in layers}
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for i in tqdm(range(0, len(texts), batch_size), disable=not show_progress, desc="encode ladder"):
+            batch = [texts[j] for j in order[i:i + batch_size]]
+            feats = {k: v.to(device) if hasattr(v, "to") else v for k, v in model.tokenize(batch).items()}
+            for l, e in layer_sentence_embeddings(model, feats, layers).items():
+                parts[l].append(e.float().cpu().numpy())
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    out = {}
+    for l, d in ladder:
+        E = np.concatenate(parts[int(l)])[inverse][:, : int(d)]
+        out[(int(l), int(d))] = (E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return out

@@ -66,3 +66,12 @@ def test_bad_sizes_are_one_line_errors(tiny, kw, match):
 def test_unknown_device_is_refused(tiny):
     with pytest.raises(EmbedkitError, match="device"):
         load_encoder(tiny, device="tpu")
+
+
+def test_encode_ladder_equals_each_submodel(tiny):
+    from embedkit.models.submodel import encode_ladder
+
+    full = load_encoder(tiny, device="cpu")
+    got = encode_ladder(full, TEXTS, [(1, 8), (2, 16), (3, 32)], batch_size=2)
+    for (L, D), E in got.items():
+        np.testing.assert_allclose(E, load_encoder(tiny, layers=L, dim=D).encode(TEXTS), atol=1e-5)

@@ -132,24 +132,9 @@ class StarbucksLoss(nn.Module):
 
     def layer_embeddings(self, features: dict[str, Tensor], layers: Iterable[int]) -> dict[int, Tensor]:
         """Pooled (and normalised, as the model does) embeddings of the given layers, from one forward."""
-        transformer = self.model[0]
-        config = transformer.auto_model.config
-        previous = config.output_hidden_states
-        config.output_hidden_states = True
-        try:
-            out = transformer(dict(features))
-        finally:
-            config.output_hidden_states = previous
-        hidden = out["all_layer_embeddings"]  # [embeddings output, layer 1, ..., layer depth]
-        heads = [self.model[i] for i in range(1, len(self.model))]
-        result = {}
-        for layer in layers:
-            feats = {k: v for k, v in out.items() if k != "all_layer_embeddings"}
-            feats["token_embeddings"] = hidden[layer]
-            for module in heads:
-                feats = module(feats)
-            result[layer] = feats["sentence_embedding"]
-        return result
+        from embedkit.models.submodel import layer_sentence_embeddings
+
+        return layer_sentence_embeddings(self.model, features, layers)
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
         layers = sorted({layer for layer, _ in self.ladder} | {self.depth})
