@@ -85,7 +85,7 @@ def run_embedkit(label, spec, rescore, docs, doc_ids, Q, q_ids, qrels, tmp):
     build_s = time.perf_counter() - t
     path = os.path.join(tmp, spec.replace(":", "_").replace(",", "+") + f"-r{rescore}")
     idx.save(path)
-    ids, scores = idx.search_ids(Q, 100)
+    scores, ids = idx.search_ids(Q, 100)
     lat = measure_latency(lambda q, k: idx.search_embeddings(q, k), Q, k=10)
     return {"system": "embedkit", "config": label, "spec": spec, "rescore": rescore,
             **retrieval_scores(run_from_search(q_ids, ids, scores), qrels), **lat,

@@ -221,7 +221,7 @@ def output_kind(path: str | os.PathLike) -> str | None:
     try:
         if manifest.is_file() and manifest.stat().st_size < (1 << 20):
             fmt = json.loads(manifest.read_text()).get("format")
-            if isinstance(fmt, str) and fmt.startswith("embedkit-index"):
+            if isinstance(fmt, str) and fmt.startswith("embedkit.index/"):
                 return "index"
     except (OSError, ValueError, AttributeError):
         return None

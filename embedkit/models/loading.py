@@ -57,6 +57,37 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> str:
     return s
 
 
+# Module classes embedkit itself defines and saves into sentence-transformers folders. sentence-transformers 6
+# imports a module class outside its own namespace only with trust_remote_code=True; embedkit trusts its own
+# installed code (never code shipped inside a model folder), so it loads folders whose extra modules are all
+# listed here without that flag — and refuses the flag's wider scope for everything else.
+EMBEDKIT_MODULE_CLASSES = (
+    "embedkit.models.pooling.LatentAttentionPooling",
+    "embedkit.debias.sentence.BiasProjection",
+)
+
+
+def _only_embedkit_modules(folder: Path) -> bool:
+    """True when a local ST folder's custom modules are all embedkit's own and no config asks for hub code."""
+    import json
+
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+    except (OSError, ValueError):
+        return False
+    types = [m.get("type", "") for m in modules if isinstance(m, dict)]
+    custom = [t for t in types if not t.startswith("sentence_transformers.")]
+    if not custom or any(t not in EMBEDKIT_MODULE_CLASSES for t in custom):
+        return False
+    for cfg in folder.rglob("config.json"):  # transformers' remote code is declared by an auto_map
+        try:
+            if "auto_map" in json.loads(cfg.read_text()):
+                return False
+        except (OSError, ValueError):
+            return False
+    return True
+
+
 def check_device(device: str | None) -> None:
     """Refuse a device this machine does not have, with one line (torch's own error is a traceback)."""
     if device is None or str(device) == "cpu":
@@ -130,8 +161,9 @@ def load_encoder(
             "all-MiniLM-L6-v2 that ships with embedkit"
         )
     check_device(device)
+    trust = trust_remote_code or (is_local and _only_embedkit_modules(Path(target)))
     try:
-        model = SentenceTransformer(target, device=device, trust_remote_code=trust_remote_code)
+        model = SentenceTransformer(target, device=device, trust_remote_code=trust)
     except (OSError, ValueError) as e:
         if is_local:
             raise ModelNotFoundError(f"could not load a sentence-transformers model from {target!r}: {e}") from e
