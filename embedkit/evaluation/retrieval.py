@@ -1,17 +1,25 @@
-"""Evaluate an :class:`~embedkit.retrieval.index.EmbeddingIndex` on queries with relevance judgements."""
+"""Evaluate an :class:`~embedkit.retrieval.index.EmbeddingIndex` on queries with relevance judgements.
+
+The Python entry point of ``embedkit index eval`` is :func:`evaluate_index`.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
-from pathlib import Path
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
 from embedkit.retrieval.metrics import retrieval_scores
 
+__all__ = ["evaluate_index", "measure_latency", "run_from_search"]
+
+logger = logging.getLogger(__name__)
+
 
 def run_from_search(query_ids, doc_ids_per_query, scores) -> dict[str, dict[str, float]]:
+    """``{query_id: {doc_id: score}}`` from per-query id lists and score rows (as ``search_ids`` returns)."""
     return {q: {d: float(s) for d, s in zip(ids, sc)} for q, ids, sc in zip(query_ids, doc_ids_per_query, scores)}
 
 
@@ -37,12 +45,56 @@ def evaluate_index(index, queries: Mapping[str, str], qrels: Mapping[str, Mappin
                    show_progress: bool = False) -> dict:
     """nDCG@10, Recall@100, MRR@10, bytes/vector, size on disk, p50 latency and batch QPS.
 
-    Queries are encoded through the embedding cache (unless ``query_embeddings`` are given);
-    latency figures are search time only (the encoder's time is reported separately).
+    Queries are encoded through the embedding cache (unless ``query_embeddings`` are given, one row
+    per judged query in the order of ``queries``); latency figures are search time only (the
+    encoder's time is reported separately). Only queries that appear in ``qrels`` are evaluated.
+
+    A judged document that is not in the index — left out of the corpus, removed, or skipped at build
+    time because it was empty — counts like any document the index cannot retrieve: it stays in the
+    ideal ranking, so it lowers nDCG and recall. When *no* relevant judged document is in the index the
+    figures are meaningless (usually the wrong qrels or index): a warning is logged and the result has
+    ``"no_judged_documents_in_index": True``.
+
+    Args:
+        index: the index to evaluate.
+        queries: ``{query_id: text}``.
+        qrels: ``{query_id: {doc_id: relevance}}``.
+        query_embeddings: precomputed query embeddings (skips encoding).
+        path: the index folder, to report its size on disk.
+        show_progress: show a progress bar while encoding queries.
+
+    Returns:
+        A dict with ``ndcg@10``, ``recall@100``, ``mrr@10``, ``p50_ms``, ``p95_ms``, ``batch_qps``,
+        ``queries``, ``documents``, ``spec``, ``backend``, ``rescore``, ``bytes_per_vector``,
+        ``query_encode_seconds``, ``judged_documents``, ``judged_documents_in_index``,
+        ``skipped_empty_documents``, ``no_judged_documents_in_index``, and with ``path`` the sizes on disk.
+
+    Example:
+        .. code-block:: python
+
+            from embedkit import EmbeddingIndex
+            from embedkit.data import read_beir
+            from embedkit.evaluation.retrieval import evaluate_index
+
+            ds = read_beir("../shared/data/retrieval/scifact")
+            index = EmbeddingIndex.load("scifact_idx")
+            res = evaluate_index(index, ds.queries, ds.qrels, path="scifact_idx")
+            print(res["ndcg@10"], res["recall@100"], res["p50_ms"])
     """
     from embedkit.cache import encode_cached
 
     qids = [q for q in queries if q in qrels]
+    judged = sorted({d for q in qids for d, rel in qrels[q].items() if rel > 0})
+    present = set(index.present_ids(judged)) if judged else set()
+    if not judged:
+        logger.warning("the qrels judge no document relevant for the %d evaluated queries; every score will be 0",
+                       len(qids))
+    elif not present:
+        logger.warning("none of the %d relevant judged documents is in the index (%d documents); every score will be 0 "
+                       "— check that the qrels belong to this index's corpus", len(judged), len(index))
+    elif len(present) < len(judged):
+        logger.info("%d of %d relevant judged documents are not in the index; they count as not retrieved",
+                    len(judged) - len(present), len(judged))
     t = time.perf_counter()
     if query_embeddings is None:
         Q = encode_cached(index.model, [queries[q] for q in qids], show_progress=show_progress, desc="encoding queries")
@@ -50,7 +102,7 @@ def evaluate_index(index, queries: Mapping[str, str], qrels: Mapping[str, Mappin
         Q = query_embeddings
     encode_s = time.perf_counter() - t
     k = 100
-    ids, scores = index.search_ids(Q, k)
+    scores, ids = index.search_ids(Q, k)
     metrics = retrieval_scores(run_from_search(qids, ids, scores), qrels)
     lat = measure_latency(lambda q, kk: index.search_embeddings(q, kk), Q, k=10)
     out = {
@@ -63,9 +115,13 @@ def evaluate_index(index, queries: Mapping[str, str], qrels: Mapping[str, Mappin
         "rescore": index.rescore,
         "bytes_per_vector": index.bytes_per_vector,
         "query_encode_seconds": encode_s,
+        "judged_documents": len(judged),
+        "judged_documents_in_index": len(present),
+        "skipped_empty_documents": int(getattr(index, "skipped_count", 0)),
+        "no_judged_documents_in_index": not present,
     }
     if path is not None:
-        from embedkit.retrieval.index import directory_size
+        from embedkit.retrieval.manifest import directory_size
 
         out["index_bytes_on_disk"] = directory_size(path)
         out["index_bytes_without_docs"] = directory_size(path, exclude=("docs.sqlite",))

@@ -1,0 +1,31 @@
+"""Retrieval: the persistent compressed index (:class:`EmbeddingIndex`), its docstore, manifest and metrics.
+
+Names are imported lazily, so ``import embedkit.retrieval.metrics`` stays light.
+"""
+
+from __future__ import annotations
+
+_LAZY = {
+    "EmbeddingIndex": "embedkit.retrieval.index",
+    "Hit": "embedkit.retrieval.index",
+    "directory_size": "embedkit.retrieval.manifest",
+    "read_manifest": "embedkit.retrieval.manifest",
+    "DocStore": "embedkit.retrieval.docstore",
+    "ReadWriteLock": "embedkit.retrieval.locking",
+    "retrieval_scores": "embedkit.retrieval.metrics",
+    "ndcg_at_k": "embedkit.retrieval.metrics",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'embedkit.retrieval' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,40 +1,60 @@
 """EmbeddingIndex: a corpus turned into a compressed, searchable, persistent FAISS index.
 
 Folder layout written by :meth:`EmbeddingIndex.save` (atomically: a temporary folder renamed into
-place, so a crash never leaves a half-written index)::
+place, so a crash never leaves a half-written index; see :mod:`embedkit.retrieval.manifest`)::
 
     INDEX/
-      manifest.json    format, model (source + fingerprint), spec, backend, dim, count, metric,
-                       rescore factor, build time, sha256 + size of every file, its own checksum
-      quantizer.json   compression stages (spec + per-stage config)
-      quantizer.npz    learned parameters (numpy arrays, no pickle)
-      index.faiss      the FAISS index over the codes (FAISS' own serialisation)
-      rescore.f16.npy  optional float16 vectors for rescoring (memory-mapped on load)
-      docs.sqlite      key, id, text, metadata (JSON)
+      manifest.json        format, model (source + fingerprint), spec, backend, dim, count, metric,
+                           rescore factor, skipped empty documents, build time, sha256 + size of
+                           every file, its own checksum
+      quantizer.json       compression stages (spec + per-stage config)
+      quantizer.npz        learned parameters (numpy arrays, no pickle)
+      index.faiss          the FAISS index over the codes (FAISS' own serialisation)
+      rescore.f16.npy      optional float16 vectors for rescoring (memory-mapped on load)
+      docs.sqlite          key, id, text, metadata (JSON)
+      embedkit-output.json marks the folder as an embedkit index (what ``save`` may replace)
+
+Threads: any number of threads may search while one thread adds or removes documents. A readers-writer
+lock makes every search see the index as it was before or after a write, never in between.
 """
 
 from __future__ import annotations
 
-import collections
-import hashlib
-import json
+import copy
+import logging
 import os
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from embedkit._io import atomic_directory, atomic_save_npy, sha256_file
-from embedkit.compression.base import check_matrix, l2_normalize
+from embedkit._io import atomic_directory, atomic_save_npy, mark_output, prepare_output, recover_directory
+from embedkit.compression.base import BACKENDS, check_matrix, l2_normalize
 from embedkit.compression.pipeline import CompressionPipeline
+from embedkit.compression.rescore import rescore as rescore_candidates
 from embedkit.compression.spec import quantizer_from_spec
-from embedkit.errors import EmbedkitError, IndexFormatError, ModelMismatchError
+from embedkit.data.documents import MAX_LISTED_IDS, validate_documents
+from embedkit.errors import EmbedkitError, IndexFormatError, IndexStateError, ModelMismatchError
 from embedkit.retrieval.docstore import DocStore
+from embedkit.retrieval.locking import ReadWriteLock
+from embedkit.retrieval.manifest import (
+    FORMAT,
+    RESCORE_FILE,
+    directory_size,
+    expected_files,
+    file_entries,
+    read_manifest,
+    write_manifest,
+)
+from embedkit.validation import check_positive_int
 
-FORMAT = "embedkit.index/1"
-_DATA_FILES = ("quantizer.json", "quantizer.npz", "index.faiss", "docs.sqlite", "rescore.f16.npy")
+__all__ = ["EmbeddingIndex", "Hit", "FORMAT", "directory_size"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,9 +67,18 @@ class Hit:
     metadata: dict[str, Any] | None = field(default=None)
 
 
-def _manifest_digest(manifest: dict) -> str:
-    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+def _check_ids(ids) -> list[str]:
+    if isinstance(ids, str):
+        return [ids]
+    out = []
+    for i in ids:
+        if isinstance(i, str):
+            out.append(i)
+        elif hasattr(i, "__index__") and not isinstance(i, bool):
+            out.append(str(int(i)))
+        else:
+            raise EmbedkitError(f"document ids must be strings, got {i!r}")
+    return out
 
 
 class EmbeddingIndex:
@@ -62,30 +91,41 @@ class EmbeddingIndex:
         backend: ``"flat"`` (exact over codes), ``"hnsw"`` or ``"ivf"``.
         rescore: oversampling factor for float16 rescoring (e.g. 4: fetch 4k candidates by code,
             rescore them with float16 vectors, keep k); ``None`` keeps no rescoring vectors.
-        nlist: IVF list count (default about 4*sqrt(n)). hnsw_m: HNSW graph degree.
+        nlist: IVF list count (default about 4*sqrt(n)); at most the number of documents.
+        hnsw_m: HNSW graph degree.
+
+    Raises:
+        EmbedkitError: an unknown backend, ``rescore``/``nlist`` < 1 or not whole numbers.
+        SpecError: a spec that does not parse.
+
+    Thread safety: many threads may search while one thread adds or removes; every search sees the
+    index before or after a write, never in between.
 
     Example:
-        >>> from embedkit import EmbeddingIndex
-        >>> index = EmbeddingIndex.build(["a cat sat", "stock prices fell"], spec="binary", rescore=4)
-        >>> index.search("kitten", k=1)[0].text
-        'a cat sat'
-        >>> index.save("my_index"); index = EmbeddingIndex.load("my_index")
+        .. code-block:: python
+
+            from embedkit import EmbeddingIndex
+
+            index = EmbeddingIndex.build(["a cat sat", "stock prices fell"], spec="binary", rescore=4)
+            index.search("kitten", k=1)[0].text      # 'a cat sat'
+            index.save("my_index")
+            index = EmbeddingIndex.load("my_index")
     """
 
     def __init__(self, model=None, spec: str = "float", *, backend: str = "flat", rescore: int | None = None,
                  nlist: int | None = None, hnsw_m: int = 32):
+        if backend not in BACKENDS:
+            raise EmbedkitError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.rescore = None if rescore is None else check_positive_int(rescore, "rescore (oversampling factor)")
+        self.nlist = None if nlist is None else check_positive_int(nlist, "nlist")
+        self.hnsw_m = check_positive_int(hnsw_m, "hnsw_m", minimum=2)
         self.spec = spec
         self.backend = backend
-        self.rescore = int(rescore) if rescore else None
-        if self.rescore is not None and self.rescore < 1:
-            raise EmbedkitError(f"rescore oversampling factor must be >= 1, got {rescore}")
-        self.nlist = nlist
-        self.hnsw_m = hnsw_m
         self.compression: CompressionPipeline = quantizer_from_spec(spec)
-        from embedkit.compression.base import _check_backend
-
-        _check_backend(backend)
         self._model = None
+        self._force = False
+        self._model_lock = threading.Lock()
+        self._lock = ReadWriteLock()
         self.model_source: str | None = None
         self.model_fingerprint: str | None = None
         if model is not None and not isinstance(model, (str, os.PathLike)):
@@ -97,7 +137,16 @@ class EmbeddingIndex:
         self._docs = DocStore()
         self._keys = np.zeros(0, dtype=np.int64)
         self._rescore_vecs: np.ndarray | None = None
+        self._broken: str | None = None
+        #: ids of blank documents skipped by ``add``/``build`` (at most 1,000 listed) and their count
+        self.skipped_ids: list[str] = []
+        self.skipped_count = 0
         self.build_seconds: float | None = None
+
+    def __repr__(self) -> str:
+        model = self.model_source if self.model_source is not None else "default (all-MiniLM-L6-v2)"
+        return (f"EmbeddingIndex(count={len(self)}, dim={self.dim}, spec={self.compression.spec!r}, "
+                f"backend={self.backend!r}, rescore={self.rescore}, model={model!r})")
 
     # -- model ----------------------------------------------------------------------------------
     def _set_model(self, model) -> None:
@@ -109,124 +158,235 @@ class EmbeddingIndex:
 
     @property
     def model(self):
-        """The encoder (loaded on first use from the recorded source)."""
+        """The encoder (loaded on first use from the recorded source, and checked against the fingerprint)."""
         if self._model is None:
-            from embedkit.models.loading import load_encoder, model_fingerprint
+            with self._model_lock:
+                if self._model is None:
+                    from embedkit.models.loading import load_encoder, model_fingerprint
 
-            model = load_encoder(self.model_source)
-            fp = model_fingerprint(model)
-            if self.model_fingerprint is not None and fp != self.model_fingerprint:
-                raise ModelMismatchError(
-                    f"the model at {self.model_source!r} (fingerprint {fp}) is not the one this index was built "
-                    f"with ({self.model_fingerprint}); pass the original model, or force=True to query anyway"
-                )
-            self._model = model
-            self.model_fingerprint = fp
+                    model = load_encoder(self.model_source)
+                    fp = model_fingerprint(model)
+                    if self.model_fingerprint is None:
+                        self.model_fingerprint = fp
+                    elif fp != self.model_fingerprint:
+                        msg = (f"the model at {self.model_source!r} (fingerprint {fp}) is not the one this index was "
+                               f"built with ({self.model_fingerprint})")
+                        if not self._force:
+                            raise ModelMismatchError(f"{msg}; pass the original model, or force=True (--force) to query anyway")
+                        logger.warning("%s; querying anyway (force)", msg)
+                    self._model = model
         return self._model
+
+    def _check_model(self, model, force: bool) -> None:
+        from embedkit.models.loading import load_encoder, model_description, model_fingerprint
+
+        if isinstance(model, (str, os.PathLike)):
+            model = load_encoder(model)
+        fp = model_fingerprint(model)
+        if self.model_fingerprint is None:
+            # built from precomputed embeddings without a model object: nothing to compare with
+            logger.warning("this index does not record the fingerprint of the model that encoded its documents "
+                           "(built from precomputed embeddings); querying with %s (fingerprint %s)",
+                           model_description(model), fp)
+            self.model_fingerprint = fp
+            self.model_source = model_description(model)
+        elif fp != self.model_fingerprint:
+            msg = (f"this index was built with model {self.model_source!r} (fingerprint {self.model_fingerprint}); "
+                   f"the given model has fingerprint {fp}")
+            if not force:
+                raise ModelMismatchError(f"{msg}. Use the original model, or force=True (--force) to query anyway")
+            logger.warning("%s; querying anyway (force)", msg)
+        self._model = model
 
     # -- building -------------------------------------------------------------------------------
     @classmethod
     def build(cls, texts: Sequence[str], ids: Sequence[str] | None = None, metadata: Sequence[dict | None] | None = None,
               *, model=None, spec: str = "float", backend: str = "flat", rescore: int | None = None,
               embeddings: np.ndarray | None = None, nlist: int | None = None, hnsw_m: int = 32,
-              batch_size: int = 64, show_progress: bool = True, cache=None) -> "EmbeddingIndex":
-        """Encode ``texts`` (through the embedding cache), fit the compression, index everything."""
+              batch_size: int = 64, show_progress: bool = True, cache=None, on_empty: str = "skip") -> EmbeddingIndex:
+        """Encode ``texts`` (through the embedding cache), fit the compression, index everything.
+
+        Blank documents are skipped with a warning (``on_empty="skip"``) or refused
+        (``on_empty="error"``); see :meth:`add`.
+        """
         t0 = time.perf_counter()
         index = cls(model, spec, backend=backend, rescore=rescore, nlist=nlist, hnsw_m=hnsw_m)
-        index.add(texts, ids, metadata, embeddings=embeddings, batch_size=batch_size, show_progress=show_progress, cache=cache)
+        index.add(texts, ids, metadata, embeddings=embeddings, batch_size=batch_size, show_progress=show_progress,
+                  cache=cache, on_empty=on_empty)
         index.build_seconds = time.perf_counter() - t0
         return index
 
     def __len__(self) -> int:
         return len(self._keys)
 
-    def _validate_docs(self, texts, ids, metadata) -> tuple[list[str], list[str], list]:
-        if isinstance(texts, str):
-            raise EmbedkitError("expected a list of documents, got a single string")
-        texts = list(texts)
-        if not texts:
-            raise EmbedkitError("the corpus is empty: give at least one document")
-        if ids is None:
-            start = self._docs.next_key()
-            ids = [str(start + i) for i in range(len(texts))]
-        ids = [str(i) for i in ids]
-        if len(ids) != len(texts):
-            raise EmbedkitError(f"got {len(ids)} ids for {len(texts)} documents")
-        for i, (did, t) in enumerate(zip(ids, texts)):
-            if not isinstance(t, str):
-                raise EmbedkitError(f"document {i} (id {did!r}) is {type(t).__name__}, expected text")
-            if not t.strip():
-                raise EmbedkitError(f"document {i} (id {did!r}) is empty or whitespace-only")
-            if not did.strip():
-                raise EmbedkitError(f"document {i} has an empty id")
-        dupes = [d for d, c in collections.Counter(ids).items() if c > 1]
-        if dupes:
-            raise EmbedkitError(f"duplicate document ids: {', '.join(map(repr, dupes[:5]))}")
-        clash = self._docs.existing_ids(ids)
-        if clash:
-            raise EmbedkitError(f"document ids already in the index: {', '.join(map(repr, clash[:5]))}")
-        if metadata is None:
-            metadata = [None] * len(texts)
-        metadata = list(metadata)
-        if len(metadata) != len(texts):
-            raise EmbedkitError(f"got {len(metadata)} metadata entries for {len(texts)} documents")
-        for i, m in enumerate(metadata):
-            if m is not None and not isinstance(m, dict):
-                raise EmbedkitError(f"metadata of document {i} must be a dict or None, got {type(m).__name__}")
-        return texts, ids, metadata
+    def __contains__(self, doc_id) -> bool:
+        return bool(self.present_ids([doc_id]))
+
+    def present_ids(self, ids: Sequence[str]) -> list[str]:
+        """The ones among ``ids`` that are in the index (searchable)."""
+        ids = _check_ids(ids)
+        with self._lock.read():
+            return self._docs.existing_ids(ids)
 
     def add(self, texts: Sequence[str], ids: Sequence[str] | None = None, metadata: Sequence[dict | None] | None = None,
-            *, embeddings: np.ndarray | None = None, batch_size: int = 64, show_progress: bool = False, cache=None) -> None:
+            *, embeddings: np.ndarray | None = None, batch_size: int = 64, show_progress: bool = False, cache=None,
+            on_empty: str = "skip") -> None:
         """Add documents (encoded with the index's model unless ``embeddings`` are given).
 
-        The first call fits the compression on these documents' embeddings.
+        All or nothing: every document is validated (texts, ids, JSON-encodable metadata, embeddings)
+        before the index is touched, and a failure in a later step rolls back what was done. The first
+        call fits the compression on these documents' embeddings.
+
+        Args:
+            on_empty: ``"skip"`` (default) leaves out blank documents (empty, whitespace, zero-width or
+                control characters only) with a warning naming them; they are recorded in
+                :attr:`skipped_ids` / :attr:`skipped_count` and in the saved manifest.
+                ``"error"`` refuses the whole batch instead.
 
         Raises:
-            EmbedkitError: empty corpus, empty/whitespace document, duplicate or existing id,
-                embeddings of the wrong shape or with NaN/inf.
+            EmbedkitError: empty corpus, blank document (``on_empty="error"``), duplicate or existing
+                id, metadata that is not a JSON-encodable dict, embeddings of the wrong shape or with
+                NaN/inf, ``nlist`` above the number of documents.
         """
-        texts, ids, metadata = self._validate_docs(texts, ids, metadata)
+        docs = validate_documents(texts, ids, metadata, on_empty=on_empty, id_start=self._docs.next_key())
+        n_input = len(docs) + len(docs.skipped_ids)
         if embeddings is None:
             from embedkit.cache import encode_cached
 
-            X = encode_cached(self.model, texts, batch_size=batch_size, show_progress=show_progress, cache=cache, desc="encoding corpus")
+            X = encode_cached(self.model, docs.texts, batch_size=batch_size, show_progress=show_progress, cache=cache,
+                              desc="encoding corpus")
         else:
             X = check_matrix(embeddings, self.dim, "document embeddings")
-            if len(X) != len(texts):
-                raise EmbedkitError(f"got {len(X)} embeddings for {len(texts)} documents")
+            if len(X) != n_input:
+                raise EmbedkitError(f"got {len(X)} embeddings for {n_input} documents")
+            if docs.skipped_ids:
+                X = X[np.asarray(docs.positions, dtype=np.int64)]
         X = l2_normalize(check_matrix(X, self.dim, "document embeddings"))
-        if self._code_index is None:
-            self.dim = X.shape[1]
-            self.compression.fit(X)
-            self._code_index = self.compression.new_index(self.backend, nlist=self.nlist, hnsw_m=self.hnsw_m, train_X=X)
-        keys = np.arange(self._docs.next_key(), self._docs.next_key() + len(texts), dtype=np.int64)
-        self._code_index.add(self.compression.transform(X))
-        self._docs.add(keys.tolist(), ids, texts, metadata)
-        self._keys = np.concatenate([self._keys, keys])
+        with self._lock.write():
+            self._add_locked(docs, X)
+
+    def _add_locked(self, docs, X: np.ndarray) -> None:
+        self._check_not_broken()
+        clash = self._docs.existing_ids(docs.ids)
+        if clash:
+            raise EmbedkitError(f"document ids already in the index: {', '.join(map(repr, clash[:5]))}")
+        first = self._code_index is None
+        if first:
+            if self.backend == "ivf" and self.nlist is not None and self.nlist > len(X):
+                raise EmbedkitError(
+                    f"nlist {self.nlist} is larger than the {len(X)} documents to index; use nlist <= {len(X)} "
+                    "(--nlist), or leave it unset for about 4*sqrt(n) lists")
+            compression = copy.deepcopy(self.compression).fit(X)
+            code_index = compression.new_index(self.backend, nlist=self.nlist, hnsw_m=self.hnsw_m, train_X=X)
+        else:
+            if X.shape[1] != self.dim:
+                raise EmbedkitError(f"document embeddings have dimension {X.shape[1]}, expected {self.dim}")
+            compression, code_index = self.compression, self._code_index
+        codes = compression.transform(X)
+        start = self._docs.next_key()
+        keys = np.arange(start, start + len(X), dtype=np.int64)
+        new_keys = np.concatenate([self._keys, keys])
+        new_vecs = self._rescore_vecs
         if self.rescore:
             f16 = X.astype(np.float16)
-            self._rescore_vecs = f16 if self._rescore_vecs is None else np.concatenate([np.asarray(self._rescore_vecs), f16])
+            new_vecs = f16 if self._rescore_vecs is None else np.concatenate([np.asarray(self._rescore_vecs), f16])
+        before = code_index.ntotal
+        try:
+            with self._docs.transaction():
+                self._docs.insert(keys.tolist(), docs.ids, docs.texts, docs.metadata)
+                code_index.add(codes)
+        except BaseException:
+            self._undo_add(code_index, before, first)
+            raise
+        # nothing below can fail: the new state becomes visible to the next reader at once
+        if first:
+            self.compression, self._code_index, self.dim = compression, code_index, int(X.shape[1])
+        self._keys = new_keys
+        self._rescore_vecs = new_vecs
+        self._record_skipped(docs.skipped_ids, docs.ids)
+
+    def _undo_add(self, code_index, before: int, first: bool) -> None:
+        if first or code_index.ntotal == before:
+            return
+        try:
+            code_index.remove(np.arange(before, code_index.ntotal, dtype=np.int64))
+        except Exception as e:  # pragma: no cover - FAISS failing twice
+            self._broken = f"a failed add could not be rolled back ({e})"
+        if code_index.ntotal != before:  # pragma: no cover
+            self._broken = "a failed add could not be rolled back"
+
+    def _record_skipped(self, skipped: list[str], added: list[str]) -> None:
+        if added and self.skipped_ids:
+            back = set(added) & set(self.skipped_ids)
+            if back:
+                self.skipped_ids = [i for i in self.skipped_ids if i not in back]
+                self.skipped_count -= len(back)
+        if skipped:
+            self.skipped_count += len(skipped)
+            room = MAX_LISTED_IDS - len(self.skipped_ids)
+            self.skipped_ids += skipped[: max(room, 0)]
 
     def remove(self, ids: Sequence[str]) -> None:
         """Remove documents by id; they never come back in results, and are gone from disk after save.
 
+        All or nothing: an unknown id refuses the whole call; a failure while removing restores the
+        previous state. Once ``remove`` returns, no search (from any thread) returns these ids.
+
         Raises:
             EmbedkitError: an id that is not in the index.
         """
-        if isinstance(ids, str):
-            ids = [ids]
-        ids = [str(i) for i in ids]
-        found = self._docs.keys_of(ids)
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise EmbedkitError(f"unknown document ids: {', '.join(map(repr, missing[:5]))}")
-        keys = np.array(sorted(set(found.values())), dtype=np.int64)
-        rows = np.searchsorted(self._keys, keys)
-        self._code_index.remove(rows)
-        self._keys = np.delete(self._keys, rows)
+        ids = _check_ids(ids)
+        with self._lock.write():
+            self._check_not_broken()
+            if self._code_index is None:
+                raise EmbedkitError(f"unknown document ids: {', '.join(map(repr, ids[:5]))} (the index is empty)")
+            found = self._docs.keys_of(ids)
+            missing = [i for i in ids if i not in found]
+            if missing:
+                raise EmbedkitError(f"unknown document ids: {', '.join(map(repr, missing[:5]))}")
+            keys = np.array(sorted(set(found.values())), dtype=np.int64)
+            if len(keys) == 0:
+                return
+            rows = np.searchsorted(self._keys, keys)
+            new_keys = np.delete(self._keys, rows)
+            new_vecs = None if self._rescore_vecs is None else np.delete(np.asarray(self._rescore_vecs), rows, axis=0)
+            # flat indexes remove in place or not at all; the others rebuild, so keep a copy to roll back to
+            backup = self._code_index.to_bytes() if self.backend != "flat" else None
+            n_before = self._code_index.ntotal
+            try:
+                with self._docs.transaction():
+                    self._docs.delete(keys.tolist())
+                    self._code_index.remove(rows)
+            except BaseException:
+                if backup is not None:
+                    self._code_index = self.compression.index_from_bytes(backup, self.backend)
+                elif self._code_index.ntotal != n_before:  # pragma: no cover
+                    self._broken = "a failed remove could not be rolled back"
+                raise
+            self._keys = new_keys
+            self._rescore_vecs = new_vecs
+
+    # -- consistency ------------------------------------------------------------------------------
+    def _check_not_broken(self) -> None:
+        if self._broken:
+            raise IndexStateError(f"this index is inconsistent ({self._broken}); load it again from disk")
+
+    def _counts(self) -> dict[str, int]:
+        counts = {"faiss": 0 if self._code_index is None else int(self._code_index.ntotal),
+                  "keys": len(self._keys), "docs": len(self._docs)}
         if self._rescore_vecs is not None:
-            self._rescore_vecs = np.delete(np.asarray(self._rescore_vecs), rows, axis=0)
-        self._docs.delete_keys(keys.tolist())
+            counts["rescore"] = len(self._rescore_vecs)
+        return counts
+
+    def check_consistency(self) -> None:
+        """Raise :class:`IndexStateError` unless FAISS, the docstore and the rescoring vectors agree."""
+        self._check_not_broken()
+        counts = self._counts()
+        if len(set(counts.values())) != 1:
+            raise IndexStateError(f"this index is inconsistent (document counts {counts}); "
+                                  "it was not saved — load it again from disk")
+        if self.rescore and self._rescore_vecs is None:
+            raise IndexStateError("this index is inconsistent (rescoring vectors missing); load it again from disk")
 
     # -- search ---------------------------------------------------------------------------------
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
@@ -235,45 +395,47 @@ class EmbeddingIndex:
                 raise EmbedkitError(f"query {i} is empty; give some text to search for")
         return np.asarray(self.model.encode(list(queries), convert_to_numpy=True, show_progress_bar=False), dtype=np.float32)
 
-    def search_embeddings(self, Q, k: int = 10, *, rescore: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Search with query embeddings. Returns (row positions, scores), each ``(nq, k)``; -1 pads.
-
-        Raises:
-            EmbedkitError: wrong dimension, NaN/inf, k < 1, empty index.
-        """
-        if self._code_index is None or len(self) == 0:
+    def _search_rows(self, Q, k: int, rescore: bool | None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows); the caller holds the read lock."""
+        if self._code_index is None or len(self._keys) == 0:
             raise EmbedkitError("the index is empty: add documents before searching")
-        if int(k) < 1:
-            raise EmbedkitError(f"k must be >= 1, got {k}")
+        self._check_not_broken()
         Q = l2_normalize(check_matrix(Q, self.dim, "query embeddings"))
-        use_rescore = self._rescore_vecs is not None and rescore is not False
-        kk = min(len(self), int(k) * (self.rescore if use_rescore else 1))
+        vecs = self._rescore_vecs
+        use_rescore = vecs is not None and rescore is not False
+        kk = min(len(self._keys), k * (self.rescore if use_rescore else 1))
         scores, rows = self._code_index.search(self.compression.transform(Q), kk)
         if use_rescore:
-            vecs = self._rescore_vecs
-            out_rows = np.full((len(Q), kk), -1, dtype=np.int64)
-            out_scores = np.full((len(Q), kk), -np.inf, dtype=np.float32)
-            for qi in range(len(Q)):
-                valid = rows[qi][rows[qi] >= 0]
-                s = np.asarray(vecs[np.sort(valid)], dtype=np.float32) @ Q[qi]
-                valid = np.sort(valid)
-                order = np.argsort(-s, kind="stable")
-                out_rows[qi, : len(valid)] = valid[order]
-                out_scores[qi, : len(valid)] = s[order]
-            rows, scores = out_rows, out_scores
-        return rows[:, :k], scores[:, :k]
+            scores, rows = rescore_candidates(Q, vecs, rows, k)
+        return scores[:, :k], rows[:, :k]
 
-    def search_ids(self, Q, k: int = 10, *, rescore: bool | None = None) -> tuple[list[list[str]], np.ndarray]:
-        """Like :meth:`search_embeddings` but returns document ids (no text lookup)."""
-        rows, scores = self.search_embeddings(Q, k, rescore=rescore)
-        flat = np.unique(rows[rows >= 0])
-        key_to_id = self._docs.ids_for_keys(self._keys[flat].tolist())
-        ids = [[key_to_id[int(self._keys[r])] for r in row if r >= 0] for row in rows]
-        return ids, scores
+    def search_embeddings(self, Q, k: int = 10, *, rescore: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Search with query embeddings. Returns ``(scores, rows)``, each ``(nq, min(k, len))``; -1 pads.
+
+        Rows are positions in the index at the time of the search (they shift after ``remove``).
+
+        Raises:
+            EmbedkitError: wrong dimension, NaN/inf, k not a whole number >= 1, empty index.
+        """
+        k = check_positive_int(k, "k")
+        with self._lock.read():
+            return self._search_rows(Q, k, rescore)
+
+    def search_ids(self, Q, k: int = 10, *, rescore: bool | None = None) -> tuple[np.ndarray, list[list[str]]]:
+        """Like :meth:`search_embeddings` but returns ``(scores, ids)``: document ids, no text lookup."""
+        k = check_positive_int(k, "k")
+        with self._lock.read():
+            scores, rows = self._search_rows(Q, k, rescore)
+            keys = self._keys
+            flat = np.unique(rows[rows >= 0])
+            key_to_id = self._docs.ids_for_keys(keys[flat].tolist())
+        ids = [[key_to_id[int(keys[r])] for r in row if r >= 0] for row in rows]
+        return scores, ids
 
     def search(self, query, k: int = 10, *, rescore: bool | None = None):
         """Search with a query string (returns ``list[Hit]``), a list of strings or an embedding
         matrix (returns one ``list[Hit]`` per query)."""
+        k = check_positive_int(k, "k")
         single = isinstance(query, str)
         if single or (isinstance(query, (list, tuple)) and query and isinstance(query[0], str)):
             Q = self.encode_queries([query] if single else list(query))
@@ -281,15 +443,17 @@ class EmbeddingIndex:
             raise EmbedkitError("no queries given")
         else:
             Q = query
-        rows, scores = self.search_embeddings(Q, k, rescore=rescore)
-        docs = self._docs.get(self._keys[np.unique(rows[rows >= 0])].tolist())
+        with self._lock.read():
+            scores, rows = self._search_rows(Q, k, rescore)
+            keys = self._keys
+            docs = self._docs.get(keys[np.unique(rows[rows >= 0])].tolist())
         results = []
         for row, sc in zip(rows, scores):
             hits = []
             for r, s in zip(row, sc):
                 if r < 0:
                     continue
-                did, text, meta = docs[int(self._keys[r])]
+                did, text, meta = docs[int(keys[r])]
                 hits.append(Hit(did, float(s), text, meta))
             results.append(hits)
         return results[0] if single else results
@@ -302,73 +466,62 @@ class EmbeddingIndex:
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the index folder atomically (temporary folder + rename)."""
+        """Write the index folder atomically (temporary folder + recoverable rename).
+
+        ``path`` may be new, an empty folder, or an embedkit index (replaced); anything else is
+        refused, so nothing the user had is lost.
+
+        Raises:
+            EmbedkitError: the index is empty.
+            IndexStateError: the index is inconsistent (nothing is written).
+            OutputExistsError: ``path`` is a file or a folder that is not an embedkit index.
+        """
         if self._code_index is None:
             raise EmbedkitError("cannot save an empty index: add documents first")
-        path = Path(path)
-        with atomic_directory(path) as tmp:
-            self.compression.save(tmp, "quantizer")
-            (tmp / "index.faiss").write_bytes(self._code_index.to_bytes())
-            if self._rescore_vecs is not None:
-                atomic_save_npy(tmp / "rescore.f16.npy", np.asarray(self._rescore_vecs, dtype=np.float16))
-            self._docs.save(tmp / "docs.sqlite")
-            files = {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in _DATA_FILES if (tmp / n).exists()}
-            manifest = {
-                "format": FORMAT,
-                "model": {"source": self.model_source, "fingerprint": self.model_fingerprint},
-                "spec": self.compression.spec,
-                "backend": self.backend,
-                "nlist": self.nlist,
-                "hnsw_m": self.hnsw_m,
-                "dim": self.dim,
-                "code_size": self.bytes_per_vector,
-                "count": len(self),
-                "metric": "cosine",
-                "rescore": self.rescore,
-                "build_seconds": self.build_seconds,
-                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "files": files,
-            }
-            manifest["manifest_sha256"] = _manifest_digest(manifest)
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        return path
+        target = prepare_output(path, "index", overwrite=True, option="index path")
+        with self._lock.read():
+            self.check_consistency()
+            with atomic_directory(target) as tmp:
+                self.compression.save(tmp, "quantizer")
+                (tmp / "index.faiss").write_bytes(self._code_index.to_bytes())
+                if self.rescore:
+                    atomic_save_npy(tmp / RESCORE_FILE, np.asarray(self._rescore_vecs, dtype=np.float16))
+                self._docs.save(tmp / "docs.sqlite")
+                mark_output(tmp, "index")
+                write_manifest(tmp, {
+                    "model": {"source": self.model_source, "fingerprint": self.model_fingerprint},
+                    "spec": self.compression.spec,
+                    "backend": self.backend,
+                    "nlist": self.nlist,
+                    "hnsw_m": self.hnsw_m,
+                    "dim": self.dim,
+                    "code_size": self.bytes_per_vector,
+                    "count": len(self),
+                    "metric": "cosine",
+                    "rescore": self.rescore,
+                    "skipped_empty": {"count": self.skipped_count, "ids": self.skipped_ids[:MAX_LISTED_IDS]},
+                    "build_seconds": self.build_seconds,
+                    "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "files": file_entries(tmp, expected_files(self.rescore)),
+                })
+        return Path(path)
 
     @staticmethod
     def read_manifest(path: str | os.PathLike, *, verify: bool = True) -> dict:
-        """Read and check ``manifest.json`` (format, own checksum, and with ``verify`` the files)."""
-        path = Path(path)
-        mpath = path / "manifest.json"
-        if not path.is_dir():
-            raise IndexFormatError(f"{path}: no index folder there")
-        if not mpath.exists():
-            raise IndexFormatError(f"{path}: not an embedkit index (no manifest.json)")
-        try:
-            manifest = json.loads(mpath.read_text())
-        except (ValueError, UnicodeDecodeError) as e:
-            raise IndexFormatError(f"{mpath}: manifest is not valid JSON ({e})") from e
-        if not isinstance(manifest, dict) or not str(manifest.get("format", "")).startswith("embedkit.index/"):
-            raise IndexFormatError(f"{path}: not an embedkit index (format {manifest.get('format') if isinstance(manifest, dict) else None!r})")
-        if manifest["format"] != FORMAT:
-            raise IndexFormatError(f"{path}: index format {manifest['format']} is not supported by this embedkit ({FORMAT}); rebuild it")
-        if manifest.get("manifest_sha256") != _manifest_digest(manifest):
-            raise IndexFormatError(f"{mpath}: manifest was modified after the index was saved (checksum mismatch); rebuild the index")
-        if verify:
-            for name, info in manifest["files"].items():
-                fp = path / name
-                if not fp.exists():
-                    raise IndexFormatError(f"{path}: {name} is missing; the index is incomplete, rebuild it")
-                if fp.stat().st_size != info["bytes"] or sha256_file(fp) != info["sha256"]:
-                    raise IndexFormatError(f"{path}: {name} is corrupt or truncated (checksum mismatch); rebuild the index")
-        return manifest
+        """Read and check ``manifest.json`` (see :func:`embedkit.retrieval.manifest.read_manifest`)."""
+        return read_manifest(path, verify=verify)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, model=None, *, force: bool = False, verify: bool = True, mmap: bool = True) -> "EmbeddingIndex":
+    def load(cls, path: str | os.PathLike, model=None, *, force: bool = False, verify: bool = True, mmap: bool = True) -> EmbeddingIndex:
         """Load a saved index, verifying format, checksums and the model.
+
+        A folder left half-swapped by a save that was killed is restored first.
 
         Args:
             model: the encoder to query with (object, path or name); ``None`` loads the one
                 recorded in the manifest when first needed.
-            force: query with a model whose fingerprint differs from the index's.
+            force: query with a model whose fingerprint differs from the index's (also for the
+                recorded model loaded later when ``model`` is None).
             verify: check every file's sha256 (reads the whole index once).
             mmap: memory-map the rescoring vectors instead of reading them.
 
@@ -377,49 +530,39 @@ class EmbeddingIndex:
             ModelMismatchError: ``model`` is not the model the index was built with.
         """
         path = Path(path)
-        manifest = cls.read_manifest(path, verify=verify)
-        index = cls(None, manifest["spec"], backend=manifest["backend"], rescore=manifest.get("rescore"),
-                    nlist=manifest.get("nlist"), hnsw_m=manifest.get("hnsw_m", 32))
+        recover_directory(path)
+        manifest = read_manifest(path, verify=verify)
+        try:
+            index = cls(None, manifest["spec"], backend=manifest["backend"], rescore=manifest.get("rescore"),
+                        nlist=manifest.get("nlist"), hnsw_m=manifest.get("hnsw_m", 32))
+        except EmbedkitError as e:
+            raise IndexFormatError(f"{path}: the manifest describes an index this embedkit cannot build ({e})") from e
+        index._force = bool(force)
         index.model_source = manifest["model"]["source"]
         index.model_fingerprint = manifest["model"]["fingerprint"]
         index.dim = manifest["dim"]
         index.build_seconds = manifest.get("build_seconds")
+        skipped = manifest.get("skipped_empty") or {"count": 0, "ids": []}
+        index.skipped_count, index.skipped_ids = skipped["count"], list(skipped["ids"])
         try:
             index.compression = CompressionPipeline.load(path, "quantizer")
             index._code_index = index.compression.index_from_bytes((path / "index.faiss").read_bytes(), index.backend)
-        except (RuntimeError, EmbedkitError, KeyError, ValueError) as e:
+        except (RuntimeError, EmbedkitError, KeyError, ValueError, TypeError) as e:
             raise IndexFormatError(f"{path}: cannot read the index ({str(e).splitlines()[0][:200]}); rebuild it") from e
         index._docs = DocStore.load(path / "docs.sqlite")
         index._keys = np.asarray(index._docs.keys(), dtype=np.int64)
-        if (path / "rescore.f16.npy").exists():
+        if index.rescore:
             try:
-                index._rescore_vecs = np.load(path / "rescore.f16.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+                vecs = np.load(path / RESCORE_FILE, mmap_mode="r" if mmap else None, allow_pickle=False)
             except ValueError as e:
-                raise IndexFormatError(f"{path}: rescore.f16.npy is unreadable ({e})") from e
-        n = manifest["count"]
-        counts = {"manifest": n, "faiss": index._code_index.ntotal, "docs": len(index._keys)}
-        if index._rescore_vecs is not None:
-            counts["rescore"] = len(index._rescore_vecs)
+                raise IndexFormatError(f"{path}: {RESCORE_FILE} is unreadable ({e}); rebuild the index") from e
+            if vecs.dtype != np.float16 or vecs.ndim != 2 or vecs.shape[1] != index.dim:
+                raise IndexFormatError(f"{path}: {RESCORE_FILE} holds {vecs.dtype} {vecs.shape}, expected float16 "
+                                       f"(n, {index.dim}); rebuild the index")
+            index._rescore_vecs = vecs
+        counts = {"manifest": manifest["count"], **index._counts()}
         if len(set(counts.values())) != 1:
             raise IndexFormatError(f"{path}: inconsistent document counts {counts}; rebuild the index")
         if model is not None:
             index._check_model(model, force)
         return index
-
-    def _check_model(self, model, force: bool) -> None:
-        from embedkit.models.loading import load_encoder, model_fingerprint
-
-        if isinstance(model, (str, os.PathLike)):
-            model = load_encoder(model)
-        fp = model_fingerprint(model)
-        if fp != self.model_fingerprint and not force:
-            raise ModelMismatchError(
-                f"this index was built with model {self.model_source!r} (fingerprint {self.model_fingerprint}); "
-                f"the given model has fingerprint {fp}. Use the original model, or force=True (--force) to query anyway"
-            )
-        self._model = model
-
-
-def directory_size(path: str | os.PathLike, *, exclude: tuple[str, ...] = ()) -> int:
-    """Total bytes of the files in ``path`` (not following links), minus the names in ``exclude``."""
-    return sum(p.stat().st_size for p in Path(path).iterdir() if p.is_file() and p.name not in exclude)

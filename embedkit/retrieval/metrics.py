@@ -14,7 +14,9 @@ a judged query missing from the run counts as 0.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
+
+__all__ = ["ndcg_at_k", "recall_at_k", "mrr_at_k", "retrieval_scores"]
 
 Run = Mapping[str, Mapping[str, float]]
 Qrels = Mapping[str, Mapping[str, int]]

@@ -1,5 +1,4 @@
 import json
-import os
 
 import numpy as np
 import pytest
@@ -31,7 +30,7 @@ def test_self_retrieval_every_spec_and_backend(spec, backend):
     X = rand_unit(400, 32)
     idx = EmbeddingIndex.build([f"doc {i}" for i in range(400)], spec=spec, backend=backend, embeddings=X,
                                rescore=4 if "binary" in spec else None, nlist=8)
-    ids, scores = idx.search_ids(X[:20], 5)
+    scores, ids = idx.search_ids(X[:20], 5)
     hit = np.mean([row[0] == f"{i}" for i, row in enumerate(ids)])
     assert hit >= (0.95 if ("binary" not in spec and "mrl" not in spec) else 0.8)
     assert (np.diff(scores, axis=1) <= 1e-6).all()  # sorted best first
@@ -49,7 +48,7 @@ def test_rescoring_equals_exact_float_ranking_within_candidates():
     X = rand_unit(300, 32, seed=1)
     Q = rand_unit(10, 32, seed=2)
     idx = EmbeddingIndex.build([f"t{i}" for i in range(300)], spec="binary", rescore=300, embeddings=X)
-    rows, scores = idx.search_embeddings(Q, 5)
+    scores, rows = idx.search_embeddings(Q, 5)
     exact = np.argsort(-(Q @ X.T), axis=1)[:, :5]  # oversampling covers the whole corpus -> exact
     np.testing.assert_array_equal(rows, exact)
     np.testing.assert_allclose(scores, np.take_along_axis(Q @ X.T, exact, 1), atol=2e-3)
@@ -77,7 +76,7 @@ def test_remove_on_graph_and_ivf_backends(backend):
     X = rand_unit(200, 32, seed=3)
     idx = EmbeddingIndex.build([f"t{i}" for i in range(200)], spec="int8", backend=backend, embeddings=X, nlist=4)
     idx.remove(["5", "17"])
-    ids, _ = idx.search_ids(X[[5, 17, 30]], 3)
+    _, ids = idx.search_ids(X[[5, 17, 30]], 3)
     assert "5" not in ids[0] and "17" not in ids[1] and ids[2][0] == "30"
 
 
@@ -99,7 +98,7 @@ def test_bad_corpora(tiny_model):
     with pytest.raises(EmbedkitError, match="corpus is empty"):
         EmbeddingIndex.build([], model=tiny_model)
     with pytest.raises(EmbedkitError, match=r"document 1 \(id '1'\) is empty or whitespace-only"):
-        EmbeddingIndex.build(["ok", "   "], model=tiny_model)
+        EmbeddingIndex.build(["ok", "   "], model=tiny_model, on_empty="error")
     with pytest.raises(EmbedkitError, match="duplicate document ids: 'a'"):
         EmbeddingIndex.build(["x", "y"], ["a", "a"], model=tiny_model)
     with pytest.raises(EmbedkitError, match="expected a list of documents"):
@@ -151,6 +150,7 @@ def test_foreign_and_missing_folders(tmp_path):
         EmbeddingIndex.load(tmp_path / "broken")
 
 
+@pytest.mark.slow
 def test_other_model_is_refused_unless_forced(built, tmp_path, default_model):
     path = built.save(tmp_path / "ix")
     with pytest.raises(ModelMismatchError, match="built with model"):

@@ -1,6 +1,5 @@
 """Quality on a small real subset of SciFact with the default model (fast with a warm or cold cache)."""
 
-import numpy as np
 import pytest
 
 from embedkit import EmbeddingIndex
@@ -8,6 +7,8 @@ from embedkit.cache import encode_cached
 from embedkit.data import read_beir
 from embedkit.evaluation.retrieval import run_from_search
 from embedkit.retrieval.metrics import ndcg_at_k
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def subset(data_dir, default_model):
 
 
 def ndcg(index, qids, Q, qrels):
-    ids, scores = index.search_ids(Q, 100)
+    scores, ids = index.search_ids(Q, 100)
     return ndcg_at_k(run_from_search(qids, ids, scores), qrels, 10)
 
 
