@@ -3,22 +3,36 @@
 Embeddings are stored under ``$EMBEDKIT_CACHE`` (default ``~/.cache/embedkit``) in a folder per
 *namespace* (model fingerprint + the settings that change the output, such as max sequence
 length and prompt), as append-only shards of two ``.npy`` files each: ``NNNNNN.vecs.npy`` (float32)
-and ``NNNNNN.keys.npy`` (16-byte BLAKE2 hashes of the texts). The keys file is written last, and
-both atomically, so a kill mid-encode loses at most the shard being encoded; the next run resumes
-from the shards already on disk.
+and ``NNNNNN.keys.npy`` (16-byte BLAKE2 hashes of the texts), plus ``NNNNNN.sha256`` (the checksum
+of the vectors file). The keys file is written last, and all of them atomically, so a kill mid-encode
+loses at most the shard being encoded; the next run resumes from the shards already on disk.
+
+A shard is verified before its vectors are first used in a process: float32, two-dimensional, as
+many rows as keys, the recorded checksum, finite values. A shard that fails is deleted (with a
+warning) and its texts are encoded again, so a flipped byte or a NaN on disk is never returned.
+
+Texts longer than :data:`embedkit.data.MAX_TEXT_CHARS` characters are cut to it before encoding
+(and cached under the cut text); the model's token window is far shorter anyway.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from embedkit._io import atomic_save_npy
+from embedkit._io import atomic_save_npy, atomic_write_bytes, sha256_file
+from embedkit.data.texts import MAX_TEXT_CHARS, check_texts, cut_texts
 from embedkit.errors import EmbedkitError
+
+__all__ = ["EmbeddingCache", "check_finite", "check_texts", "default_cache_dir", "encode_cached", "model_namespace",
+           "text_key"]
+
+logger = logging.getLogger(__name__)
 
 KEY_BYTES = 16
 
@@ -47,7 +61,8 @@ class EmbeddingCache:
         root: cache folder; default ``$EMBEDKIT_CACHE/embeddings`` or ``~/.cache/embedkit/embeddings``.
 
     Example:
-        >>> cache = EmbeddingCache("/tmp/ekcache")
+        >>> import tempfile
+        >>> cache = EmbeddingCache(tempfile.mkdtemp())
         >>> cache.put("ns", ["a"], np.ones((1, 3), np.float32))
         >>> cache.get("ns", ["a", "b"])[1]
         [1]
@@ -57,6 +72,7 @@ class EmbeddingCache:
         self.root = Path(root) if root is not None else default_cache_dir()
         self._index: dict[str, dict[bytes, tuple[int, int]]] = {}
         self._shards: dict[str, dict[int, np.ndarray]] = {}
+        self._verified: dict[str, set[int]] = {}
 
     def _dir(self, namespace: str) -> Path:
         return self.root / namespace
@@ -76,23 +92,60 @@ class EmbeddingCache:
                     vecs = np.load(vp, mmap_mode="r", allow_pickle=False)
                 except (OSError, ValueError):
                     continue  # a damaged shard is ignored and its texts re-encoded
-                if keys.ndim != 2 or keys.shape[1] != KEY_BYTES or len(keys) != len(vecs):
+                if (keys.ndim != 2 or keys.shape[1] != KEY_BYTES or vecs.ndim != 2 or len(keys) != len(vecs)
+                        or vecs.dtype != np.float32):
+                    logger.warning("embedding cache: ignoring damaged shard %s", vp)
                     continue
                 shards[sid] = vecs
                 for row, k in enumerate(keys):
                     index[k.tobytes()] = (sid, row)
         self._index[namespace] = index
         self._shards[namespace] = shards
+        self._verified[namespace] = set()
         return index
+
+    def _shard_ok(self, namespace: str, sid: int) -> bool:
+        d = self._dir(namespace)
+        vp = d / f"{sid:06d}.vecs.npy"
+        sp = d / f"{sid:06d}.sha256"
+        try:
+            recorded = sp.read_text().strip() if sp.exists() else None
+            if recorded is not None and sha256_file(vp) != recorded:
+                return False
+            return bool(np.isfinite(self._shards[namespace][sid]).all())
+        except (OSError, ValueError):
+            return False
+
+    def _verify(self, namespace: str, sids: set[int]) -> None:
+        """Check the shards about to be read once per process; drop (and delete) the damaged ones."""
+        verified = self._verified[namespace]
+        index = self._index[namespace]
+        for sid in sorted(sids - verified):
+            if self._shard_ok(namespace, sid):
+                verified.add(sid)
+                continue
+            d = self._dir(namespace)
+            logger.warning("embedding cache: shard %06d in %s is damaged (checksum or NaN/inf); its texts are "
+                           "encoded again", sid, d)
+            for k in [k for k, (s, _) in index.items() if s == sid]:
+                del index[k]
+            del self._shards[namespace][sid]
+            for suffix in ("keys.npy", "sha256", "vecs.npy"):
+                try:
+                    (d / f"{sid:06d}.{suffix}").unlink()
+                except OSError:
+                    pass
 
     def get(self, namespace: str, texts: Sequence[str]) -> tuple[list[np.ndarray | None], list[int]]:
         """Look texts up. Returns (vectors or None per text, positions of the misses)."""
         index = self._load(namespace)
+        keys = [text_key(t) for t in texts]
+        self._verify(namespace, {index[k][0] for k in keys if k in index})
         shards = self._shards[namespace]
         out: list[np.ndarray | None] = []
         missing = []
-        for i, t in enumerate(texts):
-            hit = index.get(text_key(t))
+        for i, k in enumerate(keys):
+            hit = index.get(k)
             if hit is None:
                 out.append(None)
                 missing.append(i)
@@ -101,7 +154,7 @@ class EmbeddingCache:
         return out, missing
 
     def put(self, namespace: str, texts: Sequence[str], vectors: np.ndarray) -> None:
-        """Append one shard (atomic: vectors first, keys last)."""
+        """Append one shard (atomic: vectors first, then their checksum, keys last)."""
         if len(texts) == 0:
             return
         index = self._load(namespace)
@@ -113,20 +166,16 @@ class EmbeddingCache:
         keys = np.frombuffer(b"".join(text_key(t) for t in texts), dtype=np.uint8).reshape(-1, KEY_BYTES)
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
         atomic_save_npy(d / f"{sid:06d}.vecs.npy", vecs)
+        atomic_write_bytes(d / f"{sid:06d}.sha256", (sha256_file(d / f"{sid:06d}.vecs.npy") + "\n").encode())
         atomic_save_npy(d / f"{sid:06d}.keys.npy", keys)
         shards[sid] = vecs
+        self._verified[namespace].add(sid)
         for row, k in enumerate(keys):
             index[k.tobytes()] = (sid, row)
 
 
-def _check_texts(texts: Sequence[str], what: str = "text") -> None:
-    if isinstance(texts, str):
-        raise EmbedkitError(f"expected a list of {what}s, got a single string")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise EmbedkitError(f"{what} {i} is {type(t).__name__}, expected str")
-        if not t.strip():
-            raise EmbedkitError(f"{what} {i} is empty or whitespace-only; remove it or give it content")
+#: Old private name of :func:`embedkit.data.check_texts`, kept while callers move to the public one.
+_check_texts = check_texts
 
 
 def check_finite(x: np.ndarray, what: str = "embeddings") -> np.ndarray:
@@ -148,6 +197,7 @@ def encode_cached(
     shard_size: int = 1024,
     prompt: str | None = None,
     desc: str = "encoding",
+    max_chars: int | None = MAX_TEXT_CHARS,
 ) -> np.ndarray:
     """Encode texts with ``model``, reusing and filling the embedding cache.
 
@@ -158,16 +208,29 @@ def encode_cached(
             (also when the environment sets ``EMBEDKIT_NO_CACHE=1``).
         shard_size: texts encoded (and persisted) per shard; a kill loses at most one shard.
         prompt: optional prompt passed to ``model.encode``.
+        max_chars: texts longer than this are cut to it before tokenizing (default
+            :data:`~embedkit.data.MAX_TEXT_CHARS`; ``None`` = never), with a logged warning giving
+            the count. A caller that reports the count calls :func:`embedkit.data.cut_texts` first.
 
     Returns:
         float32 array ``(len(texts), dim)`` of the model's raw output (normalised only if the
         model itself normalises).
 
     Raises:
-        EmbedkitError: empty/whitespace-only or non-string text; NaN/inf in the model output.
+        EmbedkitError: empty/whitespace-only or non-string text; a batch or shard size below 1;
+            NaN/inf in the model output.
     """
-    _check_texts(texts)
     from tqdm.auto import tqdm
+
+    from embedkit.validation import check_positive_int
+
+    check_texts(texts)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    shard_size = check_positive_int(shard_size, "shard_size")
+    texts, n_cut = cut_texts(texts, max_chars)
+    if n_cut:
+        logger.warning("cut %d text(s) longer than %d characters to their first %d before tokenizing",
+                       n_cut, max_chars, max_chars)
 
     if os.environ.get("EMBEDKIT_NO_CACHE") == "1":
         cache = False

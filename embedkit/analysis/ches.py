@@ -15,64 +15,39 @@ above count, so a batched result equals a one-example-at-a-time loop (the refere
 lengths from the tensor width and assumes no padding). The prompt and the response are tokenised
 separately and concatenated, so the boundary is exact; no special tokens are added unless
 ``add_special_tokens=True`` (the prompt then gets the tokenizer's BOS handling).
+
+End of sequence: as in the reference implementation, whose responses end with the EOS token, the
+response is followed by EOS (unless it already ends with it), so the hidden state that predicts EOS
+— the one at the last response token — is part of the sum and EOS counts in the response length.
+``include_eos=False`` leaves it out (the sum then covers only the response's own tokens).
 """
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from embedkit.errors import DataFormatError, EmbedkitError
+from embedkit.data.preferences import PreferencePair, read_preference_pairs
+from embedkit.errors import EmbedkitError
 
 __all__ = ["PreferencePair", "read_preference_pairs", "ches_scores", "top_ches"]
 
-REQUIRED = ("prompt", "chosen", "rejected")
+
+def _eos_id(model, tokenizer) -> int:
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(getattr(model, "config", None), "eos_token_id", None)
+        if isinstance(eos, (list, tuple)):
+            eos = eos[0] if eos else None
+    if eos is None:
+        raise EmbedkitError("CHES: include_eos=True needs an EOS token (neither the tokenizer nor the model config "
+                            "names one); pass include_eos=False")
+    return int(eos)
 
 
-@dataclass
-class PreferencePair:
-    prompt: str
-    chosen: str
-    rejected: str
-
-
-def read_preference_pairs(path: str | os.PathLike) -> list[PreferencePair]:
-    """Read JSONL with one ``{"prompt", "chosen", "rejected"}`` object per line (extra fields ignored).
-
-    Raises:
-        DataFormatError: missing file, bad JSON, a missing/empty/non-string field (file:line named).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataFormatError(f"{path}: file not found")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataFormatError(f"{path.name}:{n}: not valid JSON ({e.msg})") from e
-            if not isinstance(obj, dict):
-                raise DataFormatError(f"{path.name}:{n}: expected a JSON object with fields {', '.join(REQUIRED)}")
-            for k in REQUIRED:
-                if k not in obj:
-                    raise DataFormatError(f"{path.name}:{n}: missing field {k!r} (each line needs {', '.join(REQUIRED)})")
-                if not isinstance(obj[k], str) or (k != "prompt" and not obj[k].strip()):
-                    raise DataFormatError(f"{path.name}:{n}: field {k!r} must be a non-empty string")
-            out.append(PreferencePair(obj["prompt"], obj["chosen"], obj["rejected"]))
-    if not out:
-        raise DataFormatError(f"{path.name}: no preference pairs found")
-    return out
-
-
-def _encode(tokenizer, prompt: str, response: str, add_special_tokens: bool) -> tuple[list[int], int]:
+def _encode(tokenizer, prompt: str, response: str, add_special_tokens: bool,
+            eos: int | None = None) -> tuple[list[int], int]:
     p = tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"] if prompt else []
     r = tokenizer(response, add_special_tokens=False)["input_ids"]
     if not p:
@@ -82,14 +57,17 @@ def _encode(tokenizer, prompt: str, response: str, add_special_tokens: bool) -> 
         p = [bos]
     if not r:
         raise EmbedkitError(f"CHES: response {response!r} tokenises to nothing")
-    return list(p) + list(r), len(p)
+    r = list(r)
+    if eos is not None and r[-1] != eos:
+        r.append(eos)
+    return list(p) + r, len(p)
 
 
-def _response_hidden_sums(model, tokenizer, items, batch_size, max_length, add_special_tokens, device):
+def _response_hidden_sums(model, tokenizer, items, batch_size, max_length, add_special_tokens, device, eos=None):
     """For each (prompt, response): (sum of predicting hidden states, number of response tokens)."""
     import torch
 
-    enc = [_encode(tokenizer, p, r, add_special_tokens) for p, r in items]
+    enc = [_encode(tokenizer, p, r, add_special_tokens, eos) for p, r in items]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     sums, counts = [], []
     for s in range(0, len(enc), batch_size):
@@ -117,7 +95,7 @@ def _response_hidden_sums(model, tokenizer, items, batch_size, max_length, add_s
 
 def ches_scores(model, tokenizer, pairs: Sequence[PreferencePair] | Iterable[tuple[str, str, str]], *,
                 batch_size: int = 8, max_length: int | None = None, add_special_tokens: bool = False,
-                device: str | None = None) -> dict[str, np.ndarray]:
+                include_eos: bool = True, device: str | None = None) -> dict[str, np.ndarray]:
     """CHES and length-normalised CHES for each preference pair.
 
     Args:
@@ -127,14 +105,23 @@ def ches_scores(model, tokenizer, pairs: Sequence[PreferencePair] | Iterable[tup
         pairs: PreferencePair objects or (prompt, chosen, rejected) tuples.
         batch_size: pairs per forward pass (results do not depend on it).
         max_length: truncate prompt+response to this many tokens (None = no truncation).
+        add_special_tokens: let the tokenizer add its special tokens (BOS) to the prompt.
+        include_eos: end each response with the EOS token (the tokenizer's, else the model
+            config's), as the reference does, so the position predicting EOS counts.
+        device: where to run the model (default: the device of its parameters).
 
     Returns:
-        ``{"ches": (n,), "ches_normalized": (n,), "chosen_tokens": (n,), "rejected_tokens": (n,)}``.
+        ``{"ches": (n,), "ches_normalized": (n,), "chosen_tokens": (n,), "rejected_tokens": (n,)}``;
+        the token counts include EOS when ``include_eos``.
 
     Example:
-        >>> scores = ches_scores(lm, tok, [("Q: 2+2?", "4", "5")])   # doctest: +SKIP
-        >>> scores["ches"].shape
-        (1,)
+        .. code-block:: python
+
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            lm, tok = AutoModelForCausalLM.from_pretrained("gpt2"), AutoTokenizer.from_pretrained("gpt2")
+            scores = ches_scores(lm, tok, [("Q: 2+2?", "4", "5")])
+            scores["ches"].shape  # (1,)
 
     References:
         Razin, Malladi, Bhaskar, Chen, Arora, Hanin. "Unintentional Unalignment: Likelihood
@@ -143,6 +130,7 @@ def ches_scores(model, tokenizer, pairs: Sequence[PreferencePair] | Iterable[tup
     pairs = [p if isinstance(p, PreferencePair) else PreferencePair(*p) for p in pairs]
     if not pairs:
         raise EmbedkitError("CHES: no preference pairs given")
+    eos = _eos_id(model, tokenizer) if include_eos else None
     if device is None:
         try:
             device = next(model.parameters()).device
@@ -152,9 +140,9 @@ def ches_scores(model, tokenizer, pairs: Sequence[PreferencePair] | Iterable[tup
     model.eval()
     try:
         Sp, np_ = _response_hidden_sums(model, tokenizer, [(p.prompt, p.chosen) for p in pairs], batch_size, max_length,
-                                        add_special_tokens, device)
+                                        add_special_tokens, device, eos)
         Sm, nm = _response_hidden_sums(model, tokenizer, [(p.prompt, p.rejected) for p in pairs], batch_size, max_length,
-                                       add_special_tokens, device)
+                                       add_special_tokens, device, eos)
     finally:
         if was_training:
             model.train()

@@ -7,8 +7,8 @@ Scores are reported x100, as papers and MTEB tables do.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -20,7 +20,12 @@ STANDARD_STS = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr")
 
 
 def spearman_cosine(emb1: np.ndarray, emb2: np.ndarray, gold: Sequence[float]) -> float:
-    """Spearman's rho (x100) between row-wise cosine similarities and gold scores."""
+    """Spearman's rho (x100) between row-wise cosine similarities and gold scores.
+
+    Raises:
+        EmbedkitError: mismatched sizes, fewer than 2 pairs, or gold scores that are non-finite or
+            all equal (the correlation is undefined; scipy would return NaN).
+    """
     from scipy.stats import spearmanr
 
     emb1, emb2 = np.asarray(emb1, np.float64), np.asarray(emb2, np.float64)
@@ -28,6 +33,12 @@ def spearman_cosine(emb1: np.ndarray, emb2: np.ndarray, gold: Sequence[float]) -
         raise EmbedkitError(f"mismatched sizes: {emb1.shape}, {emb2.shape}, {len(gold)} gold scores")
     if len(gold) < 2:
         raise EmbedkitError("need at least 2 sentence pairs for a Spearman correlation")
+    gold = np.asarray(gold, np.float64)
+    if not np.isfinite(gold).all():
+        raise EmbedkitError("gold scores contain NaN or inf")
+    if gold.min() == gold.max():
+        raise EmbedkitError(f"all {len(gold)} gold scores are equal ({gold[0]:g}); a Spearman correlation needs at "
+                            "least two different scores")
     n1 = np.linalg.norm(emb1, axis=1)
     n2 = np.linalg.norm(emb2, axis=1)
     cos = (emb1 * emb2).sum(1) / np.maximum(n1 * n2, 1e-12)
@@ -55,9 +66,11 @@ def evaluate_sts(model, sets: Sequence[str | os.PathLike | StsDataset] | None = 
             is still training (its weights change between calls).
 
     Example:
-        >>> from embedkit import load_encoder
-        >>> evaluate_sts(load_encoder(), ["stsb.test.tsv"])  # doctest: +SKIP
-        {'stsb': 82.03, 'average': 82.03}
+        .. code-block:: python
+
+            from embedkit import load_encoder
+
+            evaluate_sts(load_encoder(), ["stsb.test.tsv"])  # {"stsb": ..., "average": ...}
     """
     from embedkit.cache import encode_cached
 

@@ -7,6 +7,7 @@ from embedkit.data import read_beir, read_labelled_tsv, read_sts_tsv, read_text_
 from embedkit.errors import DataFormatError
 
 
+@pytest.mark.slow
 def test_real_sts_files_have_the_documented_counts(data_dir):
     counts = {"sts12": 3108, "sts13": 1500, "sts14": 3750, "sts15": 3000, "sts16": 1186, "stsb": 1379, "sickr": 4927}
     for name, n in counts.items():
@@ -37,6 +38,7 @@ def test_sts_malformed_rows_name_file_and_line(tmp_path):
         read_sts_tsv(p)
 
 
+@pytest.mark.slow
 def test_real_scifact_beir(data_dir):
     ds = read_beir(data_dir / "retrieval" / "scifact")
     assert len(ds.corpus) == 5183
@@ -69,6 +71,7 @@ def test_beir_errors(tmp_path):
         read_beir(tmp_path / "nope")
 
 
+@pytest.mark.slow
 def test_text_lines_and_labelled_tsv(tmp_path, data_dir):
     p = tmp_path / "t.txt.gz"
     with gzip.open(p, "wt") as f:
