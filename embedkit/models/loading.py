@@ -172,6 +172,12 @@ def load_encoder(
             "pass a local folder or omit --model to use the default all-MiniLM-L6-v2"
         ) from e
     identity(model).source = target
+    first = model[0] if len(model) else None
+    if first is not None and hasattr(first, "auto_model"):
+        from embedkit.models.bidirectional import is_bidirectional, make_bidirectional
+
+        if is_bidirectional(first.auto_model):  # saved as bidirectional: the per-layer flags are not saved
+            make_bidirectional(first.auto_model)
     if layers is not None or dim is not None:
         from embedkit.models.submodel import truncate_encoder
 
