@@ -9,6 +9,7 @@ supported shapes, preference pairs and word2vec vectors. Every text file may be 
 from embedkit.data.documents import ValidDocuments, validate_documents
 from embedkit.data.files import iter_jsonl, iter_tsv_rows, open_text
 from embedkit.data.keywords import KeywordFile, read_keywords
+from embedkit.data.pairs import read_retrieval_pairs, read_text_pairs
 from embedkit.data.preferences import PreferencePair, read_preference_pairs
 from embedkit.data.readers import (
     BeirDataset,
@@ -26,6 +27,8 @@ from embedkit.data.texts import MAX_TEXT_CHARS, check_texts, cut_texts, is_blank
 from embedkit.data.vectors import load_vectors
 
 __all__ = [
+    "read_retrieval_pairs",
+    "read_text_pairs",
     "BeirDataset",
     "Corpus",
     "KeywordFile",

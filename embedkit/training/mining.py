@@ -1,0 +1,161 @@
+"""Positive-aware hard-negative mining (NV-Retriever's TopK-PercPos) with embedkit's own index.
+
+Moreira et al. "NV-Retriever: Improving text embedding models with effective hard-negative mining"
+(arXiv 2407.15831), used by NV-Embed's training: for each (query, positive) pair, retrieve the top
+candidates for the query, drop every known positive of that query, and drop every candidate whose
+score exceeds ``max_positive_ratio`` (95%) of the positive's score — such near-positives are often
+unlabelled positives (false negatives) — then keep the ``num_negatives`` best of the rest.
+
+Candidates come from an :class:`~embedkit.retrieval.EmbeddingIndex` over the corpus, so any
+compression spec works (``binary`` with float16 rescoring for large corpora); corpus embeddings go
+through the embedding cache, so mining twice encodes the corpus once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from embedkit.errors import EmbedkitError
+
+__all__ = ["MinedNegatives", "mine_hard_negatives", "percpos_filter", "write_triplets"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MinedNegatives:
+    """Mined negatives, one row per input (query, positive) pair."""
+
+    queries: list[str]
+    positive_ids: list[str]
+    negative_ids: list[list[str]]
+    negative_scores: list[list[float]]
+    positive_scores: list[float]
+    stats: dict = field(default_factory=dict)
+
+
+def percpos_filter(candidate_ids: Sequence[str], candidate_scores: Sequence[float], positive_score: float, *,
+                   positives: set[str], max_positive_ratio: float, num_negatives: int) -> tuple[list[str], list[float], int]:
+    """TopK-PercPos on one query's ranked candidates.
+
+    Returns the kept ``(ids, scores)`` (at most ``num_negatives``, in rank order) and how many candidates
+    the threshold ``max_positive_ratio * positive_score`` removed (known positives are not counted).
+    """
+    threshold = max_positive_ratio * positive_score
+    kept, kept_scores, dropped = [], [], 0
+    for did, s in zip(candidate_ids, candidate_scores):
+        if did in positives:
+            continue
+        if s > threshold:
+            dropped += 1
+            continue
+        if len(kept) < num_negatives:
+            kept.append(did)
+            kept_scores.append(float(s))
+    return kept, kept_scores, dropped
+
+
+def mine_hard_negatives(pairs: Sequence[tuple[str, str]], corpus_ids: Sequence[str], corpus_texts: Sequence[str],
+                        model, *, num_negatives: int = 7, max_positive_ratio: float = 0.95,
+                        candidates: int | None = None, spec: str = "float", rescore: int | None = None,
+                        batch_size: int = 64, show_progress: bool = False) -> MinedNegatives:
+    """Mine ``num_negatives`` hard negatives for every ``(query text, positive document id)`` pair.
+
+    Args:
+        pairs: (query, positive id) rows; a query with several positives appears once per positive,
+            and all its positives are excluded from its negatives.
+        corpus_ids, corpus_texts: the documents to mine from.
+        model: the encoder that scores candidates (usually the model about to be trained).
+        num_negatives: negatives per pair.
+        max_positive_ratio: drop candidates scoring above this share of the positive's score (0.95).
+        candidates: how many top documents to consider per query (default ``4 * num_negatives + 10``).
+        spec, rescore: the index used for the candidate search (see :mod:`embedkit.compression.spec`).
+
+    Raises:
+        EmbedkitError: a positive id not in the corpus, bad parameters, an empty corpus.
+
+    Example:
+        .. code-block:: python
+
+            mined = mine_hard_negatives([("what is x", "doc-3")], ids, texts, load_encoder())
+            mined.negative_ids[0]    # up to 7 document ids
+    """
+    from embedkit.cache import encode_cached
+    from embedkit.retrieval.index import EmbeddingIndex
+    from embedkit.validation import check_finite_number, check_positive_int
+
+    num_negatives = check_positive_int(num_negatives, "num_negatives")
+    max_positive_ratio = check_finite_number(max_positive_ratio, "max_positive_ratio", low=0.0, high=1.0,
+                                             low_inclusive=False)
+    k = check_positive_int(candidates, "candidates") if candidates is not None else 4 * num_negatives + 10
+    corpus_ids, corpus_texts = list(corpus_ids), list(corpus_texts)
+    if not corpus_ids:
+        raise EmbedkitError("mining: the corpus is empty")
+    pos_of = {d: i for i, d in enumerate(corpus_ids)}
+    for i, (_, d) in enumerate(pairs):
+        if d not in pos_of:
+            raise EmbedkitError(f"pair {i + 1}: positive document id {d!r} is not in the corpus")
+    docs = encode_cached(model, corpus_texts, batch_size=batch_size, show_progress=show_progress, desc="mining: corpus")
+    index = EmbeddingIndex(spec=spec, rescore=rescore)
+    index.add(corpus_texts, corpus_ids, embeddings=docs)
+    query_texts = sorted({q for q, _ in pairs})
+    Q = encode_cached(model, query_texts, batch_size=batch_size, show_progress=show_progress, desc="mining: queries")
+    qrow = {q: i for i, q in enumerate(query_texts)}
+    k = min(k, len(corpus_ids))
+    scores, ids = index.search_ids(Q, k)
+    positives: dict[str, set[str]] = {}
+    for q, d in pairs:
+        positives.setdefault(q, set()).add(d)
+    docs_n = docs / np.maximum(np.linalg.norm(docs, axis=1, keepdims=True), 1e-12)
+    Qn = Q / np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-12)
+    out = MinedNegatives([], [], [], [], [])
+    dropped_total = short = 0
+    for q, d in pairs:
+        r = qrow[q]
+        pos_score = float(Qn[r] @ docs_n[pos_of[d]])
+        kept, kept_scores, dropped = percpos_filter(ids[r], scores[r], pos_score, positives=positives[q],
+                                                    max_positive_ratio=max_positive_ratio, num_negatives=num_negatives)
+        dropped_total += dropped
+        short += len(kept) < num_negatives
+        out.queries.append(q)
+        out.positive_ids.append(d)
+        out.negative_ids.append(kept)
+        out.negative_scores.append(kept_scores)
+        out.positive_scores.append(pos_score)
+    out.stats = {"pairs": len(pairs), "queries": len(query_texts), "candidates_per_query": k,
+                 "dropped_as_near_positive": dropped_total, "pairs_with_fewer_negatives": short,
+                 "max_positive_ratio": max_positive_ratio, "num_negatives": num_negatives, "spec": spec}
+    if short:
+        logger.warning("%d of %d pairs got fewer than %d negatives; raise `candidates` (now %d)", short, len(pairs),
+                       num_negatives, k)
+    return out
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split())  # the TSV is unquoted: tabs and newlines become spaces
+
+
+def write_triplets(path: str | os.PathLike, mined: MinedNegatives, corpus: dict[str, str]) -> Path:
+    """Write ``query  positive  negative_1 .. negative_N`` texts as a TSV (atomically); rows with fewer
+    negatives than the widest row are dropped, so every row has the same columns (the count is logged)."""
+    from embedkit._io import atomic_write_bytes
+
+    n = max((len(x) for x in mined.negative_ids), default=0)
+    header = ["anchor", "positive"] + [f"negative_{i + 1}" for i in range(n)]
+    lines = ["\t".join(header)]
+    skipped = 0
+    for q, p, negs in zip(mined.queries, mined.positive_ids, mined.negative_ids):
+        if len(negs) < n:
+            skipped += 1
+            continue
+        lines.append("\t".join([_cell(q), _cell(corpus[p])] + [_cell(corpus[d]) for d in negs]))
+    if skipped:
+        logger.warning("%d pairs with fewer than %d negatives were left out of %s", skipped, n, path)
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    return Path(path)
