@@ -94,7 +94,13 @@ def mine_hard_negatives(pairs: Sequence[tuple[str, str]], corpus_ids: Sequence[s
     max_positive_ratio = check_finite_number(max_positive_ratio, "max_positive_ratio", low=0.0, high=1.0,
                                              low_inclusive=False)
     k = check_positive_int(candidates, "candidates") if candidates is not None else 4 * num_negatives + 10
-    corpus_ids, corpus_texts = list(corpus_ids), list(corpus_texts)
+    from embedkit.data.texts import is_blank
+
+    keep = [i for i, t in enumerate(corpus_texts) if not is_blank(t)]
+    if len(keep) < len(corpus_ids):
+        logger.warning("mining: %d empty documents left out of the candidates", len(corpus_ids) - len(keep))
+    corpus_ids = [corpus_ids[i] for i in keep]
+    corpus_texts = [corpus_texts[i] for i in keep]
     if not corpus_ids:
         raise EmbedkitError("mining: the corpus is empty")
     pos_of = {d: i for i, d in enumerate(corpus_ids)}

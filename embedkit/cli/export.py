@@ -1,0 +1,36 @@
+"""``embedkit export``: a standalone sub-model folder (first L layers, first D dims)."""
+
+from __future__ import annotations
+
+import click
+
+from embedkit.cli._common import POSITIVE, check_model, command, info, json_option, out_option, print_json
+
+
+@command()
+@click.argument("model")
+@click.option("--layers", type=POSITIVE, default=None, help="Transformer layers to keep [all].")
+@click.option("--dim", type=POSITIVE, default=None, help="Embedding dimensions to keep (renormalised) [all].")
+@out_option(help="Folder to write; plain SentenceTransformer(folder) loads it.")
+@click.option("--device", default=None, metavar="DEV", help="torch device used while exporting [cpu].")
+@json_option
+def export(model, layers, dim, out, overwrite, device, as_json):
+    """Write the (layers, dims) sub-model of a Matryoshka / Starbucks model as a plain sentence-transformers folder.
+
+    \b
+    Example:
+      embedkit export runs/starbucks/final --layers 2 --dim 64 --out starbucks-2x64
+    """
+    from embedkit.cli._common import prepare_output
+    from embedkit.models.submodel import export_submodel
+
+    check_model(model)
+    prepare_output(out, "model", overwrite=overwrite, inputs=[model])
+    path = export_submodel(model, out, layers=layers, dim=dim, overwrite=overwrite, device=device or "cpu")
+    info(f"exported to {path}")
+    if as_json:
+        import json
+
+        print_json(json.loads((path / "embedkit_submodel.json").read_text()))
+    else:
+        click.echo(str(path))

@@ -1,0 +1,75 @@
+"""``embedkit mine``: positive-aware hard negatives for (query, positive) pairs."""
+
+from __future__ import annotations
+
+import click
+
+from embedkit.cli._common import (
+    POSITIVE,
+    FiniteFloat,
+    batch_size_option,
+    check_input,
+    check_model,
+    check_spec,
+    command,
+    corpus_option,
+    info,
+    json_option,
+    load_model,
+    model_option,
+    option,
+    prepare_output_file,
+    print_json,
+    show_progress,
+)
+
+
+@command()
+@model_option
+@option("--pairs", "pairs", required=True, metavar="PATH",
+        help="(query, positive document id) pairs: a BEIR folder (qrels/train.tsv) or a TSV 'query<TAB>doc_id'.")
+@corpus_option()
+@option("--out", "-o", "out", required=True, metavar="FILE",
+        help="TSV to write: anchor, positive, negative_1 .. negative_N (texts).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier --out file.")
+@click.option("--negatives", type=POSITIVE, default=7, show_default=True, help="Negatives per pair.")
+@click.option("--max-positive-ratio", type=FiniteFloat(0.0, 1.0, low_open=True), default=0.95, show_default=True,
+              help="Drop candidates scoring above this share of the positive's score (TopK-PercPos).")
+@click.option("--candidates", type=POSITIVE, default=None, help="Top documents considered per query [4 x negatives + 10].")
+@click.option("--spec", default="float", show_default=True, help="Index spec for the candidate search (e.g. 'binary').")
+@click.option("--rescore", type=POSITIVE, default=None, help="Oversampling factor for float16 rescoring.")
+@click.option("--split", default="train", show_default=True, help="qrels split when --pairs is a BEIR folder.")
+@batch_size_option()
+@json_option
+def mine(model, device, pairs, corpus, out, overwrite, negatives, max_positive_ratio, candidates, spec, rescore, split,
+         batch_size, as_json):
+    """Mine hard negatives, dropping near-positives (NV-Retriever's TopK-PercPos), with embedkit's index.
+
+    \b
+    Example:
+      embedkit mine --pairs ../shared/data/retrieval/scifact --corpus ../shared/data/retrieval/scifact \\
+          --negatives 7 --out scifact_triplets.tsv
+    """
+    from embedkit.data import read_corpus, read_retrieval_pairs
+    from embedkit.training.mining import mine_hard_negatives, write_triplets
+
+    check_input(pairs, "--pairs")
+    check_input(corpus, "--corpus")
+    check_spec(spec)
+    check_model(model)
+    prepare_output_file(out, overwrite=overwrite, inputs=[pairs, corpus])
+    c = read_corpus(corpus)
+    rows = read_retrieval_pairs(pairs, doc_ids=c.ids, split=split)
+    info(f"{len(rows)} pairs, {len(c.ids)} documents")
+    enc = load_model(model, device)
+    mined = mine_hard_negatives(rows, c.ids, c.texts, enc, num_negatives=negatives,
+                                max_positive_ratio=max_positive_ratio, candidates=candidates, spec=spec,
+                                rescore=rescore, batch_size=batch_size, show_progress=show_progress())
+    write_triplets(out, mined, dict(zip(c.ids, c.texts)))
+    stats = {**mined.stats, "out": str(out)}
+    if as_json:
+        print_json(stats)
+    else:
+        click.echo(f"wrote {out}: {stats['pairs']} pairs x {negatives} negatives; "
+                   f"{stats['dropped_as_near_positive']} near-positive candidates dropped "
+                   f"(score > {max_positive_ratio:g} x positive)")
