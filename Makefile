@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench clean-venv
+.PHONY: demo test lint clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/embedkit demo
 
-test: $(STAMP)
+# the style check (ruff, configured in pyproject.toml) runs first: it takes a second
+test: $(STAMP) lint
 	$(BIN)/python -m pytest tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check embedkit tests bench
 
 clean-venv:
 	rm -rf $(VENV)

@@ -137,6 +137,7 @@ class EmbeddingIndex:
         self._docs = DocStore()
         self._keys = np.zeros(0, dtype=np.int64)
         self._rescore_vecs: np.ndarray | None = None
+        self._rescore_full_dim = False
         self._broken: str | None = None
         #: ids of blank documents skipped by ``add``/``build`` (at most 1,000 listed) and their count
         self.skipped_ids: list[str] = []
@@ -288,7 +289,9 @@ class EmbeddingIndex:
         new_keys = np.concatenate([self._keys, keys])
         new_vecs = self._rescore_vecs
         if self.rescore:
-            f16 = X.astype(np.float16)
+            # rescoring vectors live at the spec's dimension (mrl:128 -> 128-d), so their bytes are what the
+            # spec promises; the rescoring query goes through the same float transforms
+            f16 = (X if self._rescore_full_dim else np.asarray(codes)).astype(np.float16)
             new_vecs = f16 if self._rescore_vecs is None else np.concatenate([np.asarray(self._rescore_vecs), f16])
         before = code_index.ntotal
         try:
@@ -404,9 +407,10 @@ class EmbeddingIndex:
         vecs = self._rescore_vecs
         use_rescore = vecs is not None and rescore is not False
         kk = min(len(self._keys), k * (self.rescore if use_rescore else 1))
-        scores, rows = self._code_index.search(self.compression.transform(Q), kk)
+        Qt = self.compression.transform(Q)
+        scores, rows = self._code_index.search(Qt, kk)
         if use_rescore:
-            scores, rows = rescore_candidates(Q, vecs, rows, k)
+            scores, rows = rescore_candidates(Q if self._rescore_full_dim else Qt, vecs, rows, k)
         return scores[:, :k], rows[:, :k]
 
     def search_embeddings(self, Q, k: int = 10, *, rescore: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -463,6 +467,22 @@ class EmbeddingIndex:
     def bytes_per_vector(self) -> int:
         """Bytes per document in the FAISS codes (without rescoring vectors)."""
         return int(self.compression.code_size)
+
+    @property
+    def rescore_dim(self) -> int | None:
+        """Dimension of the float16 rescoring vectors: the spec's output dimension (``mrl:128`` -> 128)."""
+        if self.compression is None or self.dim is None:
+            return None
+        probe = np.zeros((1, self.dim), dtype=np.float32)
+        probe[0, 0] = 1.0
+        return int(np.asarray(self.compression.transform(probe)).shape[1])
+
+    @property
+    def rescore_bytes_per_vector(self) -> int:
+        """Bytes per document of the float16 rescoring vectors kept on disk (0 without rescoring)."""
+        if not self.rescore:
+            return 0
+        return 2 * int((self.dim if self._rescore_full_dim else self.rescore_dim) or 0)
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -556,9 +576,12 @@ class EmbeddingIndex:
                 vecs = np.load(path / RESCORE_FILE, mmap_mode="r" if mmap else None, allow_pickle=False)
             except ValueError as e:
                 raise IndexFormatError(f"{path}: {RESCORE_FILE} is unreadable ({e}); rebuild the index") from e
-            if vecs.dtype != np.float16 or vecs.ndim != 2 or vecs.shape[1] != index.dim:
+            want = index.rescore_dim
+            if vecs.dtype != np.float16 or vecs.ndim != 2 or vecs.shape[1] not in (want, index.dim):
                 raise IndexFormatError(f"{path}: {RESCORE_FILE} holds {vecs.dtype} {vecs.shape}, expected float16 "
-                                       f"(n, {index.dim}); rebuild the index")
+                                       f"(n, {want}); rebuild the index")
+            # indexes written before rescoring vectors were stored at the spec's dimension keep full vectors
+            index._rescore_full_dim = vecs.shape[1] != want
             index._rescore_vecs = vecs
         counts = {"manifest": manifest["count"], **index._counts()}
         if len(set(counts.values())) != 1:

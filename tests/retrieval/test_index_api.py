@@ -158,3 +158,30 @@ def test_manifest_digest_is_the_documented_one(tmp_path):
     m = json.loads((idx.save(tmp_path / "ix") / "manifest.json").read_text())
     body = {k: v for k, v in m.items() if k != "manifest_sha256"}
     assert m["manifest_sha256"] == hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def test_rescoring_vectors_are_stored_at_the_spec_dimension(tmp_path):
+    """mrl:16,binary + rescore keeps 16-d float16 vectors (32 B), not the 32-d input (64 B), and rescored
+    scores are inner products of the truncated, renormalised vectors."""
+    import numpy as np
+
+    from embedkit.retrieval.index import EmbeddingIndex
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 32)).astype(np.float32)
+    idx = EmbeddingIndex.build([f"doc {i}" for i in range(60)], [f"d{i}" for i in range(60)], spec="mrl:16,binary",
+                               rescore=4, embeddings=X)
+    assert idx.rescore_dim == 16 and idx.rescore_bytes_per_vector == 32 and idx.bytes_per_vector == 2
+    idx.save(tmp_path / "i")
+    assert np.load(tmp_path / "i" / "rescore.f16.npy").shape == (60, 16)
+    q = rng.standard_normal((1, 32)).astype(np.float32)
+    scores, rows = idx.search_embeddings(q, 5)
+
+    def t(v):
+        v = v[:, :16] / np.linalg.norm(v[:, :16], axis=1, keepdims=True)
+        return v
+
+    want = (t(X).astype(np.float16).astype(np.float32) @ t(q / np.linalg.norm(q))[0])[rows[0]]
+    np.testing.assert_allclose(scores[0], want, rtol=1e-4, atol=1e-4)
+    again = EmbeddingIndex.load(tmp_path / "i")
+    np.testing.assert_array_equal(again.search_embeddings(q, 5)[1], rows)
