@@ -30,34 +30,39 @@ from embedkit.evaluation.retrieval import measure_latency, run_from_search  # no
 from embedkit.retrieval.index import EmbeddingIndex, directory_size  # noqa: E402
 from embedkit.retrieval.metrics import retrieval_scores  # noqa: E402
 
-EMBEDKIT_CONFIGS = [
-    ("float", "float", None),
-    ("int8", "int8", None),
-    ("binary", "binary", None),
-    ("binary + rescore x4", "binary", 4),
-    ("mrl:128", "mrl:128", None),
-    ("mrl:128,binary + rescore x4", "mrl:128,binary", 4),
+EMBEDKIT_CONFIGS = [  # (label, spec, rescore, query treatment)
+    ("float", "float", None, "float query"),
+    ("int8", "int8", None, "float query (asymmetric: FAISS SQ8 scores a float query)"),
+    ("binary", "binary", None, "binarized query (symmetric Hamming)"),
+    ("binary + rescore x4", "binary", 4, "binarized query, then float query vs float16 vectors"),
+    ("mrl:128", "mrl:128", None, "float query (truncated)"),
+    ("mrl:128,binary + rescore x4", "mrl:128,binary", 4, "binarized query, then float query vs 128-d float16 vectors"),
 ]
 
 
 def anchor_configs(docs, queries):
-    """(label, corpus embeddings, corpus precision, query embeddings, rescore, bytes/vector, dims)."""
+    """(label, corpus embeddings, corpus precision, query embeddings, rescore, code bytes/vector, query treatment)."""
     from sentence_transformers.util.quantization import quantize_embeddings
 
     trunc_d = l2_normalize(docs[:, :128])
     trunc_q = l2_normalize(queries[:, :128])
     return [
-        ("float32", lambda: docs, "float32", queries, False, 4 * docs.shape[1]),
-        ("uint8 (calibrated on corpus)", lambda: quantize_embeddings(docs, "uint8", calibration_embeddings=docs), "uint8", queries, False, docs.shape[1]),
-        ("uint8 + rescore x4", lambda: quantize_embeddings(docs, "uint8", calibration_embeddings=docs), "uint8", queries, True, docs.shape[1]),
-        ("ubinary", lambda: quantize_embeddings(docs, "ubinary"), "ubinary", queries, False, docs.shape[1] // 8),
-        ("ubinary + rescore x4", lambda: quantize_embeddings(docs, "ubinary"), "ubinary", queries, True, docs.shape[1] // 8),
-        ("truncate 128 float32", lambda: trunc_d, "float32", trunc_q, False, 4 * 128),
-        ("truncate 128 ubinary + rescore x4", lambda: quantize_embeddings(trunc_d, "ubinary"), "ubinary", trunc_q, True, 128 // 8),
+        ("float32", lambda: docs, "float32", queries, False, 4 * docs.shape[1], "float query"),
+        ("uint8 (calibrated on corpus)", lambda: quantize_embeddings(docs, "uint8", calibration_embeddings=docs), "uint8",
+         queries, False, docs.shape[1], "uint8 query (symmetric)"),
+        ("uint8 + rescore x4", lambda: quantize_embeddings(docs, "uint8", calibration_embeddings=docs), "uint8", queries,
+         True, docs.shape[1], "uint8 query, then float query vs the uint8 codes"),
+        ("ubinary", lambda: quantize_embeddings(docs, "ubinary"), "ubinary", queries, False, docs.shape[1] // 8,
+         "binarized query (symmetric Hamming)"),
+        ("ubinary + rescore x4", lambda: quantize_embeddings(docs, "ubinary"), "ubinary", queries, True,
+         docs.shape[1] // 8, "binarized query, then float query vs the unpacked bits (no extra bytes)"),
+        ("truncate 128 float32", lambda: trunc_d, "float32", trunc_q, False, 4 * 128, "float query (truncated)"),
+        ("truncate 128 ubinary + rescore x4", lambda: quantize_embeddings(trunc_d, "ubinary"), "ubinary", trunc_q, True,
+         128 // 8, "binarized query, then float query vs the unpacked bits"),
     ]
 
 
-def run_anchor(label, make_corpus, precision, Q, rescore, bpv, docs, doc_ids, q_ids, qrels):
+def run_anchor(label, make_corpus, precision, Q, rescore, bpv, query_treatment, docs, doc_ids, q_ids, qrels):
     from sentence_transformers.util.quantization import semantic_search_faiss
 
     kw = dict(corpus_precision=precision, rescore=rescore, rescore_multiplier=4, exact=True)
@@ -76,10 +81,44 @@ def run_anchor(label, make_corpus, precision, Q, rescore, bpv, docs, doc_ids, q_
 
     lat = measure_latency(search, Q, k=10)
     return {"system": "anchor (sentence-transformers)", "config": label, **retrieval_scores(run, qrels), **lat,
-            "bytes_per_vector": bpv, "build_plus_one_search_seconds": build_s}
+            "bytes_per_vector": bpv, "code_bytes_per_vector": bpv, "rescore_bytes_per_vector": 0,
+            "query": query_treatment, "build_plus_one_search_seconds": build_s}
 
 
-def run_embedkit(label, spec, rescore, docs, doc_ids, Q, q_ids, qrels, tmp):
+def run_anchor_float_rescore(docs, Q, doc_ids, q_ids, qrels, dims=None, store="float32"):
+    """What a user adds to the sentence-transformers path to rescore with stored float vectors: ubinary
+    candidates (4 x 100) from FAISS, re-ranked by the float query against float32 (or float16) corpus
+    vectors kept beside the index — the same extra bytes embedkit's rescoring keeps."""
+    from sentence_transformers.util.quantization import quantize_embeddings, semantic_search_faiss
+
+    D = docs if dims is None else l2_normalize(docs[:, :dims])
+    Qd = Q if dims is None else l2_normalize(Q[:, :dims])
+    V = D.astype(np.float16 if store == "float16" else np.float32)
+    codes = quantize_embeddings(D, "ubinary")
+    kw = dict(corpus_precision="ubinary", rescore=False, exact=True)
+    results, _, index = semantic_search_faiss(Qd, corpus_embeddings=codes, top_k=400, output_index=True, **kw)
+    run = {}
+    for qi, (q, hits) in enumerate(zip(q_ids, results)):
+        cand = np.array([h["corpus_id"] for h in hits])
+        s = V[cand].astype(np.float32) @ Qd[qi]
+        order = np.argsort(-s, kind="stable")[:100]
+        run[q] = {doc_ids[int(cand[j])]: float(s[j]) for j in order}
+
+    def search(q, k):
+        res = semantic_search_faiss(q, corpus_index=index, top_k=4 * k, **kw)
+        return [sorted(((float(V[h["corpus_id"]].astype(np.float32) @ qq), h["corpus_id"]) for h in hits), reverse=True)[:k]
+                for qq, hits in zip(q, res)]
+
+    lat = measure_latency(search, Qd, k=10)
+    d = D.shape[1]
+    rb = (2 if store == "float16" else 4) * d
+    label = f"{'truncate 128 ' if dims else ''}ubinary + {store} rescoring vectors x4"
+    return {"system": "anchor (sentence-transformers)", "config": label, **retrieval_scores(run, qrels), **lat,
+            "bytes_per_vector": d // 8, "code_bytes_per_vector": d // 8, "rescore_bytes_per_vector": rb,
+            "query": "binarized query, then float query vs stored float vectors"}
+
+
+def run_embedkit(label, spec, rescore, query_treatment, docs, doc_ids, Q, q_ids, qrels, tmp):
     t = time.perf_counter()
     idx = EmbeddingIndex.build([f"doc {i}" for i in doc_ids], doc_ids, spec=spec, rescore=rescore, embeddings=docs, show_progress=False)
     build_s = time.perf_counter() - t
@@ -89,7 +128,8 @@ def run_embedkit(label, spec, rescore, docs, doc_ids, Q, q_ids, qrels, tmp):
     lat = measure_latency(lambda q, k: idx.search_embeddings(q, k), Q, k=10)
     return {"system": "embedkit", "config": label, "spec": spec, "rescore": rescore,
             **retrieval_scores(run_from_search(q_ids, ids, scores), qrels), **lat,
-            "bytes_per_vector": idx.bytes_per_vector, "build_seconds": build_s,
+            "bytes_per_vector": idx.bytes_per_vector, "code_bytes_per_vector": idx.bytes_per_vector,
+            "rescore_bytes_per_vector": idx.rescore_bytes_per_vector, "query": query_treatment, "build_seconds": build_s,
             "index_bytes_without_docs_and_rescore": directory_size(path, exclude=("docs.sqlite", "rescore.f16.npy"))}
 
 
@@ -134,17 +174,23 @@ def main():
     qrels = {q: ds.qrels[q] for q in q_ids}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, spec, rescore in EMBEDKIT_CONFIGS:
-            rows.append(run_embedkit(label, spec, rescore, docs, doc_ids, queries, q_ids, qrels, tmp))
+        for label, spec, rescore, treatment in EMBEDKIT_CONFIGS:
+            rows.append(run_embedkit(label, spec, rescore, treatment, docs, doc_ids, queries, q_ids, qrels, tmp))
             print(f"embedkit {label:<32} nDCG@10 {rows[-1]['ndcg@10']:.4f}", file=sys.stderr)
     for cfg in anchor_configs(docs, queries):
         rows.append(run_anchor(*cfg, docs, doc_ids, q_ids, qrels))
         print(f"anchor   {cfg[0]:<32} nDCG@10 {rows[-1]['ndcg@10']:.4f}", file=sys.stderr)
+    for dims, store in ((None, "float16"), (None, "float32"), (128, "float16")):
+        rows.append(run_anchor_float_rescore(docs, queries, doc_ids, q_ids, qrels, dims=dims, store=store))
+        print(f"anchor   {rows[-1]['config']:<32} nDCG@10 {rows[-1]['ndcg@10']:.4f}", file=sys.stderr)
 
     by = {(r["system"].split()[0], r["config"]): r for r in rows}
     f_ek, f_an = by[("embedkit", "float")]["ndcg@10"], by[("anchor", "float32")]["ndcg@10"]
     br = by[("embedkit", "binary + rescore x4")]["ndcg@10"]
+    fr16 = by[("anchor", "ubinary + float16 rescoring vectors x4")]["ndcg@10"]
     targets = {
+        "binary + rescore vs anchor with the same float16 rescoring vectors (same bytes)": {
+            "embedkit": br, "anchor": fr16, "met": br >= fr16 - 0.001},
         "float nDCG@10 equals anchor (+-0.001)": {"embedkit": f_ek, "anchor": f_an, "met": abs(f_ek - f_an) <= 0.001},
         "binary + rescore >= 99% of float nDCG@10": {"ratio": br / f_ek, "met": br >= 0.99 * f_ek},
         "binary + rescore above anchor ubinary + rescore": {
@@ -162,10 +208,10 @@ def main():
             "ratio": bi["index_faiss_bytes"] / fl["index_faiss_bytes"], "met": bi["index_faiss_bytes"] * 25 <= fl["index_faiss_bytes"]}
     common.write_results("retrieval", {"dataset": "scifact test (5183 docs, 300 queries)", "model": "all-MiniLM-L6-v2",
                                        "scifact": rows, "synthetic": synth, "targets": targets})
-    print(f"\n{'system':<10}{'config':<36}{'nDCG@10':>9}{'R@100':>8}{'B/vec':>7}{'p50 ms':>9}{'QPS':>9}")
+    print(f"\n{'system':<10}{'config':<44}{'nDCG@10':>9}{'R@100':>8}{'code B':>7}{'resc B':>7}{'p50 ms':>9}{'QPS':>9}")
     for r in rows:
-        print(f"{r['system'].split()[0]:<10}{r['config']:<36}{r['ndcg@10']:>9.4f}{r['recall@100']:>8.4f}{r['bytes_per_vector']:>7}"
-              f"{r['p50_ms']:>9.3f}{r['batch_qps']:>9.0f}")
+        print(f"{r['system'].split()[0]:<10}{r['config']:<44}{r['ndcg@10']:>9.4f}{r['recall@100']:>8.4f}"
+              f"{r['code_bytes_per_vector']:>7}{r['rescore_bytes_per_vector']:>7}{r['p50_ms']:>9.3f}{r['batch_qps']:>9.0f}")
     for r in synth:
         print(f"synthetic {r['n']}: {r['system'].split()[0]:<9}{r['config']:<14} p50 {r['p50_ms']:.3f} ms  QPS {r['batch_qps']:.0f}")
     for name, t in targets.items():
