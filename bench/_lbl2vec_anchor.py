@@ -53,8 +53,9 @@ def main(spec_path: str, out_path: str) -> None:
     n_sel = np.array([len(k) for k in model.labels["doc_keys"]], dtype=np.int64)
     vocab = len(model.doc2vec_model.wv)
     np.savez(out_path, scores=scores, docs_per_label=n_sel)
-    import lbl2vec  # noqa: F401
     import importlib.metadata as md
+
+    import lbl2vec  # noqa: F401
 
     json.dump({"fit_seconds": fit_s, "predict_seconds": predict_s, "tokenize_seconds": tokenize_s,
                "import_seconds": import_s, "vocab": vocab, "lbl2vec": md.version("lbl2vec"),

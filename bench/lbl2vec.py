@@ -45,8 +45,7 @@ PAPER = {"ag_news": {"lbl2vec_f1": 76.6, "lbl2vec_f1_best": 82.7, "note": "full 
 
 
 def load_ag():
-    from embedkit.data import read_labelled_tsv
-    from embedkit.topics import read_keywords
+    from embedkit.data import read_keywords, read_labelled_tsv
 
     d = data_dir() / "topics" / "ag_news"
     gold, texts = read_labelled_tsv(d / "test.tsv")
@@ -77,15 +76,14 @@ def load_extra(n: int) -> list[str]:
 
 
 def metrics(gold, scores, labels, seconds_fit, seconds_predict, **extra) -> dict:
-    from sklearn.metrics import f1_score, roc_auc_score
+    """Scored by embedkit.topics.score_labels, the function `embedkit lbl2vec` uses."""
+    from embedkit.topics import score_labels
 
-    gold_a = np.asarray(gold)
-    pred = np.asarray(labels)[scores.argmax(axis=1)]
-    auc = {lab: float(roc_auc_score(gold_a == lab, scores[:, j])) for j, lab in enumerate(labels)}
+    pred = np.asarray(labels, dtype=object)[scores.argmax(axis=1)]
+    r = score_labels(gold, pred, labels, scores=scores)
     return {
-        "macro_f1": float(f1_score(gold_a, pred, average="macro", labels=labels)),
-        "accuracy": float(np.mean(gold_a == pred)),
-        "roc_auc": auc, "mean_roc_auc": float(np.mean(list(auc.values()))),
+        "macro_f1": r["macro_f1"], "accuracy": r["accuracy"], "per_label": r["per_label"],
+        "roc_auc": r["roc_auc"], "mean_roc_auc": r["mean_roc_auc"],
         "fit_seconds": float(seconds_fit), "predict_seconds": float(seconds_predict), **extra,
     }
 
@@ -112,6 +110,7 @@ def run_anchor(python: str, texts, extra, labels, keywords, log) -> dict:
     log(f"  anchor: fit {info['fit_seconds']:.1f} s, predict {info['predict_seconds']:.1f} s (process {wall:.0f} s)")
     return {"scores": scores, "fit": info["fit_seconds"], "predict": info["predict_seconds"],
             "extra": {"docs_per_label": n_sel.tolist(), "vocab": info["vocab"], "process_seconds": wall,
+                      "selection": SELECT,
                       "versions": {k: info[k] for k in ("lbl2vec", "gensim", "pandas")}}}
 
 
@@ -131,16 +130,16 @@ def run_embedkit_d2v(texts, extra, labels, keywords, hs: int, log) -> dict:
     log(f"  embedkit Lbl2Vec hs={hs}: fit {fit:.1f} s, predict {predict * 1e3:.1f} ms")
     return {"scores": scores, "fit": fit, "predict": predict,
             "extra": {"docs_per_label": [len(i) for i in model.label_doc_indices_], "vocab": len(model.doc2vec_.wv),
+                      "selection": SELECT,
                       "unknown_keywords": model.unknown_keywords_, "warnings": [str(w.message) for w in caught]}}
 
 
 def run_embedkit_transformer(texts, labels, keywords, encoder, log) -> dict:
     from embedkit.cache import EmbeddingCache, model_namespace
-    from embedkit.topics import Lbl2TransformerVec
-    from embedkit.topics.lbl2vec import _split_chunks
+    from embedkit.topics import Lbl2TransformerVec, split_chunks
 
     model = Lbl2TransformerVec(keywords, labels, model=encoder, show_progress=True, **TRANSFORMER_SELECT)
-    chunks = [c for t in texts for c in _split_chunks(t, model._chunk_words())]
+    chunks = [c for t in texts for c in split_chunks(t, model._chunk_words())]
     _, missing = EmbeddingCache().get(model_namespace(encoder), chunks)
     t = time.perf_counter()
     model.fit(texts)
@@ -151,6 +150,7 @@ def run_embedkit_transformer(texts, labels, keywords, encoder, log) -> dict:
     log(f"  embedkit Lbl2TransformerVec: fit {fit:.1f} s ({len(missing)} of {len(chunks)} chunks encoded now)")
     return {"scores": scores, "fit": fit, "predict": predict,
             "extra": {"docs_per_label": [len(i) for i in model.label_doc_indices_], "chunks": len(chunks),
+                      "selection": TRANSFORMER_SELECT,
                       "chunks_encoded_in_fit": len(missing), "cache_warm": len(missing) == 0}}
 
 
@@ -216,10 +216,20 @@ def main() -> None:
             except (OSError, RuntimeError) as e:
                 anchor_error = str(e)
                 log(f"  anchor could not run: {anchor_error[:500]}")
-        runs["embedkit Lbl2Vec"] = run_embedkit_d2v(texts, extra, labels, keywords, 1, log)
-        runs["embedkit Lbl2Vec hs=0"] = run_embedkit_d2v(texts, extra, labels, keywords, 0, log)
+        from embedkit.errors import LabelCollapseError
+
+        failed = {}
+        jobs = {"embedkit Lbl2Vec": (run_embedkit_d2v, (texts, extra, labels, keywords, 1, log)),
+                "embedkit Lbl2Vec hs=0": (run_embedkit_d2v, (texts, extra, labels, keywords, 0, log))}
         if encoder is not None:
-            runs["embedkit Lbl2TransformerVec"] = run_embedkit_transformer(texts, labels, keywords, encoder, log)
+            jobs["embedkit Lbl2TransformerVec"] = (run_embedkit_transformer, (texts, labels, keywords, encoder, log))
+        for method, (job, job_args) in jobs.items():
+            try:
+                runs[method] = job(*job_args)
+            except LabelCollapseError as e:  # embedkit refuses collapsed labels; record why instead of a score
+                failed[method] = {"error": str(e)}
+                log(f"  {method}: {e}")
+        methods.update(failed)
         for method, r in runs.items():
             methods[method] = metrics(gold, r["scores"], labels, r["fit"], r["predict"], **r["extra"])
             log(f"  {method}: macro-F1 {methods[method]['macro_f1']:.3f}, AUC {methods[method]['mean_roc_auc']:.3f}")
@@ -232,7 +242,7 @@ def main() -> None:
         m = r["methods"]
         anchor = m.get("anchor lbl2vec 1.0.2")
         ours = m["embedkit Lbl2Vec"]
-        if anchor:
+        if anchor and "error" not in ours and "error" not in m["embedkit Lbl2Vec hs=0"]:
             targets[name] = {
                 "f1_ge_anchor": {"embedkit": ours["macro_f1"], "anchor": anchor["macro_f1"],
                                  "status": "MET" if ours["macro_f1"] >= anchor["macro_f1"] else "MISSED"},
@@ -257,6 +267,9 @@ def main() -> None:
         print(f"\n{name} ({r['n_documents']} docs)")
         print(f"{'method':<30} {'macro-F1':>8} {'acc':>6} {'AUC':>6} {'fit s':>7} {'pred s':>7}")
         for method, v in r["methods"].items():
+            if "error" in v:
+                print(f"{method:<30} refused: {v['error'][:150]}")
+                continue
             print(f"{method:<30} {v['macro_f1']:>8.3f} {v['accuracy']:>6.3f} {v['mean_roc_auc']:>6.3f} "
                   f"{v['fit_seconds']:>7.1f} {v['predict_seconds']:>7.2f}")
     print(json.dumps(targets, indent=1))

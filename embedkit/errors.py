@@ -61,7 +61,17 @@ class IndexStateError(EmbedkitError):
     """An operation would leave an index inconsistent (refused; nothing was changed)."""
 
 
+class LabelCollapseError(EmbedkitError):
+    """Lbl2Vec built two or more labels from (nearly) the same documents; the message names them and the setting to change."""
+
+
+class WriteLogError(EmbedkitError):
+    """The write log beside a served index is corrupt, or the index is already served by another process."""
+
+
 __all__ = [
+    "WriteLogError",
+    "LabelCollapseError",
     "EmbedkitError",
     "DataFormatError",
     "ModelNotFoundError",

@@ -1,21 +1,31 @@
-"""Topics defined by keywords, without labelled data: Lbl2Vec and Lbl2TransformerVec."""
+"""Topics defined by keywords, without labelled data: Lbl2Vec and Lbl2TransformerVec.
+
+Layout: :mod:`~embedkit.topics.base` (shared procedure, collapse check, folder format),
+:mod:`~embedkit.topics.doc2vec` (:class:`Lbl2Vec`), :mod:`~embedkit.topics.transformer`
+(:class:`Lbl2TransformerVec`), :mod:`~embedkit.topics.scoring` (:func:`score_labels`);
+:mod:`~embedkit.topics.lbl2vec` re-exports all of them. Keyword files:
+:func:`embedkit.data.read_keywords` (re-exported here).
+"""
 
 from __future__ import annotations
 
-from embedkit.topics.lbl2vec import (
-    Lbl2TransformerVec,
-    Lbl2Vec,
-    UnknownKeywordWarning,
-    load_lbl2vec,
-    read_keywords,
-    simple_tokenize,
-)
+from embedkit.data.keywords import KeywordFile, read_keywords
+from embedkit.topics.base import KeywordTopics, load_lbl2vec, model_kind, read_manifest
+from embedkit.topics.doc2vec import Lbl2Vec, UnknownKeywordWarning, simple_tokenize
+from embedkit.topics.scoring import score_labels
+from embedkit.topics.transformer import Lbl2TransformerVec, split_chunks
 
 __all__ = [
+    "KeywordFile",
+    "KeywordTopics",
     "Lbl2TransformerVec",
     "Lbl2Vec",
     "UnknownKeywordWarning",
     "load_lbl2vec",
+    "model_kind",
     "read_keywords",
+    "read_manifest",
+    "score_labels",
     "simple_tokenize",
+    "split_chunks",
 ]

@@ -22,11 +22,11 @@ Here:
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-
 from sentence_transformers.base.sampler import DefaultBatchSampler
 
 from embedkit.errors import EmbedkitError

@@ -18,18 +18,26 @@ selection.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from sentence_transformers import SentenceTransformerTrainer
 from sentence_transformers.base.evaluation import BaseEvaluator
 from transformers import TrainerCallback
 
 from embedkit._io import atomic_write_json
+from embedkit.validation import check_positive_int
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MARKER", "EmbedkitTrainer", "StderrProgressCallback", "StsEvaluator", "complete_checkpoints",
+           "latest_checkpoint"]
 
 MARKER = "embedkit_checkpoint.json"
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -80,7 +88,7 @@ class StsEvaluator(BaseEvaluator):
 
 
 class StderrProgressCallback(TrainerCallback):
-    """A tqdm bar and one line per evaluation, on stderr."""
+    """A tqdm bar on stderr, and one log record per evaluation (logger ``embedkit.training.trainer``)."""
 
     def __init__(self, bar: bool = True) -> None:
         self.bar = bar
@@ -105,8 +113,11 @@ class StderrProgressCallback(TrainerCallback):
         evals = {k: v for k, v in logs.items() if k.startswith("eval_") and k.endswith("spearman")}
         if evals:
             text = ", ".join(f"{k[5:]} {float(v):.2f}" for k, v in evals.items())
-            msg = f"step {state.global_step}: {text}"
-            (self._pbar.write(msg, file=sys.stderr) if self._pbar is not None else print(msg, file=sys.stderr))
+            if self._pbar is not None:
+                self._pbar.clear()
+            logger.info("step %d: %s", state.global_step, text)
+            if self._pbar is not None:
+                self._pbar.refresh()
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._pbar is not None:
@@ -118,11 +129,14 @@ class EmbedkitTrainer(SentenceTransformerTrainer):
     """SentenceTransformerTrainer + loss callbacks, loss state in checkpoints, atomic checkpoints.
 
     Args:
-        keep_checkpoints: complete checkpoints to keep (the best one is always kept); ``None`` keeps all.
+        keep_checkpoints: complete checkpoints to keep, >= 1 (the best one is always kept); ``None``
+            keeps all.
         (everything else as ``SentenceTransformerTrainer``; leave ``args.save_total_limit`` unset.)
     """
 
     def __init__(self, *args, keep_checkpoints: int | None = 2, log_to_stderr: bool = True, **kwargs) -> None:
+        if keep_checkpoints is not None:  # before anything is built: 0 or -1 would delete every checkpoint
+            keep_checkpoints = check_positive_int(keep_checkpoints, "keep_checkpoints")
         super().__init__(*args, **kwargs)
         self.keep_checkpoints = keep_checkpoints
         if log_to_stderr:  # transformers prints logs on stdout; keep stdout for results
@@ -157,7 +171,7 @@ class EmbedkitTrainer(SentenceTransformerTrainer):
         self._rotate_complete(run_dir)
 
     def _rotate_complete(self, run_dir: str) -> None:
-        if not self.keep_checkpoints:
+        if self.keep_checkpoints is None:
             return
         done = complete_checkpoints(run_dir)
         best = self.state.best_model_checkpoint

@@ -5,12 +5,17 @@ import warnings
 
 import numpy as np
 import pytest
+from lbl2vec_corpus import KEYWORDS, TINY_KEYWORDS, TOPICS, planted_corpus, tiny_vocab_corpus
 
-from embedkit.errors import DataFormatError, EmbedkitError, ModelMismatchError, NotFittedError
+from embedkit.errors import (
+    DataFormatError,
+    EmbedkitError,
+    ModelMismatchError,
+    NotFittedError,
+)
 from embedkit.topics import Lbl2TransformerVec, Lbl2Vec, UnknownKeywordWarning, load_lbl2vec, read_keywords
-from embedkit.topics.lbl2vec import _cosine, _split_chunks
-
-from lbl2vec_corpus import KEYWORDS, TOPICS, planted_corpus
+from embedkit.topics.base import cosine
+from embedkit.topics.transformer import split_chunks
 
 SMALL = dict(vector_size=32, window=5, min_count=2, sample=0, epochs=20, workers=1, seed=0)
 
@@ -31,8 +36,8 @@ def test_label_vectors_move_towards_keyword_documents(fitted, corpus):
     gold = np.array(gold)
     for j, name in enumerate(fitted.label_names_):
         topic_mean = fitted.doc_vectors_[gold == name].mean(0, keepdims=True)
-        before = _cosine(fitted.keyword_vectors_[j : j + 1], topic_mean)[0, 0]
-        after = _cosine(fitted.label_vectors_[j : j + 1], topic_mean)[0, 0]
+        before = cosine(fitted.keyword_vectors_[j : j + 1], topic_mean)[0, 0]
+        after = cosine(fitted.label_vectors_[j : j + 1], topic_mean)[0, 0]
         assert after > before, (name, before, after)
         assert after > 0.9
         # the documents averaged into the label vector are the planted topic's
@@ -145,7 +150,8 @@ def test_save_load_round_trip(fitted, tmp_path):
     new = ["the striker scored a goal", "stock prices fell at the bank", "a probe orbits mars"]
     fitted.save(tmp_path / "m")
     files = sorted(p.name for p in (tmp_path / "m").iterdir())
-    assert files == ["doc2vec.npz", "documents.json", "lbl2vec.json", "vectors.npz", "vocab.json"]
+    assert files == ["doc2vec.npz", "documents.json", "embedkit-output.json", "lbl2vec.json", "vectors.npz",
+                     "vocab.json"]
     np.load(tmp_path / "m" / "doc2vec.npz", allow_pickle=False)  # no pickled object arrays
     loaded = load_lbl2vec(tmp_path / "m")
     assert isinstance(loaded, Lbl2Vec) and loaded.label_names_ == fitted.label_names_
@@ -174,7 +180,11 @@ def test_load_errors(tmp_path, fitted):
 def test_read_keywords(tmp_path):
     p = tmp_path / "kw.tsv"
     p.write_text("label\tname\tkeywords\n1\tWorld\tElection War\n# comment\n\n2\tSports\tFootball, Golf\n")
-    assert read_keywords(p) == (["1", "2"], [["Election", "War"], ["Football", "Golf"]])
+    labels, keywords = read_keywords(p)  # still unpacks as (labels, keywords)
+    assert (labels, keywords) == (["1", "2"], [["Election", "War"], ["Football", "Golf"]])
+    assert read_keywords(p).names == ["World", "Sports"]  # the name column is kept
+    p.write_text("sport\tfootball goal\n")
+    assert read_keywords(p).names == [None] and read_keywords(p).display_names == ["sport"]
     p.write_text("sport\tfootball goal\nmoney\t \n")
     with pytest.raises(DataFormatError, match=r"kw.tsv:2: label 'money' has no keywords"):
         read_keywords(p)
@@ -186,45 +196,46 @@ def test_read_keywords(tmp_path):
         read_keywords(p)
 
 
-def test_split_chunks():
+def testsplit_chunks():
     text = "One two three. Four five six seven. Eight."
-    assert _split_chunks(text, 6) == ["One two three.", "Four five six seven. Eight."]
-    assert _split_chunks(text, 5) == ["One two three.", "Four five six seven.", "Eight."]
-    assert _split_chunks("a b c d e f g", 3) == ["a b c", "d e f", "g"]
-    assert _split_chunks("short", 100) == ["short"]
+    assert split_chunks(text, 6) == ["One two three.", "Four five six seven. Eight."]
+    assert split_chunks(text, 5) == ["One two three.", "Four five six seven.", "Eight."]
+    assert split_chunks("a b c d e f g", 3) == ["a b c", "d e f", "g"]
+    assert split_chunks("short", 100) == ["short"]
 
 
 # ---- Lbl2TransformerVec (tiny random encoder: checks the plumbing, not the quality)
 
 
-def test_transformer_fit_predict_save_load(tiny_model, tiny_model_path, corpus, tmp_path, isolated_cache):
-    texts, _ = corpus
-    texts = texts[:30]
-    m = Lbl2TransformerVec(KEYWORDS, model=tiny_model_path, min_num_docs=4).fit(texts, extra_documents=["a rocket"])
+def test_transformer_fit_predict_save_load(tiny_model, tiny_model_path, tmp_path, isolated_cache):
+    texts, _ = tiny_vocab_corpus()
+    m = Lbl2TransformerVec(TINY_KEYWORDS, model=tiny_model_path, min_num_docs=4).fit(
+        texts, extra_documents=["a cat and a dog"])
     assert m.label_vectors_.shape == (3, tiny_model.get_embedding_dimension())
     assert m.n_candidates_ == 31 and all(len(i) == 4 for i in m.label_doc_indices_)
     # label vector = mean of the selected documents' vectors
-    pool = np.concatenate([m.doc_vectors_, m._embed(["a rocket"])])
+    pool = np.concatenate([m.doc_vectors_, m._embed(["a cat and a dog"])])
     np.testing.assert_allclose(m.label_vectors_[0], pool[m.label_doc_indices_[0]].mean(0), rtol=1e-5, atol=1e-6)
     # the selected documents are the ones closest to the keyword centroid
-    sims = _cosine(pool, m.keyword_vectors_[:1])[:, 0]
+    sims = cosine(pool, m.keyword_vectors_[:1])[:, 0]
     assert set(m.label_doc_indices_[0]) == set(np.argsort(-sims)[:4])
-    new = ["goal by the striker", "a bank loan"]
+    new = ["the dog and the cat", "a bank loan"]
     scores = m.decision_function(new)
     m.save(tmp_path / "t")
     loaded = load_lbl2vec(tmp_path / "t")
     assert isinstance(loaded, Lbl2TransformerVec)
     np.testing.assert_array_equal(loaded.decision_function(new), scores)
     assert list(loaded.predict(new)) == list(m.predict(new))
-    np.testing.assert_array_equal(m.decision_function(texts[:5]), m.training_scores()[:5])
+    np.testing.assert_allclose(m.decision_function(texts[:5]), m.training_scores()[:5], atol=1e-6)
     with pytest.raises(EmbedkitError, match="document 0 is empty"):
         m.predict([" "])
     with pytest.raises(EmbedkitError, match="'x' has an empty keyword list"):
         Lbl2TransformerVec({"x": []}, model=tiny_model).fit(texts)
 
 
+@pytest.mark.slow
 def test_transformer_load_refuses_other_weights(tiny_model_path, corpus, tmp_path, isolated_cache, default_model):
-    m = Lbl2TransformerVec(KEYWORDS, model=tiny_model_path).fit(corpus[0][:10])
+    m = Lbl2TransformerVec(TINY_KEYWORDS, model=tiny_model_path, min_num_docs=3).fit(tiny_vocab_corpus()[0])
     m.save(tmp_path / "t")
     with pytest.raises(ModelMismatchError, match="other weights"):
         Lbl2TransformerVec.load(tmp_path / "t", model=default_model)

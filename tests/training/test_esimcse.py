@@ -73,3 +73,38 @@ def test_simcse_loss_single_and_pair_columns(tiny_model):
     one = loss([feats])
     two = loss([feats, dict(feats)])
     assert torch.allclose(one, two)
+
+
+def test_restored_queue_follows_the_model_device_and_dtype(tiny_model, tmp_path):
+    """After a resume on a GPU the queue must live where the model does (checked with the "meta" device)."""
+    model = copy.deepcopy(tiny_model)
+    loss = ESimCSELoss(model, queue_size=6)
+    dim = model.get_embedding_dimension()
+    loss.enqueue(torch.randn(4, dim))
+    loss.save_training_state(tmp_path)
+    saved = loss.queue.clone()
+    model.to(device="meta", dtype=torch.float16)  # stands in for "moved to the accelerator"
+    assert loss.load_training_state(tmp_path)
+    assert loss.queue.device.type == "meta" and loss.queue.dtype == torch.float16
+    # and on the CPU the values come back exactly
+    model2 = copy.deepcopy(tiny_model)
+    loss2 = ESimCSELoss(model2, queue_size=6)
+    assert loss2.load_training_state(tmp_path)
+    assert loss2.queue.device.type == "cpu" and torch.equal(loss2.queue, saved)
+
+
+def test_queue_is_emptied_at_each_new_epoch_but_not_when_resuming_inside_one(tiny_model):
+    from types import SimpleNamespace
+
+    from embedkit.training.losses import MomentumUpdateCallback
+
+    loss = ESimCSELoss(copy.deepcopy(tiny_model), queue_size=6)
+    cb = MomentumUpdateCallback(loss)
+    loss.enqueue(torch.ones(4, 3))
+    cb.on_epoch_begin(None, SimpleNamespace(epoch=0.25), None)  # a resumed run re-enters epoch 0
+    assert loss.queue is not None and loss.queue.shape == (4, 3)
+    cb.on_epoch_begin(None, SimpleNamespace(epoch=1.0), None)  # epoch 1 starts: as the reference, pre_z1 = None
+    assert loss.queue is None
+    loss.enqueue(torch.ones(2, 3))
+    cb.on_epoch_begin(None, SimpleNamespace(epoch=None), None)  # the first epoch of a fresh run
+    assert loss.queue is None

@@ -10,7 +10,7 @@ import textwrap
 
 import torch
 
-from embedkit.training.recipes import train_recipe, validate_recipe
+from embedkit.training import train_recipe, validate_recipe
 from embedkit.training.trainer import MARKER, latest_checkpoint
 
 
@@ -24,7 +24,7 @@ def test_kill9_then_resume_matches_uninterrupted(recipe_dict, tmp_path):
     d = recipe_dict("esimcse", max_steps=8, checkpoint_every=2)
     d["eval"]["select_best"] = False  # compare the last weights, not a selected checkpoint
     full = validate_recipe({**d, "output": str(tmp_path / "full")})
-    res_full = train_recipe(full, progress=False)
+    res_full = train_recipe(full, show_progress=False)
     assert res_full.global_step == 8
 
     killed = {**d, "output": str(tmp_path / "killed")}
@@ -32,13 +32,13 @@ def test_kill9_then_resume_matches_uninterrupted(recipe_dict, tmp_path):
     script = textwrap.dedent(f"""
         import json, os, signal
         from transformers import TrainerCallback
-        from embedkit.training.recipes import train_recipe, validate_recipe
+        from embedkit.training import train_recipe, validate_recipe
         class Kill(TrainerCallback):
             def on_step_end(self, args, state, control, **kw):
                 if state.global_step == 5:  # checkpoint-4 is complete, step 5 is lost
                     os.kill(os.getpid(), signal.SIGKILL)
         r = validate_recipe(json.load(open({str(tmp_path / 'r.json')!r})))
-        train_recipe(r, progress=False, callbacks=[Kill()])
+        train_recipe(r, show_progress=False, callbacks=[Kill()])
     """)
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -54,7 +54,7 @@ def test_kill9_then_resume_matches_uninterrupted(recipe_dict, tmp_path):
     (partial / "model.safetensors").write_bytes(b"truncated")
     assert latest_checkpoint(recipe.checkpoint_dir) == last
 
-    res = train_recipe(recipe, resume=True, progress=False)
+    res = train_recipe(recipe, resume=True, show_progress=False)
     assert res.resumed_from == str(last) and res.global_step == 8
     assert (recipe.checkpoint_dir / "checkpoint-6" / MARKER).is_file()  # rewritten completely
     a, b = _weights(full.output), _weights(recipe.output)
@@ -67,11 +67,11 @@ def test_kill9_then_resume_matches_uninterrupted(recipe_dict, tmp_path):
 
 
 def test_existing_checkpoints_need_resume(recipe_dict, tmp_path):
-    from embedkit.training.recipes import RecipeError
+    from embedkit.errors import RecipeError
 
     r = validate_recipe(recipe_dict("simcse", max_steps=2, checkpoint_every=2))
-    train_recipe(r, progress=False)
+    train_recipe(r, show_progress=False)
     import pytest
 
     with pytest.raises(RecipeError, match="--resume"):
-        train_recipe(r, progress=False)
+        train_recipe(r, show_progress=False)

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
-import numpy as np
 import pickle
+
+import numpy as np
 import torch
 
-from embedkit.training.samplers import (GuidedBatchSampler, batch_stats, gsimclr_batch_sampler, guided_batches,
-                                        pseudo_labels)
+from embedkit.training.samplers import (
+    GuidedBatchSampler,
+    batch_stats,
+    gsimclr_batch_sampler,
+    guided_batches,
+    pseudo_labels,
+)
 
 
 def test_balanced_clusters_never_repeat():
@@ -52,6 +58,70 @@ def test_pseudo_labels_tfidf_k_equals_batch():
     assert len(set(lab[:20])) == 1 and len(set(lab[20:])) == 1 and lab[0] != lab[20]
 
 
-def test_pseudo_labels_encoder(tiny_model, isolated_cache):
-    lab = pseudo_labels(["the cat", "a dog", "stock price", "python code", "he she"], 3, model=tiny_model)
-    assert lab.shape == (5,) and set(lab) <= {0, 1, 2}
+TOPIC_WORDS = {
+    "animals": "cat dog bird fish horse cow mouse animal pet kitten puppy".split(),
+    "money": "stock price market bank money trade rate economy company profit fund dollar euro".split(),
+    "code": "python code program function list dict loop class error bug file index query vector".split(),
+    "people": "he she him her his man woman king queen boy girl father mother doctor nurse".split(),
+}
+
+
+def _topic_texts(n_per_topic=12, seed=0):
+    rng = np.random.default_rng(seed)
+    texts, topics = [], []
+    for _i in range(n_per_topic):
+        for t, words in TOPIC_WORDS.items():
+            texts.append(" ".join(rng.choice(words, 8)))
+            topics.append(t)
+    return texts, np.array(topics)
+
+
+def test_pseudo_labels_tfidf_recover_planted_topics():
+    from sklearn.metrics import adjusted_rand_score
+
+    texts, topics = _topic_texts()
+    lab = pseudo_labels(texts, len(TOPIC_WORDS), method="tfidf", seed=0)
+    assert lab.shape == (len(texts),) and set(lab) == set(range(len(TOPIC_WORDS)))
+    assert adjusted_rand_score(topics, lab) == 1.0  # one cluster per planted topic
+
+
+def test_pseudo_labels_encoder_clusters_the_encoder_embeddings(tiny_model, monkeypatch):
+    """method="encoder" runs k-means on the model's embeddings: planted clusters in the embedding
+    space (a random tiny model has none) must come back as the pseudo-labels."""
+    from sklearn.metrics import adjusted_rand_score
+
+    import embedkit.cache
+
+    texts, topics = _topic_texts()
+    names = sorted(TOPIC_WORDS)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(len(names), 32)) * 5
+    planted = np.stack([centres[names.index(t)] + rng.normal(size=32) * 0.3 for t in topics]).astype(np.float32)
+    seen = {}
+
+    def fake_encode(model, batch, **kw):
+        seen["model"] = model
+        return planted[[texts.index(t) for t in batch]]
+
+    monkeypatch.setattr(embedkit.cache, "encode_cached", fake_encode)
+    lab = pseudo_labels(texts, len(names), method="encoder", model=tiny_model, seed=0)
+    assert seen["model"] is tiny_model
+    assert adjusted_rand_score(topics, lab) == 1.0
+
+
+def test_gsimclr_batches_hold_one_text_per_topic():
+    """The G-SimCLR property end to end: pseudo-labels with K = batch size, then every batch has one
+    text of each planted topic, so no in-batch negative shares the anchor's topic."""
+    texts, topics = _topic_texts()
+    k = len(TOPIC_WORDS)
+    labels = pseudo_labels(texts, k, method="tfidf", seed=0)
+    sampler = gsimclr_batch_sampler(labels)(list(range(len(texts))), k, True, None, torch.Generator(), 5)
+    batches = list(sampler)
+    assert len(batches) == len(texts) // k
+    for b in batches:
+        assert sorted(topics[b].tolist()) == sorted(TOPIC_WORDS)
+    assert sampler.stats["no_repeat_fraction"] == 1.0
+    # a plain random batching of the same data repeats topics (what G-SimCLR avoids)
+    perm = torch.randperm(len(texts), generator=torch.Generator().manual_seed(5)).tolist()
+    rand = [perm[i:i + k] for i in range(0, len(perm), k)]
+    assert batch_stats(rand, topics)["no_repeat_fraction"] < 0.5

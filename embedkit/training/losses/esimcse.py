@@ -11,7 +11,10 @@ Faithful to the reference code (caskcsg/sentemb, ``ESimCSE/esimcse/{models,train
 * a FIFO queue of the momentum encoder's eval-mode (no dropout) embeddings of the *first* view of
   past batches, ``queue_size`` = 2.5 x batch size by default (160 for batch 64 as in run.sh); the
   current batch is enqueued after its loss is computed, so it is never its own negative;
-* one-directional InfoNCE of the first view over ``[in-batch positives | queue]`` at tau = 0.05.
+* one-directional InfoNCE of the first view over ``[in-batch positives | queue]`` at tau = 0.05;
+* the queue is emptied at the start of every epoch (the reference trainer sets ``pre_z1 = None``
+  in its epoch loop): entries from the previous epoch would be the same sentences as the coming
+  batches, i.e. false negatives of themselves.
 
 Where the EMA happens: the reference applies it inside the training forward, before the momentum
 embeddings of the batch are computed, i.e. once per step with the weights left by the previous
@@ -26,7 +29,8 @@ Deviations (documented): the momentum encoder is a copy of the whole sentence-tr
 reference copies only the BERT body, while its anchors pass an MLP head used in training only.
 Under multi-process training (DDP) each process keeps its own queue, as the reference does.
 The momentum encoder and the queue are saved with every checkpoint
-(:meth:`ESimCSELoss.save_training_state`) so that resumed runs are exact.
+(:meth:`ESimCSELoss.save_training_state`) so that resumed runs are exact (the reference starts a
+resumed run with an empty queue); the restored queue is moved to the model's device and dtype.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from __future__ import annotations
 import copy
 import json
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -131,6 +136,17 @@ class ESimCSELoss(nn.Module):
         return [MomentumUpdateCallback(self)]
 
     # --- queue --------------------------------------------------------------------------------
+    def _model_device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        """Device and floating dtype of the model being trained (CPU float32 for a model without parameters)."""
+        for p in self._base_model().parameters():
+            if p.is_floating_point():
+                return p.device, p.dtype
+        return torch.device("cpu"), torch.float32
+
+    def reset_queue(self) -> None:
+        """Empty the negatives queue (done at the start of every epoch, as in the reference)."""
+        self.queue = None
+
     def enqueue(self, embeddings: Tensor) -> None:
         """Append ``embeddings`` (oldest first) and keep the newest ``queue_size`` rows (FIFO)."""
         emb = embeddings.detach()
@@ -164,7 +180,10 @@ class ESimCSELoss(nn.Module):
             z2 = self.model(second)["sentence_embedding"]
         else:
             z1, z2 = _embed_views(self.model, [first, second])
-        loss = info_nce(z1, z2, self.temperature, self.queue if self.queue is not None else None)
+        queue = self.queue
+        if queue is not None and queue.device != z1.device:
+            queue = self.queue = queue.to(z1.device)
+        loss = info_nce(z1, z2, self.temperature, queue)
         if training:
             if not self.ema_by_callback:
                 self.momentum_update()  # reference behaviour when no trainer callback drives the EMA
@@ -196,7 +215,11 @@ class ESimCSELoss(nn.Module):
         tensors = load_file(path)
         mom = {k[len("momentum."):]: v for k, v in tensors.items() if k.startswith("momentum.")}
         self._momentum_model.load_state_dict(mom)
-        self.queue = tensors.get("queue")
+        queue = tensors.get("queue")
+        if queue is not None:  # safetensors loads on the CPU: follow the model (e.g. onto the GPU)
+            device, dtype = self._model_device_dtype()
+            queue = queue.to(device=device, dtype=dtype)
+        self.queue = queue
         meta_path = os.path.join(folder, STATE_META)
         if os.path.exists(meta_path):
             with open(meta_path) as f:
@@ -226,13 +249,19 @@ def _transformers_callback_base():
 
 
 class MomentumUpdateCallback(_transformers_callback_base()):
-    """Applies :meth:`ESimCSELoss.momentum_update` after every optimizer step."""
+    """Applies :meth:`ESimCSELoss.momentum_update` after every optimizer step and empties the queue
+    when a new epoch starts (not when a resumed run re-enters an epoch in the middle)."""
 
     def __init__(self, loss: ESimCSELoss) -> None:
         self.loss = loss
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.loss.ema_by_callback = True
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        epoch = float(state.epoch or 0.0)
+        if abs(epoch - round(epoch)) < 1e-9:  # a fresh epoch; a resumed one starts at a fraction
+            self.loss.reset_queue()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.loss.momentum_update()

@@ -1,0 +1,309 @@
+"""Training recipes: a YAML file -> a validated :class:`Recipe` (schema, loading, validation).
+
+A recipe names the model, the unlabelled training sentences, the loss, the batch sampler, the
+hyperparameters, the evaluation sets and the output folder. Everything is validated before any
+model is loaded, and every problem names the file and its key
+(``r.yaml: loss.name: unknown loss 'simcsee'; choose one of ...``). Running a recipe is
+:func:`embedkit.training.run.train_recipe`.
+
+Example (``configs/esimcse.yaml``):
+
+.. code-block:: yaml
+
+    model: default                      # all-MiniLM-L6-v2, or a sentence-transformers folder
+    data:
+      train: data:unlabeled/wiki1m_head.txt.gz   # "data:" = the shared data folder
+    loss: {name: esimcse, temperature: 0.05, dup_rate: 0.32, momentum: 0.995, queue_factor: 2.5}
+    sampler: {name: random}             # random | no_duplicates | gsimclr
+    training: {seed: 42, batch_size: 64, max_seq_length: 32, learning_rate: 3.0e-5, max_steps: 250,
+               checkpoint_every: 125}
+    eval: {sets: [data:sts/stsb.dev.tsv], select_best: true}
+    output: runs/esimcse
+
+Output layout: ``output`` is a sentence-transformers folder (replaced atomically at the end, marked
+as an embedkit ``model`` output) with ``train_report.json``; checkpoints live in ``checkpoint_dir``
+(default ``<output>.checkpoints``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from embedkit.errors import EmbedkitError, RecipeError
+from embedkit.training.registry import LOSSES, SAMPLERS
+
+__all__ = ["SCHEMA", "Recipe", "RecipeError", "validate_recipe", "load_recipe", "resolve_path"]
+
+_NONE = type(None)
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED = _Required()
+
+
+@dataclass(frozen=True)
+class Key:
+    """One recipe key: accepted type(s), default, and the allowed range of a number.
+
+    ``low``/``high`` bound numbers (``low_open``/``high_open`` exclude the bound); NaN and infinity
+    are always refused for numbers; ``choices`` restricts a string.
+    """
+
+    types: Any
+    default: Any = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] | None = None
+    hint: str = ""
+
+
+# key -> Key. A nested dict is a section.
+SCHEMA: dict[str, Any] = {
+    "model": Key((str, _NONE), None),
+    "output": Key(str, REQUIRED),
+    "checkpoint_dir": Key((str, _NONE), None),
+    "data": {
+        "train": Key(str, REQUIRED),
+        "max_sentences": Key((int, _NONE), None, low=1, hint="or null for all"),
+        "min_chars": Key(int, 1, low=0),
+    },
+    "loss": {
+        "name": Key(str, REQUIRED),
+        "temperature": Key(float, 0.05, low=0, low_open=True),
+        "dup_rate": Key(float, 0.32, low=0, high=1),
+        "max_dup": Key(int, 10, low=0),
+        "momentum": Key(float, 0.995, low=0, high=1, high_open=True),
+        "queue_size": Key((int, _NONE), None, low=0, hint="or null for queue_factor x batch size"),
+        "queue_factor": Key(float, 2.5, low=0),
+    },
+    "sampler": {
+        "name": Key(str, "random"),
+        "embed": Key(str, "encoder", choices=("encoder", "tfidf")),
+        "shuffle_batches": Key(bool, True),
+    },
+    "training": {
+        "seed": Key(int, 42, low=0),
+        "batch_size": Key(int, 64, low=1),
+        "max_seq_length": Key(int, 32, low=1),
+        "learning_rate": Key(float, 3e-5, low=0, low_open=True),
+        "epochs": Key(float, 1.0, low=0, low_open=True),
+        "max_steps": Key((int, _NONE), None, low=1, hint="or null to train for `epochs`"),
+        "warmup_ratio": Key(float, 0.0, low=0, high=1, high_open=True),
+        "weight_decay": Key(float, 0.0, low=0),
+        "checkpoint_every": Key(int, 125, low=1),
+        "keep_checkpoints": Key((int, _NONE), 2, low=1, hint="or null to keep every checkpoint"),
+        "logging_steps": Key(int, 25, low=1),
+        "fp16": Key(bool, False),
+        "bf16": Key(bool, False),
+        "use_cpu": Key((bool, _NONE), None),
+    },
+    "eval": {
+        "sets": Key((list, _NONE), None),
+        "every": Key((int, _NONE), None, low=1, hint="or null for training.checkpoint_every"),
+        "select_best": Key(bool, True),
+    },
+}
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true/false", list: "a list",
+               _NONE: "null", dict: "a mapping"}
+
+
+def _type_name(types) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+
+
+def _coerce(value, types, where: str, src: str):
+    types = types if isinstance(types, tuple) else (types,)
+    if value is None:
+        if _NONE in types:
+            return None
+        raise RecipeError(f"{src}: {where}: must be {_type_name(types)}, got null")
+    if isinstance(value, bool):
+        if bool in types:
+            return value
+        raise RecipeError(f"{src}: {where}: must be {_type_name(types)}, got {value!r}")
+    if float in types and isinstance(value, (int, float)):
+        return float(value)
+    if float in types and isinstance(value, str):  # YAML 1.1 reads 3e-5 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if int in types and isinstance(value, int):
+        return value
+    if int in types and isinstance(value, float) and value.is_integer() and float not in types:
+        return int(value)
+    for t in types:
+        if t not in (int, float, bool, _NONE) and isinstance(value, t):
+            return value
+    raise RecipeError(f"{src}: {where}: must be {_type_name(types)}, got {type(value).__name__} {value!r}")
+
+
+def _check_range(value, key: Key, where: str, src: str) -> None:
+    if isinstance(value, str) and key.choices is not None and value not in key.choices:
+        raise RecipeError(f"{src}: {where}: must be one of {', '.join(map(repr, key.choices))}, got {value!r}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    hint = f" ({key.hint})" if key.hint else ""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecipeError(f"{src}: {where}: must be a finite number, got {value}{hint}")
+    if key.low is not None and (value < key.low or (key.low_open and value == key.low)):
+        bound = f"> {key.low:g}" if key.low_open else f">= {key.low:g}"
+        if key.high is not None:
+            bound = f"in {'(' if key.low_open else '['}{key.low:g}, {key.high:g}{')' if key.high_open else ']'}"
+        raise RecipeError(f"{src}: {where}: must be {bound}, got {value:g}{hint}")
+    if key.high is not None and (value > key.high or (key.high_open and value == key.high)):
+        bound = f"in {'(' if key.low_open else '['}{key.low:g}, {key.high:g}{')' if key.high_open else ']'}" \
+            if key.low is not None else (f"< {key.high:g}" if key.high_open else f"<= {key.high:g}")
+        raise RecipeError(f"{src}: {where}: must be {bound}, got {value:g}{hint}")
+
+
+def _validate_section(raw: dict, schema: dict, prefix: str, src: str) -> dict:
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{src}: {prefix.rstrip('.') or 'recipe'}: must be a mapping, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(schema), key=str)
+    if unknown:
+        raise RecipeError(f"{src}: {prefix}{unknown[0]}: unknown key; allowed here: {', '.join(sorted(schema))}")
+    out = {}
+    for name, spec in schema.items():
+        where = prefix + name
+        if isinstance(spec, dict):
+            out[name] = _validate_section(raw.get(name) or {}, spec, where + ".", src)
+            continue
+        if name not in raw:
+            if spec.default is REQUIRED:
+                raise RecipeError(f"{src}: {where}: required key is missing")
+            out[name] = copy.deepcopy(spec.default)
+        else:
+            out[name] = _coerce(raw[name], spec.types, where, src)
+            _check_range(out[name], spec, where, src)
+    return out
+
+
+def resolve_path(value: str, base: Path | None = None) -> Path:
+    """``data:rel/path`` -> the shared data folder; ``~`` expanded; relative paths from the cwd."""
+    from embedkit._io import data_dir
+
+    if value.startswith("data:"):
+        return data_dir() / value[len("data:"):]
+    return Path(value).expanduser()
+
+
+@dataclass
+class Recipe:
+    """A validated recipe (see the module docstring for the keys).
+
+    Attributes:
+        config: the validated recipe with every default filled in.
+        source: the file name used in error messages.
+        output_option: how errors about the output folder name it (``"r.yaml: output"``, or
+            ``"--output"`` after :meth:`with_overrides` set it).
+    """
+
+    config: dict
+    source: str = "<dict>"
+    output_option: str = ""
+    train_path: Path = field(init=False)
+    eval_paths: list[Path] = field(init=False)
+    output: Path = field(init=False)
+    checkpoint_dir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        c, src = self.config, self.source
+        if not self.output_option:
+            self.output_option = f"{src}: output"
+        if c["loss"]["name"] not in LOSSES:
+            raise RecipeError(f"{src}: loss.name: unknown loss {c['loss']['name']!r}; choose one of {', '.join(LOSSES)}")
+        if c["sampler"]["name"] not in SAMPLERS:
+            raise RecipeError(
+                f"{src}: sampler.name: unknown sampler {c['sampler']['name']!r}; choose one of {', '.join(SAMPLERS)}")
+        t = c["training"]
+        if t["fp16"] and t["bf16"]:
+            raise RecipeError(f"{src}: training.bf16: fp16 and bf16 are both true; choose one")
+        self.train_path = resolve_path(c["data"]["train"])
+        if not self.train_path.is_file():
+            raise RecipeError(f"{src}: data.train: file not found: {self.train_path}")
+        sets = c["eval"]["sets"]
+        if sets is None:
+            sets = ["data:sts/stsb.dev.tsv"]
+        self.eval_paths = []
+        for i, s in enumerate(sets):
+            if not isinstance(s, str):
+                raise RecipeError(f"{src}: eval.sets[{i}]: must be a path string, got {s!r}")
+            p = resolve_path(s)
+            if not p.is_file():
+                raise RecipeError(f"{src}: eval.sets[{i}]: file not found: {p}")
+            self.eval_paths.append(p)
+        eval_every = c["eval"]["every"] or t["checkpoint_every"]
+        if c["eval"]["select_best"] and self.eval_paths and t["checkpoint_every"] % eval_every:
+            raise RecipeError(f"{src}: training.checkpoint_every: {t['checkpoint_every']} must be a multiple "
+                              f"of eval.every ({eval_every}) for best-checkpoint selection")
+        model = c["model"]
+        if model not in (None, "default"):
+            from embedkit.models.loading import resolve_model
+
+            try:
+                resolve_model(model)
+            except EmbedkitError as e:
+                raise RecipeError(f"{src}: model: {e}") from e
+        if not c["output"].strip():
+            raise RecipeError(f"{src}: output: is empty; name a new folder, e.g. runs/my_model")
+        self.output = Path(c["output"]).expanduser()
+        self.checkpoint_dir = Path(c["checkpoint_dir"]).expanduser() if c["checkpoint_dir"] else \
+            self.output.parent / (self.output.name + ".checkpoints")
+
+    def with_overrides(self, *, max_steps: int | None = None, output: str | os.PathLike | None = None) -> Recipe:
+        """A copy with ``training.max_steps`` and/or ``output`` replaced (the CLI's options), validated again."""
+        c = copy.deepcopy(self.config)
+        option = self.output_option
+        if max_steps is not None:
+            c["training"]["max_steps"] = max_steps
+            _check_range(_coerce(max_steps, SCHEMA["training"]["max_steps"].types, "--max-steps", self.source),
+                         SCHEMA["training"]["max_steps"], "--max-steps", self.source)
+        if output is not None:
+            c["output"] = str(output)
+            option = "--output"
+        return Recipe(c, self.source, option)
+
+
+def validate_recipe(raw: Any, source: str = "<dict>") -> Recipe:
+    """Validate a parsed recipe (a dict); raises :class:`~embedkit.errors.RecipeError` naming the key."""
+    return Recipe(_validate_section(raw if raw is not None else {}, SCHEMA, "", source), source)
+
+
+def load_recipe(path: str | os.PathLike) -> Recipe:
+    """Read and validate a YAML recipe.
+
+    Raises:
+        RecipeError: a missing file, a file that is not UTF-8 (with the byte offset and line),
+            invalid YAML, or any invalid key (named with the file).
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(f"recipe file not found: {p}")
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise RecipeError(f"{p.name}:{line}: not valid UTF-8 ({e.reason} at byte {e.start}); "
+                          "save the recipe as UTF-8") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{p.name}: not valid YAML: {' '.join(str(e).split())}") from None
+    return validate_recipe(raw, p.name)

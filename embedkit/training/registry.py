@@ -1,0 +1,144 @@
+"""Name -> builder registries of the training losses and batch samplers a recipe can name.
+
+A recipe's ``loss.name`` and ``sampler.name`` are looked up here (the only tables of those names),
+like the compression stages in :mod:`embedkit.compression.spec`. A new loss or sampler is one
+decorated function; heavy imports (torch, sentence-transformers) happen inside the builders, so
+validating a recipe loads neither.
+
+.. code-block:: python
+
+    from embedkit.training.registry import register_loss
+
+    @register_loss("my_loss")
+    def _my_loss(model, cfg):          # cfg: the recipe's validated ``loss`` section
+        return MyLoss(model, temperature=cfg["temperature"])
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LOSSES", "SAMPLERS", "LossEntry", "SamplerEntry", "SamplerPlan", "register_loss", "register_sampler",
+           "build_loss", "build_sampler"]
+
+
+@dataclass(frozen=True)
+class LossEntry:
+    """A registered loss: ``build(model, loss_cfg) -> nn.Module`` and the dataset columns it reads."""
+
+    build: Callable[[Any, dict], Any]
+    columns: tuple[str, ...] = ("text",)
+
+
+@dataclass
+class SamplerPlan:
+    """What a sampler builder returns: the trainer's ``batch_sampler`` argument and where its stats live."""
+
+    batch_sampler: Any = "batch_sampler"
+    stats: Callable[[], dict | None] = field(default=lambda: None)
+
+
+@dataclass(frozen=True)
+class SamplerEntry:
+    """A registered sampler: ``build(texts, model, config, show_progress=...) -> SamplerPlan``."""
+
+    build: Callable[..., SamplerPlan]
+
+
+#: loss name -> :class:`LossEntry`. The only table of loss names.
+LOSSES: dict[str, LossEntry] = {}
+#: sampler name -> :class:`SamplerEntry`. The only table of sampler names.
+SAMPLERS: dict[str, SamplerEntry] = {}
+
+
+def register_loss(name: str, *, columns: Sequence[str] = ("text",)):
+    """Decorator: register ``fn(model, loss_cfg)`` as the builder of loss ``name``."""
+
+    def deco(fn):
+        LOSSES[name] = LossEntry(fn, tuple(columns))
+        return fn
+
+    return deco
+
+
+def register_sampler(name: str):
+    """Decorator: register ``fn(texts, model, config, *, show_progress)`` as the builder of sampler ``name``."""
+
+    def deco(fn):
+        SAMPLERS[name] = SamplerEntry(fn)
+        return fn
+
+    return deco
+
+
+def build_loss(name: str, model, cfg: dict):
+    """Build the registered loss ``name`` for ``model`` from the recipe's ``loss`` section."""
+    from embedkit.errors import RecipeError
+
+    if name not in LOSSES:
+        raise RecipeError(f"loss.name: unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    return LOSSES[name].build(model, cfg)
+
+
+def build_sampler(name: str, texts: Sequence[str], model, config: dict, *, show_progress: bool = False) -> SamplerPlan:
+    """Build the registered batch sampler ``name`` (``config`` is the whole validated recipe)."""
+    from embedkit.errors import RecipeError
+
+    if name not in SAMPLERS:
+        raise RecipeError(f"sampler.name: unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[name].build(texts, model, config, show_progress=show_progress)
+
+
+# --- built-in losses ----------------------------------------------------------------------------
+
+
+@register_loss("simcse")
+def _simcse(model, cfg: dict):
+    from embedkit.training.losses import SimCSELoss
+
+    return SimCSELoss(model, temperature=cfg["temperature"])
+
+
+@register_loss("esimcse")
+def _esimcse(model, cfg: dict):
+    from embedkit.training.losses import ESimCSELoss
+
+    return ESimCSELoss(model, temperature=cfg["temperature"], dup_rate=cfg["dup_rate"], max_dup=cfg["max_dup"],
+                       momentum=cfg["momentum"], queue_size=cfg["queue_size"], queue_factor=cfg["queue_factor"])
+
+
+@register_loss("mnrl", columns=("anchor", "positive"))
+def _mnrl(model, cfg: dict):
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    return MultipleNegativesRankingLoss(model, scale=1.0 / cfg["temperature"])
+
+
+# --- built-in samplers --------------------------------------------------------------------------
+
+
+@register_sampler("random")
+def _random(texts, model, config, *, show_progress=False) -> SamplerPlan:
+    return SamplerPlan("batch_sampler")
+
+
+@register_sampler("no_duplicates")
+def _no_duplicates(texts, model, config, *, show_progress=False) -> SamplerPlan:
+    return SamplerPlan("no_duplicates")
+
+
+@register_sampler("gsimclr")
+def _gsimclr(texts, model, config, *, show_progress=False) -> SamplerPlan:
+    from embedkit.training.samplers import gsimclr_batch_sampler, pseudo_labels
+
+    s, t = config["sampler"], config["training"]
+    logger.info("G-SimCLR: k-means (K=%d) on %s embeddings", t["batch_size"], s["embed"])
+    labels = pseudo_labels(texts, t["batch_size"], method=s["embed"], model=model, seed=t["seed"],
+                           show_progress=show_progress)
+    factory = gsimclr_batch_sampler(labels, shuffle_batches=s["shuffle_batches"])
+    return SamplerPlan(factory, lambda: dict(factory.sampler.stats) if factory.sampler else None)
