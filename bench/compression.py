@@ -10,6 +10,7 @@ embedding-to-embedding (no queries, no judgements), so this is the same protocol
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -17,7 +18,6 @@ import warnings
 sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np  # noqa: E402
-
 from common import RESULTS, scifact, write_results  # noqa: E402
 
 BUDGETS = (16, 24, 48, 96, 192)
@@ -53,14 +53,16 @@ def methods():
     for b in BUDGETS:
         u, w = BEBR_SHAPES[b]
         spec = f"bebr:{u}" + (f"x{w}" if w else "")
-        out += [M("bebr", spec, {"progress": False}), M("bebr-adc", spec, {"progress": False}, {"scoring": "adc"})]
+        out += [M("bebr", spec, {"show_progress": False}), M("bebr-adc", spec, {"show_progress": False}, {"scoring": "adc"})]
         out += [M("bebr-untrained", spec, {"epochs": 0}, label=spec + " epochs=0")]
     return out
 
 
 def targets(rows, float_ndcg):
     def get(method, nbytes, rescore=False):
-        r = [x for x in rows if x["method"] == method and x["bytes"] == nbytes and x["rescore"] == rescore]
+        # matched on code bytes: BEBR's SDC index also stores one float32 per document ("bytes")
+        r = [x for x in rows if x["method"] == method and x.get("code_bytes", x["bytes"]) == nbytes
+             and x["rescore"] == rescore]
         return r[0] if r else None
 
     from embedkit.evaluation.sweep import pareto_front
@@ -97,6 +99,7 @@ def main():
     from embedkit.evaluation.sweep import plot, sweep
 
     warnings.filterwarnings("ignore")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     ds, doc_ids, docs, q_ids, queries, model = scifact()
     qrels = {q: dict(v) for q, v in ds.qrels.items()}
     rows = sweep(methods(), docs, queries, doc_ids, q_ids, qrels, k=100, oversample=4)

@@ -1,4 +1,4 @@
-"""The quantizer protocol and the FAISS search index every quantizer hands to EmbeddingIndex.
+"""The stage protocol, the quantizer protocol and the FAISS search index every quantizer hands to EmbeddingIndex.
 
 Two kinds of compression stage compose in a spec string (see :mod:`embedkit.compression.spec`):
 
@@ -6,20 +6,58 @@ Two kinds of compression stage compose in a spec string (see :mod:`embedkit.comp
 * a :class:`Quantizer` maps float vectors to compact codes (``uint8`` rows of ``code_size``
   bytes) and builds the FAISS index that searches them (:class:`CodeIndex`).
 
-Every stage: ``fit(X) -> self``, ``save``/``load`` through :meth:`state` / :meth:`from_state`
-(a JSON-able config dict plus numpy arrays, stored as JSON + npz, never pickled).
+Every stage follows scikit-learn's estimator contract: ``__init__`` stores its hyper-parameters
+verbatim (no validation, nothing derived), :meth:`Stage.fit` validates them against the fitting
+vectors and sets the learned attributes (names ending in ``_``; ``dim_in_`` marks a fitted stage),
+and :meth:`Stage.get_params` / :meth:`Stage.set_params` read and change the hyper-parameters.
+A fitted stage is persisted by :class:`~embedkit.compression.pipeline.CompressionPipeline`
+(``save``/``load``) through :meth:`Stage.state` (a JSON-able config dict plus numpy arrays, stored as
+JSON + npz, never pickled) and :meth:`Stage.set_state`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
 
-from embedkit.errors import EmbedkitError, NotFittedError
+from embedkit.errors import EmbedkitError
+from embedkit.validation import check_is_fitted, check_positive_int
+
+__all__ = [
+    "BACKENDS",
+    "CodeIndex",
+    "FaissCodeIndex",
+    "Quantizer",
+    "Stage",
+    "Transform",
+    "check_backend",
+    "check_matrix",
+    "check_nlist",
+    "default_nlist",
+    "enable_reconstruct",
+    "l2_normalize",
+    "single_thread_for_small_batches",
+    "stage_types",
+]
 
 BACKENDS = ("flat", "hnsw", "ivf")
+
+#: stage name -> class, filled as stage classes are defined (see :func:`stage_types`)
+_STAGE_TYPES: dict[str, type] = {}
+
+
+def stage_types() -> dict[str, type]:
+    """Every defined stage class by its spec name (what a saved pipeline is rebuilt from).
+
+    The spec grammar and its table of names live in :mod:`embedkit.compression.spec`; this map only
+    lets :meth:`~embedkit.compression.pipeline.CompressionPipeline.load` find the class of a saved
+    stage without importing the spec parser (importing :mod:`embedkit.compression` defines them all).
+    """
+    return dict(_STAGE_TYPES)
 
 
 def check_matrix(X, dim: int | None = None, what: str = "embeddings") -> np.ndarray:
@@ -41,25 +79,81 @@ def check_matrix(X, dim: int | None = None, what: str = "embeddings") -> np.ndar
 
 
 def l2_normalize(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero), as float32."""
     n = np.linalg.norm(X, axis=1, keepdims=True)
     return (X / np.maximum(n, 1e-12)).astype(np.float32, copy=False)
 
 
+def renamed_keyword(new_value, old_value, old: str, new: str, owner: str):
+    """Resolve a deprecated keyword: warn and return ``old_value`` when it was given."""
+    if old_value is None:
+        return new_value
+    warnings.warn(f"{owner}: {old}= is deprecated; use {new}=", DeprecationWarning, stacklevel=3)
+    return old_value
+
+
 class Stage:
-    """Common machinery of transforms and quantizers: fitted-state checks and (de)serialisation."""
+    """Common machinery of transforms and quantizers: parameters, fitted-state checks, (de)serialisation.
+
+    Subclasses list their hyper-parameters as ``__init__`` arguments and store each under its own
+    name; :meth:`_validate` checks them at fit time against the fitting data's shape.
+    """
 
     #: spec-string name of the stage, e.g. ``"binary"``
     name: ClassVar[str] = ""
+    #: deprecated ``__init__`` keywords (not parameters; ``set_params`` maps them): old -> new
+    renamed_params: ClassVar[dict[str, str]] = {}
 
-    dim_in_: int | None = None
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):
+            _STAGE_TYPES[cls.name] = cls
+
+    # -- scikit-learn parameter protocol ---------------------------------------------------
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """The hyper-parameter names: ``__init__``'s arguments, without deprecated aliases."""
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values()
+                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                and p.name not in cls.renamed_params]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The hyper-parameters as passed to ``__init__`` (scikit-learn's ``get_params``)."""
+        return {k: getattr(self, k) for k in self.param_names()}
+
+    def set_params(self, **params) -> Stage:
+        """Change hyper-parameters (validated by the next :meth:`fit`); returns ``self``.
+
+        Raises:
+            EmbedkitError: a name that is not a parameter of this stage (the message lists them).
+        """
+        names = self.param_names()
+        for key, value in params.items():
+            if key in self.renamed_params:
+                warnings.warn(f"{type(self).__name__}: {key} is deprecated; use {self.renamed_params[key]}",
+                              DeprecationWarning, stacklevel=2)
+                key = self.renamed_params[key]
+            if key not in names:
+                raise EmbedkitError(f"{type(self).__name__} ({self.name}) has no parameter {key!r}; "
+                                    f"its parameters are: {', '.join(names) or 'none'}")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- fitting -----------------------------------------------------------------------------
+    def _validate(self, n: int, d: int) -> None:
+        """Check the hyper-parameters against ``n`` fitting vectors of dimension ``d`` (raise SpecError)."""
 
     @property
     def is_fitted(self) -> bool:
-        return self.dim_in_ is not None
+        return getattr(self, "dim_in_", None) is not None
 
     def _check_fitted(self) -> None:
-        if not self.is_fitted:
-            raise NotFittedError(f"{type(self).__name__} ({self.spec}) is not fitted; call fit(X) first")
+        check_is_fitted(self, "dim_in_")
 
     def _check_input(self, X, what="embeddings") -> np.ndarray:
         self._check_fitted()
@@ -70,19 +164,22 @@ class Stage:
         """The spec token that recreates this stage, e.g. ``"mrl:128"``."""
         return self.name
 
+    # -- persistence -------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """(JSON-able config, arrays) fully describing the fitted stage."""
+        """(JSON-able config, arrays) of the learned attributes of the fitted stage."""
         return {"dim_in": self.dim_in_}, {}
 
-    def _set_state(self, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    def set_state(self, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Restore the learned attributes written by :meth:`state` (the parameters are set already)."""
         self.dim_in_ = config["dim_in"]
 
 
 class Transform(Stage):
     """A float -> float stage."""
 
-    def fit(self, X) -> "Transform":
+    def fit(self, X) -> Transform:
         X = check_matrix(X)
+        self._validate(*X.shape)
         self.dim_in_ = X.shape[1]
         return self
 
@@ -99,10 +196,12 @@ class Quantizer(Stage):
     Subclasses implement :meth:`_fit`, :meth:`encode`, :attr:`code_size` and :meth:`new_index`.
     """
 
-    def fit(self, X) -> "Quantizer":
+    def fit(self, X) -> Quantizer:
+        """Validate the hyper-parameters against ``X``, learn the codec from ``X``; returns ``self``."""
         X = check_matrix(X)
         if len(X) == 0:
             raise EmbedkitError(f"cannot fit {self.spec} on 0 vectors")
+        self._validate(*X.shape)
         self._fit(X)
         self.dim_in_ = X.shape[1]
         return self
@@ -122,20 +221,42 @@ class Quantizer(Stage):
         """Bytes per vector in the index (without rescoring vectors)."""
         raise NotImplementedError
 
-    def new_index(self, backend: str = "flat", *, nlist: int | None = None, hnsw_m: int = 32, train_X=None) -> "CodeIndex":
+    def new_index(self, backend: str = "flat", *, nlist: int | None = None, hnsw_m: int = 32, train_X=None) -> CodeIndex:
         """An empty :class:`CodeIndex` searching this quantizer's codes."""
         raise NotImplementedError  # pragma: no cover
 
 
-def _check_backend(backend: str) -> str:
+def check_backend(backend: str) -> str:
+    """Return ``backend`` if it is one of :data:`BACKENDS`, else raise a one-line error."""
     if backend not in BACKENDS:
         raise EmbedkitError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     return backend
 
 
+_check_backend = check_backend  # old private name, still used by retrieval/index.py
+
+
 def default_nlist(n: int) -> int:
     """IVF list count for n vectors: about 4*sqrt(n), at least 1, at most n/39 (FAISS' training floor)."""
     return int(max(1, min(4 * np.sqrt(max(n, 1)), max(1, n // 39))))
+
+
+def check_nlist(nlist, n_train: int) -> int:
+    """The IVF list count for ``n_train`` training vectors: ``nlist`` checked, or :func:`default_nlist`.
+
+    Raises:
+        EmbedkitError: ``nlist`` is not a whole number >= 1, or exceeds the number of training
+            vectors (every list needs at least one vector to be trained on).
+    """
+    if nlist is None:
+        return default_nlist(n_train)
+    nlist = check_positive_int(nlist, "nlist (IVF lists, --nlist)")
+    if nlist > n_train:
+        raise EmbedkitError(
+            f"nlist (IVF lists, --nlist) is {nlist} but backend 'ivf' has only {n_train} training vectors: "
+            f"use nlist <= {n_train} (FAISS recommends >= 39 vectors per list) or leave it unset"
+        )
+    return nlist
 
 
 class CodeIndex:

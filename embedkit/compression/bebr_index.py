@@ -1,13 +1,16 @@
 """Search over BEBR's multi-plane binary codes: symmetric distance computation (SDC) by popcount.
 
 A BEBR code of a vector is ``u`` binary planes ``b_0 .. b_{u-1}`` in ``{-1, +1}^m``, stored packed
-(``m/8`` bytes per plane, planes concatenated). Its decoded form is ``y = sum_t alpha_t b_t`` (up
-to an orthogonal map and a constant, see :mod:`embedkit.compression.bebr`), so the inner product
-of two decoded codes expands into per-plane-pair Hamming distances::
+(``m/8`` bytes per plane, planes concatenated). It decodes to ``mean + P y`` with
+``y = sum_t alpha_t b_t`` and ``P`` with orthonormal columns (see :mod:`embedkit.compression.bebr`),
+so the inner product of two decoded codes is::
 
+    <mean + P y, mean + P y'> = |mean|^2 + <c, y> + <c, y'> + <y, y'>,      c = P^T mean
     <y, y'> = sum_{t,s} alpha_t alpha_s <b_t, b'_s> = sum_{t,s} w_ts (m - 2 hamming(b_t, b'_s))
 
-with ``w = alpha alpha^T``. :func:`sdc_scores` evaluates that with popcounts over the packed
+with ``w = alpha alpha^T``. :class:`BEBRIndex` keeps the per-document term ``<c, y'>`` as one float32
+per document (:attr:`BEBRIndex.bytes_per_vector` counts it) and adds the per-query terms, so its SDC
+score is exactly the decoded inner product. :func:`sdc_scores` evaluates that with popcounts over the packed
 planes (FAISS' ``hammings`` kernel when the plane is a whole number of 64-bit words, else
 ``numpy.bitwise_count``); :func:`sdc_scores_reference` is the slow unpack-and-multiply definition
 the tests check it against.
@@ -19,8 +22,11 @@ import io
 
 import numpy as np
 
-from embedkit.compression.base import CodeIndex, _check_backend, default_nlist
+from embedkit.compression.base import CodeIndex, check_backend, default_nlist
 from embedkit.errors import EmbedkitError, IndexFormatError
+from embedkit.validation import check_positive_int
+
+__all__ = ["BEBRIndex", "EXHAUSTIVE_LIMIT", "hamming_matrix", "sdc_scores", "sdc_scores_reference", "unpack_planes"]
 
 #: corpora up to this size are scored exhaustively; larger ones get first-plane candidates
 EXHAUSTIVE_LIMIT = 50_000
@@ -112,8 +118,9 @@ class BEBRIndex(CodeIndex):
         backend: ``flat`` (exhaustive SDC up to ``exhaustive_limit`` codes, else candidates from a
             FAISS ``IndexBinaryFlat`` over the first plane), ``hnsw`` or ``ivf`` (candidates always
             from a FAISS ``IndexBinaryHNSW`` / ``IndexBinaryIVF`` over the first plane).
-        scoring: ``"sdc"`` (query binarized too, popcounts) or ``"adc"`` (float query against the
-            decoded codes: ``<q, decode(code)>``, more accurate, slower).
+        scoring: ``"sdc"`` (query binarized too: ``<decode(q_code), decode(code)>`` from popcounts and
+            one stored float per document) or ``"adc"`` (float query against the decoded codes:
+            ``<q, decode(code)>``, more accurate, slower).
         candidates: how many first-plane candidates per requested result (at least 256 in all).
     """
 
@@ -122,14 +129,21 @@ class BEBRIndex(CodeIndex):
         if scoring not in ("sdc", "adc"):
             raise EmbedkitError(f"BEBR scoring must be 'sdc' or 'adc', got {scoring!r}")
         self.q = quantizer
-        self.backend = _check_backend(backend)
+        self.backend = check_backend(backend)
         self.scoring = scoring
         self.candidates = int(candidates)
         self.exhaustive_limit = int(exhaustive_limit)
         self.hnsw_m = int(hnsw_m)
-        self.nlist = nlist
+        self.nlist = None if nlist is None else check_positive_int(nlist, "nlist (IVF lists, --nlist)")
         self.codes = np.zeros((0, quantizer.code_size), dtype=np.uint8)
+        #: ``<P^T mean, y_d>`` per document (the SDC score's per-document term)
+        self.doc_terms = np.zeros(0, dtype=np.float32)
         self._cand = None  # lazily built FAISS index over plane 0
+
+    @property
+    def bytes_per_vector(self) -> int:
+        """Stored bytes per document: the code, plus the float32 per-document term for SDC."""
+        return int(self.q.code_size) + (4 if self.scoring == "sdc" else 0)
 
     @property
     def ntotal(self) -> int:
@@ -143,6 +157,7 @@ class BEBRIndex(CodeIndex):
         if codes.ndim != 2 or codes.shape[1] != self.q.code_size:
             raise EmbedkitError(f"BEBR codes must have shape (n, {self.q.code_size}), got {codes.shape}")
         self.codes = np.concatenate([self.codes, codes]) if len(self.codes) else codes.copy()
+        self.doc_terms = np.concatenate([self.doc_terms, self.q.code_offsets(codes)])
         self._cand = None
 
     def remove(self, rows: np.ndarray) -> None:
@@ -150,12 +165,16 @@ class BEBRIndex(CodeIndex):
         rows = rows[(rows >= 0) & (rows < self.ntotal)]
         if len(rows):
             self.codes = np.delete(self.codes, rows, axis=0)
+            self.doc_terms = np.delete(self.doc_terms, rows)
             self._cand = None
 
     # -- scoring ----------------------------------------------------------------------------
-    def _score(self, Q: np.ndarray, q_codes: np.ndarray | None, d_codes: np.ndarray) -> np.ndarray:
+    def _score(self, Q: np.ndarray, q_codes: np.ndarray | None, d_codes: np.ndarray,
+               d_terms: np.ndarray | None = None) -> np.ndarray:
         if self.scoring == "sdc":
-            return sdc_scores(q_codes, d_codes, self.q.plane_weights(), self.q.width_)
+            scores = sdc_scores(q_codes, d_codes, self.q.plane_weights(), self.q.width_)
+            q_terms = self.q.code_offsets(q_codes) + np.float32(self.q.mean_norm2())
+            return scores + d_terms[None, :] + q_terms[:, None]
         return self.q.asymmetric_scores(Q, d_codes)
 
     def _candidate_index(self):
@@ -168,7 +187,8 @@ class BEBRIndex(CodeIndex):
         if self.backend == "hnsw":
             index = faiss.IndexBinaryHNSW(m, self.hnsw_m)
         elif self.backend == "ivf":
-            nlist = self.nlist or default_nlist(len(plane0))
+            # lists need training vectors: after removals there may be fewer codes than nlist
+            nlist = min(self.nlist or default_nlist(len(plane0)), len(plane0))
             quant = faiss.IndexBinaryFlat(m)
             index = faiss.IndexBinaryIVF(quant, m, nlist)
             index.own_fields = True
@@ -194,7 +214,8 @@ class BEBRIndex(CodeIndex):
             out_s, out_r = [], []
             step = max(1, 20_000_000 // max(n, 1))
             for i in range(0, len(Q), step):
-                sc = self._score(Q[i : i + step], None if q_codes is None else q_codes[i : i + step], self.codes)
+                sc = self._score(Q[i : i + step], None if q_codes is None else q_codes[i : i + step], self.codes,
+                                 self.doc_terms)
                 s, r = _topk(sc, k)
                 out_s.append(s)
                 out_r.append(r)
@@ -211,7 +232,7 @@ class BEBRIndex(CodeIndex):
         rows = np.full((len(Q), k), -1, np.int64)
         for i in range(len(Q)):
             c = cand[i][cand[i] >= 0]
-            sc = self._score(Q[i : i + 1], None if q_codes is None else q_codes[i : i + 1], self.codes[c])
+            sc = self._score(Q[i : i + 1], None if q_codes is None else q_codes[i : i + 1], self.codes[c], self.doc_terms[c])
             scores[i], rows[i] = (a[0] for a in _topk(sc, k, c))
         return scores, rows
 
@@ -223,7 +244,7 @@ class BEBRIndex(CodeIndex):
         return buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, quantizer, data: bytes, backend: str) -> "BEBRIndex":
+    def from_bytes(cls, quantizer, data: bytes, backend: str) -> BEBRIndex:
         try:
             with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as z:
                 codes, meta, scoring = z["codes"], z["meta"], str(z["scoring"])
@@ -233,5 +254,5 @@ class BEBRIndex(CodeIndex):
             raise IndexFormatError(f"BEBR index codes have {codes.shape[-1]} bytes, the quantizer {quantizer.code_size}")
         index = cls(quantizer, backend, scoring=scoring, candidates=int(meta[1]), exhaustive_limit=int(meta[2]),
                     hnsw_m=int(meta[3]), nlist=int(meta[4]) or None)
-        index.codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        index.add_codes(codes)
         return index

@@ -1,8 +1,8 @@
 """Binary codes searched by Hamming distance: ``binary`` (sign); base class for LSH and ITQ.
 
-A binary quantizer maps a float vector to ``nbits`` bits, packed 8 per byte (``np.packbits``,
+A binary quantizer maps a float vector to ``nbits_`` bits, packed 8 per byte (``np.packbits``,
 big-endian bit order as sentence-transformers' ``ubinary``). FAISS' binary indexes compare
-codes by Hamming distance h; scores are reported as ``1 - 2h/nbits``, the cosine between the
+codes by Hamming distance h; scores are reported as ``1 - 2h/nbits_``, the cosine between the
 two +-1 vectors, so higher is more similar as for every other quantizer.
 """
 
@@ -10,24 +10,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from embedkit.compression.base import FaissCodeIndex, Quantizer, _check_backend, default_nlist, enable_reconstruct
+from embedkit.compression.base import FaissCodeIndex, Quantizer, check_backend, check_nlist, enable_reconstruct
 from embedkit.errors import EmbedkitError
+
+__all__ = ["BinaryQuantizer", "SignBinaryQuantizer"]
 
 
 class BinaryQuantizer(Quantizer):
-    """Base class: subclasses implement :meth:`bits` (a boolean ``(n, nbits)`` matrix)."""
+    """Base class: subclasses set ``nbits_`` in ``_fit`` and implement :meth:`bits`."""
 
     def bits(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    @property
-    def nbits(self) -> int:  # pragma: no cover - abstract
+        """Boolean ``(n, nbits_)`` code bits of validated input vectors."""
         raise NotImplementedError
 
     @property
     def padded_bits(self) -> int:
-        """``nbits`` rounded up to whole bytes (FAISS binary indexes need a multiple of 8)."""
-        return -(-self.nbits // 8) * 8
+        """``nbits_`` rounded up to whole bytes (FAISS binary indexes need a multiple of 8)."""
+        self._check_fitted()
+        return -(-self.nbits_ // 8) * 8
 
     @property
     def code_size(self) -> int:
@@ -39,16 +39,16 @@ class BinaryQuantizer(Quantizer):
         return np.packbits(self.bits(X).astype(bool), axis=1)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
-        """+-1 vectors of the code bits (the first ``nbits``)."""
+        """+-1 vectors of the code bits (the first ``nbits_``)."""
         self._check_fitted()
-        b = np.unpackbits(np.asarray(codes, dtype=np.uint8), axis=1)[:, : self.nbits]
+        b = np.unpackbits(np.asarray(codes, dtype=np.uint8), axis=1)[:, : self.nbits_]
         return b.astype(np.float32) * 2 - 1
 
     def new_index(self, backend="flat", *, nlist=None, hnsw_m=32, train_X=None) -> FaissCodeIndex:
         import faiss
 
         self._check_fitted()
-        _check_backend(backend)
+        check_backend(backend)
         nb = self.padded_bits
         if backend == "flat":
             index = faiss.IndexBinaryFlat(nb)
@@ -58,17 +58,28 @@ class BinaryQuantizer(Quantizer):
             if train_X is None:
                 raise EmbedkitError("backend 'ivf' needs training vectors (train_X)")
             codes = self.encode(train_X)
-            nlist = nlist or default_nlist(len(codes))
+            nlist = check_nlist(nlist, len(codes))
             quantizer = faiss.IndexBinaryFlat(nb)
             index = faiss.IndexBinaryIVF(quantizer, nb, nlist)
             index.own_fields = True
             quantizer.this.disown()
             index.train(codes)
             enable_reconstruct(index)
-        return FaissCodeIndex(index, self.encode, binary=True, nbits=self.nbits, backend=backend)
+        return FaissCodeIndex(index, self.encode, binary=True, nbits=self.nbits_, backend=backend)
 
     def index_from_bytes(self, data: bytes, backend: str) -> FaissCodeIndex:
-        return FaissCodeIndex(FaissCodeIndex.read_index(data, True), self.encode, binary=True, nbits=self.nbits, backend=backend)
+        self._check_fitted()
+        return FaissCodeIndex(FaissCodeIndex.read_index(data, True), self.encode, binary=True, nbits=self.nbits_,
+                              backend=backend)
+
+    def set_state(self, config, arrays):
+        super().set_state(config, arrays)
+        self.nbits_ = int(config.get("nbits_", config["dim_in"]))
+
+    def state(self):
+        config, arrays = super().state()
+        config["nbits_"] = int(self.nbits_)
+        return config, arrays
 
 
 class SignBinaryQuantizer(BinaryQuantizer):
@@ -79,10 +90,11 @@ class SignBinaryQuantizer(BinaryQuantizer):
 
     name = "binary"
 
-    @property
-    def nbits(self) -> int:
-        self._check_fitted()
-        return int(self.dim_in_)
+    def __init__(self):
+        pass
+
+    def _fit(self, X):
+        self.nbits_ = int(X.shape[1])
 
     def bits(self, X):
         return X > 0

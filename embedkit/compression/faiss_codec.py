@@ -12,12 +12,14 @@ import numpy as np
 from embedkit.compression.base import (
     FaissCodeIndex,
     Quantizer,
-    _check_backend,
+    check_backend,
     check_matrix,
-    default_nlist,
+    check_nlist,
     enable_reconstruct,
 )
 from embedkit.errors import EmbedkitError
+
+__all__ = ["FaissCodecQuantizer", "Float16Quantizer", "FloatQuantizer", "Int8Quantizer"]
 
 
 class FaissCodecQuantizer(Quantizer):
@@ -43,13 +45,9 @@ class FaissCodecQuantizer(Quantizer):
     def _fit(self, X: np.ndarray) -> None:
         import faiss
 
-        self._min_train(X)
         codec = faiss.index_factory(X.shape[1], self._factory(X.shape[1], "flat"), faiss.METRIC_INNER_PRODUCT)
         codec.train(X)
         self.codec_ = codec
-
-    def _min_train(self, X: np.ndarray) -> None:
-        """Hook for codecs that need a minimum number of training vectors."""
 
     def encode(self, X) -> np.ndarray:
         X = self._check_input(X)
@@ -71,7 +69,7 @@ class FaissCodecQuantizer(Quantizer):
         import faiss
 
         self._check_fitted()
-        _check_backend(backend)
+        check_backend(backend)
         if backend not in self.backends:
             raise EmbedkitError(f"{self.spec} supports backends {', '.join(self.backends)}, not {backend!r}")
         d = self.dim_in_
@@ -82,7 +80,7 @@ class FaissCodecQuantizer(Quantizer):
             if train_X is None:
                 raise EmbedkitError(f"backend {backend!r} needs training vectors (train_X)")
             train_X = check_matrix(train_X, d, "training vectors")
-            nlist = nlist or default_nlist(len(train_X))
+            nlist = check_nlist(nlist, len(train_X)) if backend == "ivf" else None
             index = faiss.index_factory(d, self._factory(d, backend, nlist, hnsw_m), faiss.METRIC_INNER_PRODUCT)
             index.train(train_X)
             if backend == "ivf":
@@ -90,6 +88,7 @@ class FaissCodecQuantizer(Quantizer):
         return FaissCodeIndex(index, lambda X: check_matrix(X, d), binary=False, backend=backend)
 
     def index_from_bytes(self, data: bytes, backend: str) -> FaissCodeIndex:
+        self._check_fitted()
         d = self.dim_in_
         return FaissCodeIndex(FaissCodeIndex.read_index(data, False), lambda X: check_matrix(X, d), backend=backend)
 
@@ -97,22 +96,23 @@ class FaissCodecQuantizer(Quantizer):
         import faiss
 
         config, arrays = super().state()
-        if self.is_fitted:
-            arrays["codec"] = faiss.serialize_index(self.codec_)
+        arrays["codec"] = faiss.serialize_index(self.codec_)
         return config, arrays
 
-    def _set_state(self, config, arrays):
+    def set_state(self, config, arrays):
         import faiss
 
-        super()._set_state(config, arrays)
-        if "codec" in arrays:
-            self.codec_ = faiss.deserialize_index(np.ascontiguousarray(arrays["codec"], dtype=np.uint8))
+        super().set_state(config, arrays)
+        self.codec_ = faiss.deserialize_index(np.ascontiguousarray(arrays["codec"], dtype=np.uint8))
 
 
 class FloatQuantizer(FaissCodecQuantizer):
     """``float``: the float32 vectors themselves (exact inner product); 4 bytes per dimension."""
 
     name = "float"
+
+    def __init__(self):
+        pass
 
     def body(self, dim):
         return "Flat"
@@ -122,6 +122,9 @@ class Float16Quantizer(FaissCodecQuantizer):
     """``f16``: IEEE half precision per dimension (FAISS ``SQfp16``); 2 bytes per dimension."""
 
     name = "f16"
+
+    def __init__(self):
+        pass
 
     def body(self, dim):
         return "SQfp16"
@@ -139,6 +142,9 @@ class Int8Quantizer(FaissCodecQuantizer):
     """
 
     name = "int8"
+
+    def __init__(self):
+        pass
 
     def body(self, dim):
         return "SQ8"

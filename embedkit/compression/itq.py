@@ -1,7 +1,7 @@
-"""``itq:BITS``: iterative quantization (Gong & Lazebnik, CVPR 2011; TPAMI 2013).
+"""``itq:NBITS``: iterative quantization (Gong & Lazebnik, CVPR 2011; TPAMI 2013).
 
-Fit: centre the vectors, project them on their top ``BITS`` principal directions (PCA, so
-``BITS <= dim``), then learn an orthogonal rotation ``R`` that minimises the quantization error
+Fit: centre the vectors, project them on their top ``NBITS`` principal directions (PCA, so
+``NBITS <= dim``), then learn an orthogonal rotation ``R`` that minimises the quantization error
 ``||sign(V R) - V R||_F^2`` by alternating two exact steps for ``n_iter`` iterations (50, as the
 paper): fix ``R`` and set ``B = sign(V R)``; fix ``B`` and solve the orthogonal Procrustes problem
 ``R = argmin ||B - V R||`` via the SVD of ``V^T B``. The rotation starts from a seeded random
@@ -14,7 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from embedkit.compression.binary import BinaryQuantizer
-from embedkit.errors import EmbedkitError
+from embedkit.errors import EmbedkitError, SpecError
+from embedkit.validation import check_positive_int
+
+__all__ = ["ITQQuantizer", "random_rotation"]
 
 
 def random_rotation(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -36,6 +39,7 @@ class ITQQuantizer(BinaryQuantizer):
         ``(nbits, nbits)`` orthogonal rotation.
 
     Example:
+        >>> import numpy as np
         >>> q = ITQQuantizer(16).fit(np.random.randn(500, 32))
         >>> np.allclose(q.rotation_ @ q.rotation_.T, np.eye(16), atol=1e-5)
         True
@@ -44,43 +48,42 @@ class ITQQuantizer(BinaryQuantizer):
     name = "itq"
 
     def __init__(self, nbits: int, n_iter: int = 50, seed: int = 0):
-        if int(nbits) < 1:
-            raise EmbedkitError(f"itq needs at least 1 bit, got {nbits}")
-        if int(n_iter) < 0:
-            raise EmbedkitError(f"itq n_iter must be >= 0, got {n_iter}")
-        self._nbits = int(nbits)
-        self.n_iter = int(n_iter)
-        self.seed = int(seed)
+        self.nbits = nbits
+        self.n_iter = n_iter
+        self.seed = seed
 
     @property
     def spec(self) -> str:
-        return f"itq:{self._nbits}"
+        return f"itq:{self.nbits}"
 
-    @property
-    def nbits(self) -> int:
-        return self._nbits
-
-    def _fit(self, X: np.ndarray) -> None:
-        n, d = X.shape
-        if self._nbits > d:
-            raise EmbedkitError(
-                f"itq:{self._nbits} needs at most as many bits as input dimensions ({d}); "
-                f"use lsh:{self._nbits} or bebr for longer codes"
+    def _validate(self, n: int, d: int) -> None:
+        nbits = check_positive_int(self.nbits, "itq nbits")
+        check_positive_int(self.n_iter, "itq n_iter", minimum=0)
+        check_positive_int(self.seed, "itq seed", minimum=0)
+        if nbits > d:
+            raise SpecError(
+                f"itq:{nbits} needs at most as many bits as input dimensions ({d}); "
+                f"use itq:{d} or lsh:{nbits} / bebr for longer codes"
             )
         if n < 2:
             raise EmbedkitError(f"itq needs at least 2 training vectors, got {n}")
+
+    def _fit(self, X: np.ndarray) -> None:
+        n, d = X.shape
+        nbits = int(self.nbits)
         X64 = X.astype(np.float64)
         mean = X64.mean(axis=0)
         Xc = X64 - mean
         # PCA via the covariance eigendecomposition (d x d, cheap for embedding widths)
         evals, evecs = np.linalg.eigh(Xc.T @ Xc / max(n - 1, 1))
-        P = evecs[:, np.argsort(evals)[::-1][: self._nbits]]
+        P = evecs[:, np.argsort(evals)[::-1][:nbits]]
         V = Xc @ P
-        R = random_rotation(self._nbits, np.random.default_rng(self.seed))
-        for _ in range(self.n_iter):
+        R = random_rotation(nbits, np.random.default_rng(int(self.seed)))
+        for _ in range(int(self.n_iter)):
             B = np.where(V @ R >= 0, 1.0, -1.0)
             U, _, Wt = np.linalg.svd(V.T @ B)
             R = U @ Wt
+        self.nbits_ = nbits
         self.mean_ = mean.astype(np.float32)
         self.components_ = P.astype(np.float32)
         self.rotation_ = R.astype(np.float32)
@@ -102,16 +105,12 @@ class ITQQuantizer(BinaryQuantizer):
 
     def state(self):
         config, arrays = super().state()
-        config.update(n_iter=self.n_iter, seed=self.seed)
-        if self.is_fitted:
-            arrays.update(mean=self.mean_, components=self.components_, rotation=self.rotation_)
+        arrays.update(mean=self.mean_, components=self.components_, rotation=self.rotation_)
         return config, arrays
 
-    def _set_state(self, config, arrays):
-        super()._set_state(config, arrays)
-        self.n_iter = int(config.get("n_iter", 50))
-        self.seed = int(config.get("seed", 0))
-        if "rotation" in arrays:
-            self.mean_ = np.asarray(arrays["mean"], dtype=np.float32)
-            self.components_ = np.asarray(arrays["components"], dtype=np.float32)
-            self.rotation_ = np.asarray(arrays["rotation"], dtype=np.float32)
+    def set_state(self, config, arrays):
+        super().set_state(config, arrays)
+        self.nbits_ = int(config.get("nbits_", self.nbits))
+        self.mean_ = np.asarray(arrays["mean"], dtype=np.float32)
+        self.components_ = np.asarray(arrays["components"], dtype=np.float32)
+        self.rotation_ = np.asarray(arrays["rotation"], dtype=np.float32)

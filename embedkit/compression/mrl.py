@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from embedkit.compression.base import Transform, check_matrix, l2_normalize
-from embedkit.errors import EmbedkitError
+from embedkit.compression.base import Transform, l2_normalize
+from embedkit.errors import SpecError
+from embedkit.validation import check_positive_int
+
+__all__ = ["MatryoshkaTruncation"]
 
 
 class MatryoshkaTruncation(Transform):
@@ -15,35 +18,32 @@ class MatryoshkaTruncation(Transform):
     "Matryoshka Representation Learning"); for other models it is a cheap baseline.
 
     Args:
-        dim: number of leading dimensions to keep.
+        dim: number of leading dimensions to keep (at most the input dimension).
 
     Example:
+        >>> import numpy as np
         >>> t = MatryoshkaTruncation(2).fit(np.eye(4, dtype="float32"))
-        >>> t.transform(np.array([[3.0, 4.0, 1.0, 1.0]])).round(2).tolist()
+        >>> t.transform(np.array([[3.0, 4.0, 1.0, 1.0]])).astype(float).round(2).tolist()
         [[0.6, 0.8]]
     """
 
     name = "mrl"
 
     def __init__(self, dim: int):
-        if int(dim) < 1:
-            raise EmbedkitError(f"mrl dimension must be >= 1, got {dim}")
-        self.dim = int(dim)
+        self.dim = dim
 
     @property
     def spec(self) -> str:
         return f"mrl:{self.dim}"
 
-    def fit(self, X):
-        X = check_matrix(X)
-        if self.dim > X.shape[1]:
-            raise EmbedkitError(f"mrl:{self.dim} needs embeddings of at least {self.dim} dimensions, got {X.shape[1]}")
-        self.dim_in_ = X.shape[1]
-        return self
+    def _validate(self, n: int, d: int) -> None:
+        dim = check_positive_int(self.dim, "mrl dimension")
+        if dim > d:
+            raise SpecError(f"mrl:{dim} needs embeddings of at least {dim} dimensions, got {d}")
 
     def transform(self, X) -> np.ndarray:
         X = self._check_input(X)
-        return l2_normalize(X[:, : self.dim])
+        return l2_normalize(X[:, : int(self.dim)])
 
     def dim_out(self) -> int:
-        return self.dim
+        return int(self.dim)

@@ -1,18 +1,36 @@
-"""A fitted chain of compression stages: transforms, then one quantizer."""
+"""A fitted chain of compression stages: transforms, then one quantizer.
+
+Imports go one way: :mod:`embedkit.compression.spec` parses spec strings and builds pipelines
+(:func:`~embedkit.compression.spec.quantizer_from_spec`); this module knows nothing of the spec
+grammar. :meth:`CompressionPipeline.from_spec` takes a parsed spec, and :meth:`CompressionPipeline.load`
+rebuilds saved stages from their recorded parameters (:func:`~embedkit.compression.base.stage_types`).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from embedkit._io import atomic_save_npz, atomic_write_json, load_npz
-from embedkit.compression.base import CodeIndex, Quantizer, Transform, check_matrix
+from embedkit.compression.base import CodeIndex, Quantizer, Stage, Transform, check_matrix, stage_types
+from embedkit.compression.faiss_codec import FloatQuantizer
 from embedkit.errors import EmbedkitError, NotFittedError, SpecError
+from embedkit.validation import check_is_fitted
+
+__all__ = ["FORMAT", "CompressionPipeline"]
 
 FORMAT = "embedkit.compression/1"
+
+
+class BuildsStages(Protocol):
+    """What :meth:`CompressionPipeline.from_spec` needs: a parsed spec that builds its stages."""
+
+    def build(self) -> list[Stage]: ...
 
 
 class CompressionPipeline:
@@ -22,6 +40,7 @@ class CompressionPipeline:
         stages: :class:`Transform` instances followed by at most one :class:`Quantizer`.
 
     Example:
+        >>> import numpy as np
         >>> from embedkit import quantizer_from_spec
         >>> q = quantizer_from_spec("mrl:64,int8").fit(np.random.randn(500, 384))
         >>> q.encode(np.random.randn(3, 384)).shape
@@ -36,29 +55,47 @@ class CompressionPipeline:
             if not isinstance(s, Transform):
                 raise SpecError(f"quantizer {s.spec!r} must be the last stage of a spec (only transforms such as mrl:DIM go before it)")
         if isinstance(last, Transform):
-            from embedkit.compression.faiss_codec import FloatQuantizer
-
             transforms, last = [*transforms, last], FloatQuantizer()
         self.transforms: list[Transform] = transforms
         self.quantizer: Quantizer = last
 
+    @classmethod
+    def from_spec(cls, spec: BuildsStages) -> CompressionPipeline:
+        """An unfitted pipeline of a parsed spec (:func:`embedkit.compression.spec.parse`).
+
+        For a spec string use :func:`embedkit.compression.spec.quantizer_from_spec`.
+        """
+        if isinstance(spec, str):
+            raise SpecError(f"CompressionPipeline.from_spec takes a parsed spec; for the string {spec!r} "
+                            "use embedkit.quantizer_from_spec(spec) (or from_spec(embedkit.compression.parse(spec)))")
+        return cls(list(spec.build()))
+
+    @property
+    def stages(self) -> list[Stage]:
+        return [*self.transforms, self.quantizer]
+
     @property
     def spec(self) -> str:
-        return ",".join([t.spec for t in self.transforms] + [self.quantizer.spec])
+        return ",".join(s.spec for s in self.stages)
 
     @property
     def dim_in_(self) -> int | None:
-        return self.transforms[0].dim_in_ if self.transforms else self.quantizer.dim_in_
+        return self.transforms[0].dim_in_ if self.transforms else getattr(self.quantizer, "dim_in_", None)
 
     @property
     def is_fitted(self) -> bool:
         return self.quantizer.is_fitted
 
     def _check_fitted(self):
-        if not self.is_fitted:
-            raise NotFittedError(f"compression {self.spec!r} is not fitted; call fit(X) first")
+        try:
+            check_is_fitted(self.quantizer, "dim_in_")
+        except NotFittedError:
+            raise NotFittedError(f"compression {self.spec!r} is not fitted; call fit(X) first") from None
 
-    def fit(self, X) -> "CompressionPipeline":
+    def __repr__(self) -> str:
+        return f"CompressionPipeline({self.spec!r}{'' if self.is_fitted else ', unfitted'})"
+
+    def fit(self, X) -> CompressionPipeline:
         X = check_matrix(X)
         if len(X) == 0:
             raise EmbedkitError(f"cannot fit compression {self.spec!r} on 0 vectors")
@@ -99,36 +136,80 @@ class CompressionPipeline:
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, folder: str | os.PathLike, name: str = "quantizer") -> list[str]:
-        """Write ``name.json`` (spec + stage configs) and ``name.npz`` (arrays). Returns file names."""
+        """Write ``name.json`` (spec, stage parameters and configs) and ``name.npz`` (arrays).
+
+        Returns the file names.
+        """
         self._check_fitted()
         folder = Path(folder)
-        configs, arrays = [], {}
-        for i, stage in enumerate([*self.transforms, self.quantizer]):
+        records, arrays = [], {}
+        for i, stage in enumerate(self.stages):
             cfg, arr = stage.state()
-            configs.append({"name": stage.name, "spec": stage.spec, "config": cfg})
+            records.append({"name": stage.name, "spec": stage.spec, "params": _jsonable(stage.get_params()), "config": cfg})
             for k, v in arr.items():
                 arrays[f"s{i}.{k}"] = np.asarray(v)
-        atomic_write_json(folder / f"{name}.json", {"format": FORMAT, "spec": self.spec, "stages": configs})
+        atomic_write_json(folder / f"{name}.json", {"format": FORMAT, "spec": self.spec, "stages": records})
         atomic_save_npz(folder / f"{name}.npz", **arrays)
         return [f"{name}.json", f"{name}.npz"]
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, name: str = "quantizer") -> "CompressionPipeline":
-        from embedkit.compression.spec import quantizer_from_spec
-
+    def load(cls, folder: str | os.PathLike, name: str = "quantizer") -> CompressionPipeline:
+        """Read a pipeline written by :meth:`save` (also those written before parameters were recorded)."""
         folder = Path(folder)
+        path = folder / f"{name}.json"
         try:
-            meta = json.loads((folder / f"{name}.json").read_text())
+            meta = json.loads(path.read_text())
             arrays = load_npz(folder / f"{name}.npz")
         except (OSError, ValueError) as e:
             raise EmbedkitError(f"cannot read the quantizer in {folder}: {e}") from e
-        if meta.get("format") != FORMAT:
-            raise EmbedkitError(f"{folder / (name + '.json')}: not an embedkit quantizer (format {meta.get('format')!r})")
-        pipe = quantizer_from_spec(meta["spec"])
-        stages = [*pipe.transforms, pipe.quantizer]
-        if len(stages) != len(meta["stages"]):
-            raise EmbedkitError(f"{folder}: quantizer stages do not match spec {meta['spec']!r}")
-        for i, (stage, cfg) in enumerate(zip(stages, meta["stages"])):
-            prefix = f"s{i}."
-            stage._set_state(cfg["config"], {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            fmt = meta.get("format") if isinstance(meta, dict) else None
+            raise EmbedkitError(f"{path}: not an embedkit quantizer (format {fmt!r})")
+        records = meta.get("stages")
+        if not isinstance(records, list) or not records:
+            raise EmbedkitError(f"{path}: no 'stages' list")
+        types = stage_types()
+        stages = []
+        for i, rec in enumerate(records):
+            try:
+                stage_cls = types[rec["name"]]
+                params = rec["params"] if "params" in rec else _legacy_params(stage_cls, rec)
+                stage = stage_cls(**params)
+                prefix = f"s{i}."
+                stage.set_state(rec["config"], {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+            except (KeyError, TypeError, ValueError) as e:
+                if isinstance(e, EmbedkitError):
+                    raise
+                raise EmbedkitError(f"{path}: stage {i} ({rec.get('spec') if isinstance(rec, dict) else rec!r}) "
+                                    f"cannot be restored: {type(e).__name__}: {e}") from e
+            stages.append(stage)
+        pipe = cls(stages)
+        if pipe.spec != meta.get("spec"):
+            raise EmbedkitError(f"{path}: quantizer stages ({pipe.spec!r}) do not match spec {meta.get('spec')!r}")
         return pipe
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in params.items():
+        out[k] = v.item() if isinstance(v, np.generic) else v
+    return out
+
+
+def _legacy_params(stage_cls, record: dict[str, Any]) -> dict[str, Any]:
+    """Parameters of a stage saved before they were recorded: the spec token's argument fills the
+    leading parameters in order (``pq:48x8`` -> m=48, nbits=8), the saved config the named others."""
+    token = str(record["spec"])
+    _, _, arg = token.partition(":")
+    names = stage_cls.param_names()
+    params: dict[str, Any] = {}
+    if arg:
+        if not re.fullmatch(r"\d+(x\d+)?", arg):
+            raise ValueError(f"unreadable stage token {token!r}")
+        for key, value in zip(names, arg.split("x")):
+            params[key] = int(value)
+    config = record.get("config") or {}
+    for key in names:
+        if key in config and key not in params:
+            params[key] = config[key]
+    return params

@@ -10,10 +10,11 @@ pre-transform). The dimension must be divisible by ``M``.
 
 from __future__ import annotations
 
-import numpy as np
-
 from embedkit.compression.faiss_codec import FaissCodecQuantizer
-from embedkit.errors import EmbedkitError
+from embedkit.errors import EmbedkitError, SpecError
+from embedkit.validation import check_positive_int
+
+__all__ = ["OPQQuantizer", "PQQuantizer"]
 
 
 class PQQuantizer(FaissCodecQuantizer):
@@ -26,6 +27,7 @@ class PQQuantizer(FaissCodecQuantizer):
     Fitting needs at least ``2^nbits`` vectors (one per centroid); FAISS recommends 39 times that.
 
     Example:
+        >>> import numpy as np
         >>> q = PQQuantizer(8, 4).fit(np.random.randn(300, 32))
         >>> q.code_size
         4
@@ -34,10 +36,8 @@ class PQQuantizer(FaissCodecQuantizer):
     name = "pq"
 
     def __init__(self, m: int, nbits: int = 8):
-        if int(m) < 1 or not 1 <= int(nbits) <= 16:
-            raise EmbedkitError(f"{self.name} needs m >= 1 and nbits in 1..16, got m={m}, nbits={nbits}")
-        self.m = int(m)
-        self.nbits = int(nbits)
+        self.m = m
+        self.nbits = nbits
 
     @property
     def spec(self) -> str:
@@ -46,18 +46,27 @@ class PQQuantizer(FaissCodecQuantizer):
     def body(self, dim: int) -> str:
         return f"PQ{self.m}x{self.nbits}"
 
-    def _min_train(self, X: np.ndarray) -> None:
-        n, d = X.shape
-        if d % self.m:
-            raise EmbedkitError(f"{self.spec}: the dimension {d} is not divisible by m={self.m}")
-        if n < 2**self.nbits:
-            raise EmbedkitError(f"{self.spec} needs at least {2 ** self.nbits} training vectors (one per centroid), got {n}")
+    def _validate(self, n: int, d: int) -> None:
+        m = check_positive_int(self.m, f"{self.name} m (sub-vectors)")
+        nbits = check_positive_int(self.nbits, f"{self.name} nbits", maximum=16)
+        if m > d or d % m:
+            raise SpecError(f"{self.spec}: the dimension {d} is not divisible by m={m}; "
+                            f"choose m among the divisors of {d} (e.g. {_divisor_hint(d, m)})")
+        if n < 2**nbits:
+            raise EmbedkitError(f"{self.spec} needs at least {2 ** nbits} training vectors (one per centroid), got {n}")
+
+
+def _divisor_hint(d: int, m: int) -> str:
+    divisors = [k for k in range(1, d + 1) if d % k == 0]
+    near = sorted(divisors, key=lambda k: (abs(k - m), k))[:3]
+    return ", ".join(f"{k}" for k in sorted(near))
 
 
 class OPQQuantizer(PQQuantizer):
     """FAISS ``OPQ{m},PQ{m}x{nbits}``: a learned rotation, then product quantization.
 
     Example:
+        >>> import numpy as np
         >>> q = OPQQuantizer(8, 4).fit(np.random.randn(300, 32))
         >>> q.code_size
         4

@@ -1,23 +1,47 @@
-"""Compression spec strings, parsed in one place.
+"""Compression spec strings: the grammar, the registry of stage names, and building pipelines.
 
 A spec is comma-separated stages applied left to right: any number of float transforms, then at
 most one quantizer (``float`` is implied when none is given)::
 
-    float | f16 | int8 | binary | mrl:DIM | lsh:BITS | itq:BITS | pq:M[xNBITS] | opq:M[xNBITS]
-    | rabitq:BITS | bebr:BITS[xWIDTH]
+    float | f16 | int8 | binary | mrl:DIM | lsh:NBITS | itq:NBITS | pq:M[xNBITS] | opq:M[xNBITS]
+    | rabitq:NBITS | bebr:NBITS[xWIDTH]
 
 Examples: ``"binary"``, ``"mrl:128,binary"``, ``"mrl:256,bebr:2"``, ``"pq:48x8"``.
+
+This module is the only place that knows stage names: :data:`REGISTRY` maps each name to its
+builder (the stage class) and its argument parser. It imports
+:mod:`~embedkit.compression.pipeline`, never the reverse: :func:`quantizer_from_spec` parses a string
+and hands the parsed :class:`CompressionSpec` to
+:meth:`CompressionPipeline.from_spec <embedkit.compression.pipeline.CompressionPipeline.from_spec>`.
+Sizes that depend on the data (``lsh:NBITS`` at most 32 bits per dimension, ``itq:NBITS`` at most the
+dimension, ``pq:M`` a divisor of it, ...) are checked when the pipeline is fitted.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
+from embedkit.compression.base import Stage
+from embedkit.compression.bebr import BEBRQuantizer
+from embedkit.compression.binary import SignBinaryQuantizer
+from embedkit.compression.faiss_codec import Float16Quantizer, FloatQuantizer, Int8Quantizer
+from embedkit.compression.itq import ITQQuantizer
+from embedkit.compression.lsh import LSHQuantizer
+from embedkit.compression.mrl import MatryoshkaTruncation
+from embedkit.compression.pipeline import CompressionPipeline
+from embedkit.compression.pq import OPQQuantizer, PQQuantizer
+from embedkit.compression.rabitq import RaBitQQuantizer
 from embedkit.errors import SpecError
 
+__all__ = ["REGISTRY", "CompressionSpec", "StageSpec", "parse", "parse_spec", "quantizer_from_spec", "stage_class"]
+
 _INT = re.compile(r"^\d+$")
+
+#: parses a stage's argument (the text after ``name:``, or None) into constructor keywords
+ArgParser = Callable[[str, "str | None"], "dict[str, Any]"]
 
 
 def _no_arg(name: str, arg: str | None) -> dict[str, Any]:
@@ -26,7 +50,7 @@ def _no_arg(name: str, arg: str | None) -> dict[str, Any]:
     return {}
 
 
-def _int_arg(key: str, lo: int = 1, hi: int | None = None) -> Callable[[str, str | None], dict[str, Any]]:
+def _int_arg(key: str, lo: int = 1, hi: int | None = None) -> ArgParser:
     def parse(name: str, arg: str | None) -> dict[str, Any]:
         if arg is None or not _INT.match(arg):
             raise SpecError(f"spec stage {name!r} needs an integer argument, e.g. {name}:{max(lo, 8) if hi is None else lo}")
@@ -39,7 +63,7 @@ def _int_arg(key: str, lo: int = 1, hi: int | None = None) -> Callable[[str, str
     return parse
 
 
-def _mxn_arg(default_nbits: int) -> Callable[[str, str | None], dict[str, Any]]:
+def _mxn_arg(default_nbits: int) -> ArgParser:
     def parse(name: str, arg: str | None) -> dict[str, Any]:
         m = re.match(r"^(\d+)(?:x(\d+))?$", arg or "")
         if not m:
@@ -55,34 +79,85 @@ def _mxn_arg(default_nbits: int) -> Callable[[str, str | None], dict[str, Any]]:
 def _bebr_arg(name: str, arg: str | None) -> dict[str, Any]:
     m = re.match(r"^(\d+)(?:x(\d+))?$", arg or "")
     if not m:
-        raise SpecError("spec stage 'bebr' needs BITS or BITSxWIDTH, e.g. bebr:2 or bebr:2x256")
-    bits = int(m.group(1))
-    if not 1 <= bits <= 4:
-        raise SpecError(f"spec stage bebr:{arg}: bits per dimension must be 1..4")
-    out: dict[str, Any] = {"bits": bits}
+        raise SpecError("spec stage 'bebr' needs NBITS or NBITSxWIDTH, e.g. bebr:2 or bebr:2x256")
+    nbits = int(m.group(1))
+    if not 1 <= nbits <= 4:
+        raise SpecError(f"spec stage bebr:{arg}: bits per dimension (binary planes) must be 1..4")
+    out: dict[str, Any] = {"nbits": nbits}
     if m.group(2):
-        out["width"] = int(m.group(2))
+        width = int(m.group(2))
+        if width < 8 or width % 8:
+            raise SpecError(f"spec stage bebr:{arg}: WIDTH (bits per plane) must be a positive multiple of 8")
+        out["width"] = width
     return out
 
 
-#: stage name -> ("module:Class", argument parser). The only table of stage names.
-REGISTRY: dict[str, tuple[str, Callable[[str, str | None], dict[str, Any]]]] = {
-    "float": ("embedkit.compression.faiss_codec:FloatQuantizer", _no_arg),
-    "f16": ("embedkit.compression.faiss_codec:Float16Quantizer", _no_arg),
-    "int8": ("embedkit.compression.faiss_codec:Int8Quantizer", _no_arg),
-    "binary": ("embedkit.compression.binary:SignBinaryQuantizer", _no_arg),
-    "mrl": ("embedkit.compression.mrl:MatryoshkaTruncation", _int_arg("dim")),
-    "lsh": ("embedkit.compression.lsh:LSHQuantizer", _int_arg("nbits")),
-    "itq": ("embedkit.compression.itq:ITQQuantizer", _int_arg("nbits")),
-    "pq": ("embedkit.compression.pq:PQQuantizer", _mxn_arg(8)),
-    "opq": ("embedkit.compression.pq:OPQQuantizer", _mxn_arg(8)),
-    "rabitq": ("embedkit.compression.rabitq:RaBitQQuantizer", _int_arg("bits", 1, 4)),
-    "bebr": ("embedkit.compression.bebr:BEBRQuantizer", _bebr_arg),
+#: stage name -> (builder, argument parser). The only table of stage names.
+REGISTRY: dict[str, tuple[Callable[..., Stage], ArgParser]] = {
+    "float": (FloatQuantizer, _no_arg),
+    "f16": (Float16Quantizer, _no_arg),
+    "int8": (Int8Quantizer, _no_arg),
+    "binary": (SignBinaryQuantizer, _no_arg),
+    "mrl": (MatryoshkaTruncation, _int_arg("dim")),
+    "lsh": (LSHQuantizer, _int_arg("nbits")),
+    "itq": (ITQQuantizer, _int_arg("nbits")),
+    "pq": (PQQuantizer, _mxn_arg(8)),
+    "opq": (OPQQuantizer, _mxn_arg(8)),
+    "rabitq": (RaBitQQuantizer, _int_arg("nbits", 1, 4)),
+    "bebr": (BEBRQuantizer, _bebr_arg),
 }
 
 
+@dataclass(frozen=True)
+class StageSpec:
+    """One parsed stage: its registry name and constructor keywords."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> Stage:
+        """A new unfitted stage."""
+        return REGISTRY[self.name][0](**self.params)
+
+
+@dataclass(frozen=True)
+class CompressionSpec:
+    """A parsed spec string: ``text`` as given and its stages in order."""
+
+    text: str
+    stages: tuple[StageSpec, ...]
+
+    def build(self) -> list[Stage]:
+        """New unfitted stages, in order (what :meth:`CompressionPipeline.from_spec` chains)."""
+        return [s.build() for s in self.stages]
+
+
+def parse(spec: str) -> CompressionSpec:
+    """Parse a spec string into a :class:`CompressionSpec`.
+
+    Raises:
+        SpecError: empty spec, unknown stage, malformed argument.
+
+    Example:
+        >>> [s.name for s in parse("mrl:128,binary").stages]
+        ['mrl', 'binary']
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise SpecError("empty compression spec; try 'float', 'int8', 'binary' or 'mrl:128,binary'")
+    stages = []
+    for token in spec.split(","):
+        token = token.strip().lower()
+        if not token:
+            raise SpecError(f"spec {spec!r} has an empty stage (two commas?)")
+        name, sep, arg = token.partition(":")
+        if name not in REGISTRY:
+            raise SpecError(f"unknown compression stage {name!r} in spec {spec!r}; known: {', '.join(REGISTRY)}")
+        stages.append(StageSpec(name, REGISTRY[name][1](name, arg if sep else None)))
+    return CompressionSpec(spec, tuple(stages))
+
+
 def parse_spec(spec: str) -> list[tuple[str, dict[str, Any]]]:
-    """Split a spec string into ``[(stage name, constructor kwargs), ...]``.
+    """Split a spec string into ``[(stage name, constructor keywords), ...]``.
 
     Raises:
         SpecError: empty spec, unknown stage, malformed argument.
@@ -91,31 +166,18 @@ def parse_spec(spec: str) -> list[tuple[str, dict[str, Any]]]:
         >>> parse_spec("mrl:128,binary")
         [('mrl', {'dim': 128}), ('binary', {})]
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise SpecError("empty compression spec; try 'float', 'int8', 'binary' or 'mrl:128,binary'")
-    out = []
-    for token in spec.split(","):
-        token = token.strip().lower()
-        if not token:
-            raise SpecError(f"spec {spec!r} has an empty stage (two commas?)")
-        name, _, arg = token.partition(":")
-        if name not in REGISTRY:
-            raise SpecError(f"unknown compression stage {name!r} in spec {spec!r}; known: {', '.join(REGISTRY)}")
-        out.append((name, REGISTRY[name][1](name, arg if _ else None)))
-    return out
+    return [(s.name, dict(s.params)) for s in parse(spec).stages]
 
 
 def stage_class(name: str):
-    target = REGISTRY[name][0]
-    module, cls = target.split(":")
-    try:
-        return getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError) as e:
-        raise SpecError(f"compression stage {name!r} is not available in this installation ({e})") from e
+    """The stage class registered under ``name`` (raises SpecError for an unknown name)."""
+    if name not in REGISTRY:
+        raise SpecError(f"unknown compression stage {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name][0]
 
 
-def quantizer_from_spec(spec: str):
-    """Build an unfitted :class:`~embedkit.compression.pipeline.CompressionPipeline` from a spec.
+def quantizer_from_spec(spec: str) -> CompressionPipeline:
+    """Build an unfitted :class:`~embedkit.compression.pipeline.CompressionPipeline` from a spec string.
 
     Example:
         >>> import numpy as np
@@ -123,7 +185,4 @@ def quantizer_from_spec(spec: str):
         >>> q.code_size
         16
     """
-    from embedkit.compression.pipeline import CompressionPipeline
-
-    stages = [stage_class(name)(**kwargs) for name, kwargs in parse_spec(spec)]
-    return CompressionPipeline(stages)
+    return CompressionPipeline.from_spec(parse(spec))

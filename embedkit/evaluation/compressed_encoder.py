@@ -41,7 +41,8 @@ relevance judgements are used.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -179,9 +180,11 @@ def _make_encoder_class():
             asymmetric_queries: keep retrieval queries float (after the spec's transforms).
 
         Example:
-            >>> store = EmbeddingStore(load_encoder())
-            >>> mteb.evaluate(CompressedEncoder(store, "float"), task, cache=None)   # records texts
-            >>> mteb.evaluate(CompressedEncoder(store, "binary"), task, cache=None)  # no encoding
+            .. code-block:: python
+
+                store = EmbeddingStore(load_encoder())
+                mteb.evaluate(CompressedEncoder(store, "float"), task, cache=None)   # records texts
+                mteb.evaluate(CompressedEncoder(store, "binary"), task, cache=None)  # no encoding
         """
 
         def __init__(self, store: EmbeddingStore, spec: str = "float", *, asymmetric_queries: bool = False):

@@ -4,22 +4,34 @@ For each method the compression pipeline is fitted on the corpus vectors (PQ, OP
 all learn from the corpus they compress; none sees queries or relevance judgements), the corpus is
 added to a flat :class:`~embedkit.compression.base.CodeIndex`, and the queries are searched
 without and with float rescoring (the top ``k * oversample`` candidates re-ranked by the exact
-inner product with the float corpus vectors). Reported per run: nDCG@10, Recall@100, bytes per
-vector, fit seconds and search milliseconds per query.
+inner product with the float corpus vectors, by :func:`embedkit.compression.rescore.rescore`, the
+function :class:`~embedkit.retrieval.EmbeddingIndex` uses). Reported per run: nDCG@10, Recall@100,
+bytes per vector (what the index stores per document; ``code_bytes`` is the code alone), fit
+seconds and search milliseconds per query.
 
 Example:
-    >>> rows = sweep([SweepMethod("binary", "binary")], docs, queries, doc_ids, query_ids, qrels)
+    .. code-block:: python
+
+        rows = sweep([SweepMethod("binary", "binary"), SweepMethod("lsh", "lsh:64", {"nbits": 128})],
+                     docs, queries, doc_ids, query_ids, qrels)
 """
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from embedkit.errors import EmbedkitError
+from embedkit.compression.rescore import rescore as rescore_rows
+
+__all__ = ["SweepMethod", "evaluate_method", "pareto_front", "plot", "plot_figure", "sweep"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,12 +41,12 @@ class SweepMethod:
     Args:
         name: label of the method (the line in the plot), e.g. ``"pq"``.
         spec: compression spec string, e.g. ``"pq:48x8"``; ignored when ``build`` is given.
-        quantizer_kwargs: attributes set on the spec's quantizer before fitting (e.g. BEBR's
-            ``epochs``).
+        quantizer_kwargs: hyper-parameters of the spec's quantizer changed before fitting, through
+            its ``set_params`` (e.g. BEBR's ``epochs``, LSH's ``nbits``).
         index_kwargs: extra arguments of ``new_index`` (e.g. BEBR's ``scoring="adc"``).
         build: alternative to ``spec``: ``build(docs) -> (code_size, search(Q, k) -> (scores, rows))``
             for anchors outside embedkit (e.g. sentence-transformers' ``ubinary``).
-        label: free text for the results (defaults to the spec).
+        label: free text for the results (defaults to the fitted pipeline's spec).
     """
 
     name: str
@@ -50,15 +62,6 @@ def _run_dict(scores, rows, doc_ids, query_ids) -> dict[str, dict[str, float]]:
         qid: {doc_ids[r]: float(s) for s, r in zip(ss, rr) if r >= 0}
         for qid, ss, rr in zip(query_ids, scores, rows)
     }
-
-
-def _rescore(Q, D, rows, k):
-    """Re-rank candidate rows by the exact float inner product; keep the top k."""
-    safe = np.where(rows >= 0, rows, 0)
-    exact = np.einsum("qd,qcd->qc", Q, D[safe])
-    exact = np.where(rows >= 0, exact, -np.inf)
-    order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(exact, order, 1), np.take_along_axis(rows, order, 1)
 
 
 def evaluate_method(method: SweepMethod, docs: np.ndarray, queries: np.ndarray, doc_ids: Sequence[str],
@@ -78,26 +81,25 @@ def evaluate_method(method: SweepMethod, docs: np.ndarray, queries: np.ndarray, 
     t0 = time.perf_counter()
     if method.build is not None:
         code_size, search = method.build(docs)
+        stored_bytes = code_size
         spec = method.label or method.name
     else:
-        key = (method.spec, tuple(sorted(method.quantizer_kwargs.items())))
+        key = (method.spec, tuple(sorted((k_, repr(v)) for k_, v in method.quantizer_kwargs.items())))
         if cache is not None and key in cache:
             pipe, fit_s = cache[key]
             t0 -= fit_s
         else:
             pipe = quantizer_from_spec(method.spec)
-            for name, v in method.quantizer_kwargs.items():
-                if not hasattr(pipe.quantizer, name):
-                    raise EmbedkitError(f"{method.spec}: the quantizer has no setting {name!r}")
-                setattr(pipe.quantizer, name, v)
+            pipe.quantizer.set_params(**method.quantizer_kwargs)
             pipe.fit(docs)
             if cache is not None:
                 cache[key] = (pipe, time.perf_counter() - t0)
         index = pipe.quantizer.new_index("flat", **method.index_kwargs)
         index.add(pipe.transform(docs))
         code_size = pipe.code_size
+        stored_bytes = getattr(index, "bytes_per_vector", code_size)
         tq = pipe.transform(queries)
-        spec = method.label or method.spec
+        spec = method.label or pipe.spec
 
         def search(Q, kk):
             return index.search(tq if Q is queries else pipe.transform(Q), kk)
@@ -111,11 +113,12 @@ def evaluate_method(method: SweepMethod, docs: np.ndarray, queries: np.ndarray, 
             t = time.perf_counter()
             scores, rows = search(queries, kk)
             if rs:
-                scores, rows = _rescore(queries, docs, rows, k)
+                scores, rows = rescore_rows(queries, docs, rows, k)
             best = min(best, time.perf_counter() - t)
         run = _run_dict(scores, rows, list(doc_ids), list(query_ids))
         out.append({
-            "method": method.name, "spec": spec, "bytes": int(code_size), "rescore": bool(rs),
+            "method": method.name, "spec": spec, "bytes": int(stored_bytes), "code_bytes": int(code_size),
+            "rescore": bool(rs),
             "ndcg@10": round(float(ndcg_at_k(run, qrels, 10)), 4),
             "recall@100": round(float(recall_at_k(run, qrels, 100)), 4),
             "fit_s": round(fit_s, 2), "search_ms_per_query": round(1000 * best / max(1, len(queries)), 4),
@@ -124,18 +127,27 @@ def evaluate_method(method: SweepMethod, docs: np.ndarray, queries: np.ndarray, 
 
 
 def sweep(methods: Sequence[SweepMethod], docs, queries, doc_ids, query_ids, qrels, *, k: int = 100,
-          oversample: int = 4, log: Callable[[str], None] | None = print, **kw) -> list[dict[str, Any]]:
-    """Evaluate every method (see :func:`evaluate_method`); returns all result rows."""
+          oversample: int = 4, log: Callable[[str], None] | None = None, **kw) -> list[dict[str, Any]]:
+    """Evaluate every method (see :func:`evaluate_method`); returns all result rows.
+
+    Each row is logged at INFO level on this module's logger. ``log`` (a callback taking the line)
+    is deprecated: configure logging instead.
+    """
+    if log is not None:
+        warnings.warn("sweep(log=...) is deprecated; results are logged on the 'embedkit.evaluation.sweep' logger",
+                      DeprecationWarning, stacklevel=2)
     rows = []
     kw.setdefault("cache", {})
     for m in methods:
         res = evaluate_method(m, docs, queries, doc_ids, query_ids, qrels, k=k, oversample=oversample, **kw)
         rows.extend(res)
-        if log:
-            for r in res:
-                log(f"{r['method']:>12} {r['spec']:<22} {r['bytes']:>5} B  rescore={int(r['rescore'])}  "
+        for r in res:
+            line = (f"{r['method']:>12} {r['spec']:<22} {r['bytes']:>5} B  rescore={int(r['rescore'])}  "
                     f"nDCG@10 {r['ndcg@10']:.4f}  R@100 {r['recall@100']:.4f}  fit {r['fit_s']:.1f}s  "
                     f"{r['search_ms_per_query']:.3f} ms/q")
+            logger.info("%s", line)
+            if log is not None:
+                log(line)
     return rows
 
 
@@ -148,9 +160,20 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def plot(rows: Sequence[Mapping[str, Any]], path, *, rescore: bool = False, float_ndcg: float | None = None,
-         title: str = "") -> None:
-    """nDCG@10 against bytes per vector (log scale), one line per method."""
+def _float_label(rows: Sequence[Mapping[str, Any]], float_ndcg: float, float_bytes: int | None) -> str:
+    if float_bytes is None:
+        float_bytes = next((int(r["bytes"]) for r in rows if r.get("spec") == "float" or r.get("method") == "float"), None)
+    size = f" ({float_bytes} B)" if float_bytes is not None else ""
+    return f"float32{size} {float_ndcg:.4f}"
+
+
+def plot_figure(rows: Sequence[Mapping[str, Any]], *, rescore: bool = False, float_ndcg: float | None = None,
+                float_bytes: int | None = None, title: str = ""):
+    """The matplotlib figure of :func:`plot` (the caller closes it).
+
+    ``float_bytes`` labels the float line; by default the bytes of the sweep's ``float`` row (4 per
+    dimension), omitted when there is none.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -163,7 +186,7 @@ def plot(rows: Sequence[Mapping[str, Any]], path, *, rescore: bool = False, floa
         style = "-o" if name.startswith("bebr") else "--s"
         ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=name, lw=2 if name.startswith("bebr") else 1.2, ms=5)
     if float_ndcg is not None:
-        ax.axhline(float_ndcg, color="k", ls=":", lw=1, label=f"float32 (1536 B) {float_ndcg:.4f}")
+        ax.axhline(float_ndcg, color="k", ls=":", lw=1, label=_float_label(rows, float_ndcg, float_bytes))
     ax.set_xscale("log", base=2)
     ax.set_xlabel("bytes per vector")
     ax.set_ylabel("nDCG@10")
@@ -171,5 +194,23 @@ def plot(rows: Sequence[Mapping[str, Any]], path, *, rescore: bool = False, floa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def plot(rows: Sequence[Mapping[str, Any]], path, *, rescore: bool = False, float_ndcg: float | None = None,
+         float_bytes: int | None = None, title: str = "") -> None:
+    """nDCG@10 against bytes per vector (log scale), one line per method; written atomically to ``path``."""
+    import io
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    from embedkit._io import atomic_write_bytes
+
+    fig = plot_figure(rows, rescore=rescore, float_ndcg=float_ndcg, float_bytes=float_bytes, title=title)
+    try:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

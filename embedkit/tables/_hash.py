@@ -6,7 +6,7 @@ operations: multiplication wraps modulo 2**64 and the right shifts are made logi
 mask, so the result is the same unsigned 64-bit arithmetic in every process, on every machine.
 
 Strings are turned into non-negative int64 ids with BLAKE2b (8-byte digest, top bit cleared),
-so they can be fed to every table, :class:`~embedkit.compression.tables.FullTables` included.
+so they can be fed to every table, :class:`~embedkit.tables.FullTables` included.
 
 A salt (an int64 derived from the seed, the feature name and the chunk number by
 :func:`derive_salt`) selects one member of the hash family:
@@ -17,7 +17,7 @@ low 63 bits of that modulo ``m``.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 

@@ -9,7 +9,7 @@ of a feature may be
   ``padding_value`` (default -1), pooled per row;
 * a :class:`Bag` ``(values, offsets)`` as in :class:`torch.nn.EmbeddingBag`, pooled per bag;
 * a sequence (or numpy array) of strings, hashed to ids with
-  :func:`~embedkit.compression.tables._hash.hash_strings`.
+  :func:`~embedkit.tables._hash.hash_strings`.
 
 Multi-valued inputs are pooled with ``"sum"`` or ``"mean"``; an empty bag gives zeros.
 Subclasses implement only :meth:`CategoricalTables.embed_values` (ids -> vectors),
@@ -20,9 +20,10 @@ Modules save as ``config.json`` + ``model.safetensors`` in one folder (no pickle
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence, Union
+from typing import Any, ClassVar, Union
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from ._hash import hash_strings
 
 POOLINGS = ("sum", "mean")
 FORMAT = "embedkit.tables/1"
-_REGISTRY: dict[str, type["CategoricalTables"]] = {}
+_REGISTRY: dict[str, type[CategoricalTables]] = {}
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Bag:
     offsets: torch.Tensor
 
     @classmethod
-    def from_lists(cls, lists: Sequence[Sequence[int | str]]) -> "Bag":
+    def from_lists(cls, lists: Sequence[Sequence[int | str]]) -> Bag:
         """Build a bag from Python lists of ints or strings (strings are hashed)."""
         flat = [v for row in lists for v in row]
         lengths = torch.tensor([len(row) for row in lists], dtype=torch.int64)
@@ -136,7 +137,7 @@ class CategoricalTables(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def _from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "CategoricalTables":
+    def _from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> CategoricalTables:
         return cls(**config)
 
     # -- shared machinery ---------------------------------------------------------------------
@@ -171,7 +172,7 @@ class CategoricalTables(nn.Module):
             try:
                 x = torch.tensor(x, dtype=torch.int64) if x else torch.zeros(0, dtype=torch.int64)
             except (TypeError, ValueError, RuntimeError) as e:
-                raise EmbedkitError(f"feature {feature!r}: expected ints, strings or nested lists of ints ({e})")
+                raise EmbedkitError(f"feature {feature!r}: expected ints, strings or nested lists of ints ({e})") from e
         if not isinstance(x, torch.Tensor):
             raise EmbedkitError(
                 f"feature {feature!r}: expected a LongTensor, a Bag, or a list of strings, got {type(x).__name__}"
@@ -267,7 +268,7 @@ class CategoricalTables(nn.Module):
             save_file(state, str(tmp / "model.safetensors"))
 
     @classmethod
-    def load(cls, path: str | Path) -> "CategoricalTables":
+    def load(cls, path: str | Path) -> CategoricalTables:
         """Load a folder written by :meth:`save` (on the class that saved it, or on the base class)."""
         from safetensors.torch import load_file
 

@@ -18,8 +18,9 @@ budget is ``floor(r * full)`` trainable parameters (vocabulary buffers are not p
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from embedkit.errors import EmbedkitError
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from .base import CategoricalTables, _per_feature
 from ._vocab import Vocabularies
+from .base import CategoricalTables, _per_feature
 
 
 class FullTables(CategoricalTables):
@@ -58,7 +59,7 @@ class FullTables(CategoricalTables):
             nn.init.normal_(t.weight, std=self.init_std)
 
     @classmethod
-    def from_data(cls, data: Mapping[str, Any], **kwargs: Any) -> "FullTables":
+    def from_data(cls, data: Mapping[str, Any], **kwargs: Any) -> FullTables:
         """Build with the vocabulary of every value seen in ``data`` (e.g. the training set)."""
         return cls(data, **kwargs)
 
@@ -84,7 +85,7 @@ class FullTables(CategoricalTables):
         }
 
     @classmethod
-    def _from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "FullTables":
+    def _from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> FullTables:
         config = dict(config)
         features = config.pop("features")
         vocab = {f: tensors[f"vocab.{f}"] for f in features}

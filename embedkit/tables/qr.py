@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -137,7 +138,7 @@ class QRTrick(CategoricalTables):
         }
 
     @classmethod
-    def _from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "QRTrick":
+    def _from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> QRTrick:
         config = dict(config)
         features = config.pop("features")
         return cls({f: tensors[f"vocab.{f}"] for f in features}, **config)

@@ -1,4 +1,6 @@
-"""BEBR: code shapes, bit-exact persistence, SDC == decoded inner product, index behaviour."""
+"""BEBR: code shapes, bit-exact persistence, SDC == decoded inner product, the training queue, index behaviour."""
+
+import warnings
 
 import numpy as np
 import pytest
@@ -21,12 +23,12 @@ def X():
 
 @pytest.fixture(scope="module")
 def q2(X):
-    return BEBRQuantizer(2, epochs=2, progress=False).fit(X)
+    return BEBRQuantizer(2, epochs=2, show_progress=False).fit(X)
 
 
 @pytest.mark.parametrize("bits,width,nbytes", [(1, None, 4), (2, None, 8), (3, 16, 6), (4, 8, 4)])
 def test_code_shapes(X, bits, width, nbytes):
-    q = BEBRQuantizer(bits, width, epochs=1, progress=False).fit(X)
+    q = BEBRQuantizer(bits, width, epochs=1, show_progress=False).fit(X)
     codes = q.encode(X[:9])
     assert codes.shape == (9, nbytes) and codes.dtype == np.uint8
     assert q.code_size == nbytes
@@ -36,16 +38,33 @@ def test_code_shapes(X, bits, width, nbytes):
 
 def test_spec_width():
     p = quantizer_from_spec("bebr:2x16")
-    assert p.quantizer.bits == 2 and p.quantizer.width == 16 and p.spec == "bebr:2x16"
+    assert p.quantizer.nbits == 2 and p.quantizer.width == 16 and p.spec == "bebr:2x16"
+    assert p.quantizer.get_params()["nbits"] == 2
 
 
 def test_width_errors(X):
     with pytest.raises(EmbedkitError, match="exceeds the input dimension"):
-        BEBRQuantizer(1, 64, progress=False).fit(X)
+        BEBRQuantizer(1, 64, show_progress=False).fit(X)
+    q = BEBRQuantizer(1, 12)  # parameters are stored verbatim; fit validates them
+    assert q.width == 12
     with pytest.raises(EmbedkitError, match="multiple of 8"):
-        BEBRQuantizer(1, 12)
+        q.fit(X)
+    with pytest.raises(EmbedkitError, match="multiple of 8"):
+        quantizer_from_spec("bebr:1x12")
     with pytest.raises(EmbedkitError, match="1..4"):
         quantizer_from_spec("bebr:5")
+    with pytest.raises(EmbedkitError, match="temperature must be > 0"):
+        BEBRQuantizer(1, temperature=0.0).fit(X)
+
+
+def test_deprecated_keywords():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        q = BEBRQuantizer(bits=3, progress=False)
+    assert sorted(str(w.message) for w in caught) == [
+        "BEBRQuantizer: bits= is deprecated; use nbits=", "BEBRQuantizer: progress= is deprecated; use show_progress="]
+    assert q.nbits == 3 and q.show_progress is False
+    assert "bits" not in q.get_params() and "progress" not in q.get_params()
 
 
 def test_save_load_bit_exact(q2, X, tmp_path):
@@ -59,13 +78,63 @@ def test_save_load_bit_exact(q2, X, tmp_path):
 
 
 def test_deterministic(X):
-    a = BEBRQuantizer(2, epochs=2, progress=False, seed=3).fit(X).encode(X)
-    b = BEBRQuantizer(2, epochs=2, progress=False, seed=3).fit(X).encode(X)
+    a = BEBRQuantizer(2, epochs=2, show_progress=False, seed=3).fit(X).encode(X)
+    b = BEBRQuantizer(2, epochs=2, show_progress=False, seed=3).fit(X).encode(X)
     np.testing.assert_array_equal(a, b)
 
 
 def test_training_records_losses(q2):
     assert len(q2.history_) == 2 and {"infonce", "recon", "distill"} <= set(q2.history_[0])
+    assert all(np.isfinite([h["infonce"], h["recon"], h["distill"]]).all() for h in q2.history_)
+
+
+def test_queue_never_holds_the_anchor_itself():
+    """Separable toy set, queue larger than the set: the InfoNCE must keep falling once the queue is full.
+
+    Before the fix each anchor met its own float vector (one copy per earlier epoch) among its
+    negatives, and the per-epoch loss climbed to ln 2, ln 3, ... instead.
+    """
+    rng = np.random.default_rng(0)
+    S = rng.standard_normal((256, 32))
+    S = (S / np.linalg.norm(S, axis=1, keepdims=True)).astype(np.float32)
+    S[1] = S[0]  # an exact duplicate is not a negative of its twin either
+    q = BEBRQuantizer(1, 16, epochs=4, batch_size=32, queue_size=4096, lr=1e-3, distill_weight=0,
+                      show_progress=False).fit(S)
+    loss = [h["infonce"] for h in q.history_]
+    # before the fix: [0.18, 0.93, 1.35, 1.64] (ln 2, ln 3, ln 4 added by the anchor's own copies)
+    assert max(loss) < 0.5, loss
+    # epoch 1 starts with an empty queue (fewer negatives); from epoch 2 on the queue is full
+    assert loss[-1] < loss[1], loss
+
+
+def test_training_beats_its_itq_initialisation():
+    """Held-out queries (noisy copies of corpus vectors): trained codes find their source more often."""
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((30, 32))
+    D = centers[rng.integers(0, 30, 800)] + 0.6 * rng.standard_normal((800, 32))
+    D = (D / np.linalg.norm(D, axis=1, keepdims=True)).astype(np.float32)
+    Q = D[:200] + 0.15 * rng.standard_normal((200, 32)).astype(np.float32)
+    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
+
+    def recall_at_10(q):
+        index = q.new_index("flat")
+        index.add(D)
+        _, rows = index.search(Q, 10)
+        return np.mean([i in r for i, r in enumerate(rows)])
+
+    init = BEBRQuantizer(1, 16, epochs=0, show_progress=False).fit(D)
+    trained = BEBRQuantizer(1, 16, epochs=8, batch_size=64, lr=1e-3, show_progress=False).fit(D)
+    assert recall_at_10(trained) > recall_at_10(init) + 0.02
+
+
+def test_residual_mlp_weights_are_trained():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 16)).astype(np.float32)
+    on = BEBRQuantizer(1, 16, epochs=1, batch_size=32, lr=1e-3, show_progress=False).fit(X)
+    off = BEBRQuantizer(1, 16, epochs=1, batch_size=32, lr=1e-3, residual_mlp=False, show_progress=False).fit(X)
+    assert on.residual_mlp is True  # the paper's MLP phi is the default
+    assert on.model_.phi[0].fc2.weight.abs().max().item() > 0  # zero-initialised, moved by training
+    assert off.model_.phi[0].fc2.weight.abs().max().item() == 0
 
 
 @pytest.mark.parametrize("u,m", [(1, 64), (2, 128), (3, 24), (4, 8)])
@@ -89,15 +158,28 @@ def test_hamming_matrix_paths_agree():
 
 
 def test_sdc_equals_decoded_inner_product(q2, X):
-    """Index scores are the inner products of the centred decoded query and document codes."""
+    """Index scores are the inner products of the decoded query and document codes (mean included)."""
     index = q2.new_index("flat")
     index.add(X)
     scores, rows = index.search(X[:4], 10)
-    cq, cd = q2.encode(X[:4]), q2.encode(X)
-    dq, dd = q2.decode(cq) - q2.mean_, q2.decode(cd) - q2.mean_
-    brute = dq @ dd.T
+    brute = q2.decode(q2.encode(X[:4])) @ q2.decode(q2.encode(X)).T
     np.testing.assert_allclose(scores, np.take_along_axis(brute, rows, 1), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(scores[:, 0], brute.max(1), rtol=1e-4, atol=1e-4)
+    # the per-document term is what the centred score missed: it is not a constant
+    assert np.ptp(index.doc_terms) > 1e-3
+    assert index.bytes_per_vector == q2.code_size + 4
+
+
+def test_sdc_decoded_inner_product_after_remove_and_reload(q2, X):
+    index = q2.new_index("flat")
+    index.add(X[:50])
+    index.remove(np.array([0, 7, 8]))
+    back = q2.index_from_bytes(index.to_bytes(), "flat")
+    kept = np.delete(X[:50], [0, 7, 8], axis=0)
+    brute = q2.decode(q2.encode(X[:3])) @ q2.decode(q2.encode(kept)).T
+    for idx in (index, back):
+        s, r = idx.search(X[:3], 5)
+        np.testing.assert_allclose(s, np.take_along_axis(brute, r, 1), rtol=1e-4, atol=1e-4)
 
 
 def test_asymmetric_scores(q2, X):

@@ -21,9 +21,8 @@ def data():
 
 def _pipe(spec):
     p = quantizer_from_spec(spec)
-    if hasattr(p.quantizer, "progress"):
-        p.quantizer.progress = False
-        p.quantizer.epochs = 2
+    if "show_progress" in p.quantizer.get_params():
+        p.quantizer.set_params(show_progress=False, epochs=2)
     return p
 
 

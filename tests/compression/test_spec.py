@@ -11,7 +11,8 @@ def test_parse_examples():
     assert parse_spec(" INT8 ") == [("int8", {})]
     assert parse_spec("pq:48") == [("pq", {"m": 48, "nbits": 8})]
     assert parse_spec("opq:24x4") == [("opq", {"m": 24, "nbits": 4})]
-    assert parse_spec("bebr:2x256") == [("bebr", {"bits": 2, "width": 256})]
+    assert parse_spec("bebr:2x256") == [("bebr", {"nbits": 2, "width": 256})]
+    assert parse_spec("rabitq:2") == [("rabitq", {"nbits": 2})]
 
 
 @pytest.mark.parametrize("spec,msg", [

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from embedkit.compression.tables import METHODS, full_parameters, plan_budget, tables_for_budget
 from embedkit.errors import EmbedkitError
+from embedkit.tables import METHODS, full_parameters, plan_budget, tables_for_budget
 
 CARD = {"user": 943, "item": 1682, "age": 61, "gender": 2, "occupation": 21, "zip": 795, "genre": 19}
 VOCAB = {f: torch.arange(n) * 3 for f, n in CARD.items()}

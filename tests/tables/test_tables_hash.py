@@ -10,8 +10,8 @@ import pytest
 import torch
 from scipy.stats import chi2
 
-from embedkit.compression.tables import HashingTrick, UnifiedEmbedding, bucket, hash64, hash_strings
-from embedkit.compression.tables._hash import derive_salt, splitmix64
+from embedkit.tables import HashingTrick, UnifiedEmbedding, bucket, hash64, hash_strings
+from embedkit.tables._hash import derive_salt, splitmix64
 
 M64 = (1 << 64) - 1
 
@@ -44,7 +44,7 @@ def test_torch_hash_matches_python_reference_on_any_int64():
 
 SCRIPT = """
 import json, torch
-from embedkit.compression.tables import HashingTrick, UnifiedEmbedding, hash_strings
+from embedkit.tables import HashingTrick, UnifiedEmbedding, hash_strings
 v = torch.tensor([0, 1, -5, 123456789012, 2**62])
 h = HashingTrick(["a", "b"], num_rows=977, seed=7)
 u = UnifiedEmbedding(["a", "b"], num_buckets=1009, num_chunks=3, seed=7)

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from embedkit.compression.tables import (
+from embedkit.errors import EmbedkitError
+from embedkit.tables import (
     Bag,
     CategoricalTables,
     FullTables,
@@ -14,7 +15,6 @@ from embedkit.compression.tables import (
     UnifiedEmbedding,
     load_tables,
 )
-from embedkit.errors import EmbedkitError
 
 VOCAB = {"user": torch.arange(5, 300, 7), "zip": ["02139", "T8H1N", "10001"], "genre": torch.arange(19)}
 FEATURES = list(VOCAB)

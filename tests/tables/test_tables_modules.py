@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from embedkit.compression.tables import (
+from embedkit.errors import EmbedkitError
+from embedkit.tables import (
     Bag,
     FullTables,
     HashingTrick,
@@ -12,7 +13,6 @@ from embedkit.compression.tables import (
     UnifiedEmbedding,
     hash_strings,
 )
-from embedkit.errors import EmbedkitError
 
 VOCAB = {"user": torch.arange(10, 60), "genre": torch.arange(19)}
 

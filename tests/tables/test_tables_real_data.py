@@ -5,10 +5,13 @@ from __future__ import annotations
 import gzip
 import math
 
+import pytest
 import torch
 
 from embedkit._io import data_dir
-from embedkit.compression.tables import FullTables, HashingTrick, UnifiedEmbedding, hash_strings, plan_budget
+from embedkit.tables import FullTables, HashingTrick, UnifiedEmbedding, hash_strings, plan_budget
+
+pytestmark = pytest.mark.slow  # reads real data
 
 
 def expected_occupied(n: int, m: int) -> float:
