@@ -18,7 +18,7 @@ from pathlib import Path
 
 from embedkit.errors import EmbedkitError
 
-__all__ = ["truncate_encoder", "export_submodel", "layer_stack", "model_depth", "model_width",
+__all__ = ["truncate_encoder", "export_submodel", "layer_stack", "model_depth", "model_width", "model_shape",
            "layer_sentence_embeddings", "encode_ladder"]
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,29 @@ def model_depth(model) -> int:
 def model_width(model) -> int:
     """Width of the pooled embedding before any truncation (the transformer's hidden size)."""
     return int(_transformer(model).auto_model.config.hidden_size)
+
+
+def model_shape(name_or_path) -> tuple[int, int] | None:
+    """``(layers, width)`` of a local sentence-transformers folder read from its configs (no weights
+    loaded), or None when it cannot be read (a hub name, an unusual layout)."""
+    from embedkit.models.loading import resolve_model
+
+    try:
+        folder = Path(resolve_model(name_or_path))
+        if not folder.is_dir():
+            return None
+        sub = ""
+        mods = folder / "modules.json"
+        if mods.is_file():
+            for m in json.loads(mods.read_text()):
+                if str(m.get("type", "")).endswith("Transformer"):
+                    sub = m.get("path", "")
+                    break
+        cfg = json.loads((folder / sub / "config.json").read_text())
+        cfg = cfg.get("text_config", cfg) if "num_hidden_layers" not in cfg else cfg
+        return int(cfg["num_hidden_layers"]), int(cfg["hidden_size"])
+    except (OSError, ValueError, KeyError, TypeError, EmbedkitError):
+        return None
 
 
 def truncate_encoder(model, *, layers: int | None = None, dim: int | None = None):

@@ -41,6 +41,10 @@ __all__ = ["SCHEMA", "Recipe", "RecipeError", "validate_recipe", "load_recipe", 
 
 _NONE = type(None)
 
+#: data.format values: one sentence per line; TSV anchor/positive[/negatives]; STS-style scored pairs;
+#: a BEIR folder's (query, relevant document) pairs from qrels/<split>.tsv
+DATA_FORMATS = ("sentences", "pairs", "scored_pairs", "beir")
+
 
 class _Required:
     def __repr__(self) -> str:
@@ -75,6 +79,9 @@ SCHEMA: dict[str, Any] = {
     "checkpoint_dir": Key((str, _NONE), None),
     "data": {
         "train": Key(str, REQUIRED),
+        "format": Key(str, "sentences", choices=DATA_FORMATS),
+        "split": Key(str, "train"),
+        "extra": Key((list, _NONE), None, hint="a list of {train, format, loss} datasets trained alongside"),
         "max_sentences": Key((int, _NONE), None, low=1, hint="or null for all"),
         "min_chars": Key(int, 1, low=0),
     },
@@ -86,7 +93,18 @@ SCHEMA: dict[str, Any] = {
         "momentum": Key(float, 0.995, low=0, high=1, high_open=True),
         "queue_size": Key((int, _NONE), None, low=0, hint="or null for queue_factor x batch size"),
         "queue_factor": Key(float, 2.5, low=0),
+        "in_batch_negatives": Key(bool, True),
+        "matryoshka": Key((dict, _NONE), None),
+        "matryoshka2d": Key((dict, _NONE), None),
+        "starbucks": Key((dict, _NONE), None),
     },
+    "pooling": {
+        "name": Key(str, "keep", choices=("keep", "mean", "latent_attention")),
+        "num_latents": Key(int, 512, low=1),
+        "num_heads": Key(int, 8, low=1),
+        "mlp_ratio": Key(int, 4, low=1),
+    },
+    "stages": Key((list, _NONE), None, hint="a list of stages, each overriding data / loss / training"),
     "sampler": {
         "name": Key(str, "random"),
         "embed": Key(str, "encoder", choices=("encoder", "tfidf")),
@@ -114,6 +132,33 @@ SCHEMA: dict[str, Any] = {
         "select_best": Key(bool, True),
     },
 }
+
+# the loss wrappers (one at most): their keys, validated like sections when present
+WRAPPERS: dict[str, dict[str, Key]] = {
+    "matryoshka": {  # sentence-transformers' MatryoshkaLoss
+        "dims": Key(list, REQUIRED),
+        "weights": Key((list, _NONE), None),
+    },
+    "matryoshka2d": {  # sentence-transformers' Matryoshka2dLoss (2DMSE)
+        "dims": Key(list, REQUIRED),
+        "weights": Key((list, _NONE), None),
+        "n_layers_per_step": Key(int, 1),
+        "n_dims_per_step": Key(int, 1),
+        "last_layer_weight": Key(float, 1.0, low=0),
+        "prior_layers_weight": Key(float, 1.0, low=0),
+        "kl_div_weight": Key(float, 1.0, low=0),
+        "kl_temperature": Key(float, 0.3, low=0),
+    },
+    "starbucks": {  # embedkit StarbucksLoss
+        "ladder": Key((list, _NONE), None, hint="[[layers, dims], ...] or null for the default ladder"),
+        "last_layer_weight": Key(float, 1.0, low=0),
+        "kl_div_weight": Key(float, 1.0, low=0),
+        "kl_temperature": Key(float, 0.3, low=0),
+    },
+}
+
+#: keys a stage may override (each a section of the recipe)
+STAGE_KEYS = ("name", "data", "loss", "sampler", "training", "eval", "pooling")
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true/false", list: "a list",
                _NONE: "null", dict: "a mapping"}
@@ -215,6 +260,7 @@ class Recipe:
     config: dict
     source: str = "<dict>"
     output_option: str = ""
+    _stage_model_pending: bool = False
     train_path: Path = field(init=False)
     eval_paths: list[Path] = field(init=False)
     output: Path = field(init=False)
@@ -229,12 +275,25 @@ class Recipe:
         if c["sampler"]["name"] not in SAMPLERS:
             raise RecipeError(
                 f"{src}: sampler.name: unknown sampler {c['sampler']['name']!r}; choose one of {', '.join(SAMPLERS)}")
+        self._check_loss_and_data(c, src)
+        pool = c["pooling"]
+        if pool["name"] == "latent_attention" and not self._stage_model_pending:
+            from embedkit.models.submodel import model_shape
+
+            shape = model_shape(None if c["model"] in (None, "default") else c["model"])
+            if shape and shape[1] % pool["num_heads"]:
+                raise RecipeError(f"{src}: pooling.num_heads: {pool['num_heads']} does not divide the model's "
+                                  f"width {shape[1]}")
         t = c["training"]
         if t["fp16"] and t["bf16"]:
             raise RecipeError(f"{src}: training.bf16: fp16 and bf16 are both true; choose one")
         self.train_path = resolve_path(c["data"]["train"])
-        if not self.train_path.is_file():
+        if c["data"]["format"] == "beir":
+            if not self.train_path.is_dir():
+                raise RecipeError(f"{src}: data.train: a BEIR folder is expected for format beir: {self.train_path}")
+        elif not self.train_path.is_file():
             raise RecipeError(f"{src}: data.train: file not found: {self.train_path}")
+        self.extra = self._check_extra(c, src)
         sets = c["eval"]["sets"]
         if sets is None:
             sets = ["data:sts/stsb.dev.tsv"]
@@ -251,7 +310,7 @@ class Recipe:
             raise RecipeError(f"{src}: training.checkpoint_every: {t['checkpoint_every']} must be a multiple "
                               f"of eval.every ({eval_every}) for best-checkpoint selection")
         model = c["model"]
-        if model not in (None, "default"):
+        if model not in (None, "default") and not self._stage_model_pending:
             from embedkit.models.loading import resolve_model
 
             try:
@@ -263,6 +322,94 @@ class Recipe:
         self.output = Path(c["output"]).expanduser()
         self.checkpoint_dir = Path(c["checkpoint_dir"]).expanduser() if c["checkpoint_dir"] else \
             self.output.parent / (self.output.name + ".checkpoints")
+
+    @staticmethod
+    def _check_loss_and_data(c: dict, src: str, where: str = "") -> None:
+        from embedkit.training.registry import LOSSES
+
+        loss, fmt = c["loss"], c["data"]["format"]
+        entry = LOSSES[loss["name"]]
+        if fmt not in entry.formats:
+            raise RecipeError(f"{src}: {where}loss.name: {loss['name']} trains on data.format "
+                              f"{' or '.join(entry.formats)}, not {fmt}")
+        if not loss["in_batch_negatives"] and loss["name"] != "mnrl":
+            raise RecipeError(f"{src}: {where}loss.in_batch_negatives: only mnrl can turn in-batch negatives off")
+        wrappers = [w for w in WRAPPERS if loss[w] is not None]
+        if len(wrappers) > 1:
+            raise RecipeError(f"{src}: {where}loss.{wrappers[1]}: only one of matryoshka, matryoshka2d, starbucks at a time")
+        for w in wrappers:
+            loss[w] = _validate_section(loss[w], WRAPPERS[w], f"{where}loss.{w}.", src)
+            _check_wrapper(w, loss[w], c.get("model"), src, f"{where}loss.{w}")
+
+    def _check_extra(self, c: dict, src: str) -> list[dict]:
+        extra = c["data"]["extra"] or []
+        out = []
+        for i, item in enumerate(extra):
+            where = f"data.extra[{i}]"
+            if not isinstance(item, dict):
+                raise RecipeError(f"{src}: {where}: must be a mapping {{train, format, loss}}, got {item!r}")
+            sub = _validate_section(item, {"train": Key(str, REQUIRED), "format": Key(str, "pairs", choices=DATA_FORMATS),
+                                           "split": Key(str, "train"), "max_sentences": Key((int, _NONE), None, low=1),
+                                           "loss": SCHEMA["loss"]}, f"{where}.", src)
+            p = resolve_path(sub["train"])
+            if not (p.is_dir() if sub["format"] == "beir" else p.is_file()):
+                raise RecipeError(f"{src}: {where}.train: not found: {p}")
+            if sub["loss"]["name"] not in LOSSES:
+                raise RecipeError(f"{src}: {where}.loss.name: unknown loss {sub['loss']['name']!r}; "
+                                  f"choose one of {', '.join(LOSSES)}")
+            self._check_loss_and_data({"loss": sub["loss"], "data": {"format": sub["format"]}, "model": c["model"]},
+                                      src, f"{where}.")
+            sub["path"] = p
+            out.append(sub)
+        if out and c["sampler"]["name"] not in ("random", "no_duplicates"):
+            raise RecipeError(f"{src}: sampler.name: {c['sampler']['name']} works on one dataset; data.extra needs "
+                              "random or no_duplicates")
+        return out
+
+    def stage_recipes(self) -> list[Recipe]:
+        """The recipe of every stage (``stages:``), each the base recipe with the stage's sections merged
+        in; stage i+1 starts from stage i's output. Validated here, before any model loads."""
+        stages = self.config.get("stages") or []
+        out: list[Recipe] = []
+        for i, st in enumerate(stages):
+            where = f"stages[{i}]"
+            if not isinstance(st, dict):
+                raise RecipeError(f"{self.source}: {where}: must be a mapping, got {st!r}")
+            unknown = sorted(set(st) - set(STAGE_KEYS), key=str)
+            if unknown:
+                raise RecipeError(f"{self.source}: {where}.{unknown[0]}: unknown key; a stage may set "
+                                  f"{', '.join(STAGE_KEYS)}")
+            raw = copy.deepcopy(self._raw_without_stages())
+            for section in STAGE_KEYS[1:]:
+                if section in st:
+                    if not isinstance(st[section], dict):
+                        raise RecipeError(f"{self.source}: {where}.{section}: must be a mapping")
+                    raw.setdefault(section, {})
+                    raw[section] = {**(raw.get(section) or {}), **st[section]}
+            last = i == len(stages) - 1
+            raw["output"] = str(self.output) if last else f"{self.output}.stage{i + 1}"
+            raw["checkpoint_dir"] = str(self.checkpoint_dir / f"stage{i + 1}")
+            if i > 0:
+                raw["model"] = str(out[-1].output)
+                raw["pooling"] = {"name": "keep"}  # the previous stage already set it
+            try:
+                r = Recipe(_validate_section(raw, SCHEMA, "", self.source), self.source, self.output_option,
+                           _stage_model_pending=i > 0)
+            except RecipeError as e:
+                msg = str(e)
+                prefix = f"{self.source}: "
+                raise RecipeError(prefix + where + "." + msg[len(prefix):] if msg.startswith(prefix) else msg) from None
+            out.append(r)
+        return out
+
+    def _raw_without_stages(self) -> dict:
+        raw = copy.deepcopy(self.config)
+        raw.pop("stages", None)
+        for w in WRAPPERS:
+            if raw["loss"].get(w) is None:
+                raw["loss"].pop(w, None)
+        raw["data"].pop("extra", None) if not raw["data"].get("extra") else None
+        return raw
 
     def with_overrides(self, *, max_steps: int | None = None, output: str | os.PathLike | None = None) -> Recipe:
         """A copy with ``training.max_steps`` and/or ``output`` replaced (the CLI's options), validated again."""
@@ -276,6 +423,36 @@ class Recipe:
             c["output"] = str(output)
             option = "--output"
         return Recipe(c, self.source, option)
+
+
+def _check_wrapper(name: str, cfg: dict, model, src: str, where: str) -> None:
+    """Dims and ladders: whole numbers, increasing, within the model (read from its config, no weights)."""
+    from embedkit.models.submodel import model_shape
+
+    shape = None if model not in (None, "default") and not Path(str(model)).expanduser().exists() else \
+        model_shape(None if model in (None, "default") else model)
+    if name in ("matryoshka", "matryoshka2d"):
+        dims = cfg["dims"]
+        if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+            raise RecipeError(f"{src}: {where}.dims: must be a non-empty list of whole numbers >= 1, got {dims!r}")
+        if shape and max(dims) > shape[1]:
+            raise RecipeError(f"{src}: {where}.dims: {max(dims)} is beyond the model's width {shape[1]}")
+        if cfg["weights"] is not None and (len(cfg["weights"]) != len(dims) or any(
+                isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0
+                for w in cfg["weights"])):
+            raise RecipeError(f"{src}: {where}.weights: must be {len(dims)} finite numbers >= 0 (one per dim)")
+    if name == "starbucks" and cfg["ladder"] is not None:
+        from embedkit.training.losses.starbucks import check_ladder
+
+        ladder = cfg["ladder"]
+        if not all(isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                        for x in p) for p in ladder):
+            raise RecipeError(f"{src}: {where}.ladder: must be a list of [layers, dims] whole-number pairs, got {ladder!r}")
+        depth, width = shape if shape else (10**6, 10**9)
+        try:
+            check_ladder(ladder, depth, width, where=f"{where}.ladder")
+        except RecipeError as e:
+            raise RecipeError(f"{src}: {e}") from None
 
 
 def validate_recipe(raw: Any, source: str = "<dict>") -> Recipe:

@@ -24,7 +24,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 __all__ = ["LOSSES", "SAMPLERS", "LossEntry", "SamplerEntry", "SamplerPlan", "register_loss", "register_sampler",
-           "build_loss", "build_sampler"]
+           "build_loss", "build_sampler", "wrap_loss"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class LossEntry:
 
     build: Callable[[Any, dict], Any]
     columns: tuple[str, ...] = ("text",)
+    formats: tuple[str, ...] = ("sentences",)
 
 
 @dataclass
@@ -56,11 +57,15 @@ LOSSES: dict[str, LossEntry] = {}
 SAMPLERS: dict[str, SamplerEntry] = {}
 
 
-def register_loss(name: str, *, columns: Sequence[str] = ("text",)):
-    """Decorator: register ``fn(model, loss_cfg)`` as the builder of loss ``name``."""
+def register_loss(name: str, *, columns: Sequence[str] = ("text",), formats: Sequence[str] = ("sentences",)):
+    """Decorator: register ``fn(model, loss_cfg)`` as the builder of loss ``name``.
+
+    ``columns`` are the dataset columns it reads when trained on plain sentences (each sentence fills
+    every column); ``formats`` are the ``data.format`` values it can train on.
+    """
 
     def deco(fn):
-        LOSSES[name] = LossEntry(fn, tuple(columns))
+        LOSSES[name] = LossEntry(fn, tuple(columns), tuple(formats))
         return fn
 
     return deco
@@ -112,11 +117,46 @@ def _esimcse(model, cfg: dict):
                        momentum=cfg["momentum"], queue_size=cfg["queue_size"], queue_factor=cfg["queue_factor"])
 
 
-@register_loss("mnrl", columns=("anchor", "positive"))
+@register_loss("mnrl", columns=("anchor", "positive"), formats=("sentences", "pairs", "beir"))
 def _mnrl(model, cfg: dict):
+    if not cfg.get("in_batch_negatives", True):
+        from embedkit.training.losses.hard_negatives import OwnNegativesLoss
+
+        return OwnNegativesLoss(model, scale=1.0 / cfg["temperature"])
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     return MultipleNegativesRankingLoss(model, scale=1.0 / cfg["temperature"])
+
+
+@register_loss("cosent", columns=("sentence1", "sentence2", "score"), formats=("scored_pairs",))
+def _cosent(model, cfg: dict):
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss
+
+    return CoSENTLoss(model)
+
+
+def wrap_loss(model, loss, cfg: dict):
+    """Apply the recipe's loss wrapper (``matryoshka``, ``matryoshka2d`` or ``starbucks``), if any."""
+    if cfg.get("matryoshka"):
+        from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
+
+        m = cfg["matryoshka"]
+        return MatryoshkaLoss(model, loss, m["dims"], matryoshka_weights=m["weights"])
+    if cfg.get("matryoshka2d"):
+        from sentence_transformers.sentence_transformer.losses import Matryoshka2dLoss
+
+        m = cfg["matryoshka2d"]
+        return Matryoshka2dLoss(model, loss, m["dims"], matryoshka_weights=m["weights"],
+                                n_layers_per_step=m["n_layers_per_step"], n_dims_per_step=m["n_dims_per_step"],
+                                last_layer_weight=m["last_layer_weight"], prior_layers_weight=m["prior_layers_weight"],
+                                kl_div_weight=m["kl_div_weight"], kl_temperature=m["kl_temperature"])
+    if cfg.get("starbucks"):
+        from embedkit.training.losses.starbucks import StarbucksLoss
+
+        m = cfg["starbucks"]
+        return StarbucksLoss(model, loss, m["ladder"], last_layer_weight=m["last_layer_weight"],
+                             kl_div_weight=m["kl_div_weight"], kl_temperature=m["kl_temperature"])
+    return loss
 
 
 # --- built-in samplers --------------------------------------------------------------------------

@@ -44,6 +44,66 @@ def read_sentences(recipe: Recipe) -> list[str]:
     return texts
 
 
+def read_training_data(path: Path, fmt: str, loss_name: str, *, split: str = "train", max_rows: int | None = None,
+                       min_chars: int = 1, source: str = "<recipe>", where: str = "data.train") -> dict[str, list]:
+    """The columns a loss trains on, read from ``path`` in ``fmt`` (see ``data.format`` in the recipe).
+
+    ``sentences``: one text per line, filling every column the loss reads (SimCSE-style views);
+    ``pairs``: ``anchor positive [negative_1 ...]``; ``scored_pairs``: ``sentence1 sentence2 score``;
+    ``beir``: ``anchor`` = query, ``positive`` = relevant document (title + text) from qrels/<split>.tsv.
+    """
+    from embedkit.data import read_beir, read_sts_tsv, read_text_lines, read_text_pairs
+    from embedkit.training.registry import LOSSES
+
+    if fmt == "sentences":
+        texts = [t.strip() for t in read_text_lines(path)]
+        texts = [t for t in texts if len(t) >= max(1, min_chars)][:max_rows]
+        return {col: texts for col in LOSSES[loss_name].columns}
+    if fmt == "pairs":
+        rows = read_text_pairs(path)[:max_rows]
+        names = ["anchor", "positive"] + [f"negative_{i}" for i in range(1, len(rows[0]) - 1)]
+        return {n: [r[j] for r in rows] for j, n in enumerate(names)}
+    if fmt == "scored_pairs":
+        ds = read_sts_tsv(path)
+        n = len(ds.scores) if max_rows is None else min(max_rows, len(ds.scores))
+        return {"sentence1": ds.sentences1[:n], "sentence2": ds.sentences2[:n], "score": [float(x) for x in ds.scores[:n]]}
+    if fmt == "beir":
+        ds = read_beir(path, split=split, on_empty="skip")
+        pairs = [(ds.queries[q], (ds.corpus[d].get("title", "") + " " + ds.corpus[d]["text"]).strip())
+                 for q, rel in ds.qrels.items() for d, r in rel.items() if r > 0 and q in ds.queries and d in ds.corpus]
+        pairs = pairs[:max_rows]
+        return {"anchor": [a for a, _ in pairs], "positive": [b for _, b in pairs]}
+    raise RecipeError(f"{source}: {where}: unknown data.format {fmt!r}")
+
+
+def _rows(columns: dict[str, list]) -> int:
+    return len(next(iter(columns.values()))) if columns else 0
+
+
+def apply_pooling(model, cfg: dict) -> None:
+    """Replace the model's pooling module as the recipe's ``pooling`` section asks (``keep`` does nothing)."""
+    name = cfg["name"]
+    if name == "keep":
+        return
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    idx = next((i for i in range(1, len(model)) if type(model[i]).__name__ in ("Pooling", "LatentAttentionPooling")), None)
+    if idx is None:
+        raise RecipeError(f"pooling.name: the model has no pooling module to replace ({[type(m).__name__ for m in model]})")
+    dim = model[0].get_embedding_dimension()
+    if name == "latent_attention":
+        from embedkit.models.pooling import LatentAttentionPooling
+
+        if dim % cfg["num_heads"]:
+            raise RecipeError(f"pooling.num_heads: {cfg['num_heads']} does not divide the model's width {dim}")
+        new = LatentAttentionPooling(dim, num_latents=cfg["num_latents"], num_heads=cfg["num_heads"],
+                                     mlp_ratio=cfg["mlp_ratio"])
+    else:
+        new = Pooling(dim, "mean", include_prompt=False)
+    new.to(next(model.parameters()).device)
+    model._modules[str(idx)] = new
+
+
 @dataclass
 class TrainResult:
     """What :func:`train_recipe` returns (and writes to ``train_report.json``)."""
@@ -99,6 +159,17 @@ def train_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
     if progress is not None:
         warnings.warn("train_recipe(progress=...) is deprecated; use show_progress=", DeprecationWarning, stacklevel=2)
         show_progress = bool(progress)
+    if recipe.config.get("stages"):
+        stages = recipe.stage_recipes()  # every stage validated before anything runs
+        result = None
+        for i, stage in enumerate(stages, 1):
+            if not resume or not _stage_done(stage):
+                logger.info("stage %d of %d: %s", i, len(stages), stage.config["data"]["train"])
+                result = train_recipe(stage, resume=resume, overwrite=overwrite, show_progress=show_progress,
+                                      callbacks=callbacks)
+            else:
+                logger.info("stage %d of %d already done (%s)", i, len(stages), stage.output)
+        return result
     if log is not None:
         warnings.warn("train_recipe(log=...) is deprecated; messages go to the 'embedkit.training' logger",
                       DeprecationWarning, stacklevel=2)
@@ -127,8 +198,22 @@ def train_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
                           "pass --resume to continue it, or delete the folder")
     inputs = _inputs(recipe)
     prepare_output(recipe.output, "model", overwrite=overwrite or resume, inputs=inputs, option=recipe.output_option)
-    texts = read_sentences(recipe)
-    say("%d training sentences from %s", len(texts), recipe.train_path)
+    d = c["data"]
+    if d["format"] == "sentences":
+        texts = read_sentences(recipe)
+        columns = None
+        say("%d training sentences from %s", len(texts), recipe.train_path)
+    else:
+        columns = read_training_data(recipe.train_path, d["format"], c["loss"]["name"], split=d["split"],
+                                     max_rows=d["max_sentences"], source=recipe.source)
+        if _rows(columns) < t["batch_size"]:
+            raise RecipeError(f"{recipe.source}: data.train: {_rows(columns)} training rows in {recipe.train_path}, "
+                              f"fewer than one batch ({t['batch_size']})")
+        texts = columns.get("anchor") or columns.get("sentence1")
+        say("%d training rows (%s) from %s", _rows(columns), d["format"], recipe.train_path)
+    extra_data = [read_training_data(x["path"], x["format"], x["loss"]["name"], split=x["split"],
+                                     max_rows=x["max_sentences"], source=recipe.source, where=f"data.extra[{i}].train")
+                  for i, x in enumerate(recipe.extra)]
 
     import torch
     from datasets import Dataset
@@ -137,16 +222,23 @@ def train_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
 
     from embedkit._io import atomic_directory, atomic_write_json, mark_output
     from embedkit.models.loading import load_encoder
-    from embedkit.training.registry import LOSSES, build_loss, build_sampler
+    from embedkit.training.registry import LOSSES, build_loss, build_sampler, wrap_loss
     from embedkit.training.trainer import EmbedkitTrainer, StsEvaluator
 
     hf_logging.set_verbosity_error()
     torch.manual_seed(t["seed"])
     model = load_encoder(c["model"])
     model.max_seq_length = t["max_seq_length"]
+    apply_pooling(model, c["pooling"])
     loss_name = c["loss"]["name"]
-    loss = build_loss(loss_name, model, c["loss"])
-    dataset = Dataset.from_dict({col: texts for col in LOSSES[loss_name].columns})
+    loss = wrap_loss(model, build_loss(loss_name, model, c["loss"]), c["loss"])
+    dataset = Dataset.from_dict(columns if columns is not None else {col: texts for col in LOSSES[loss_name].columns})
+    if recipe.extra:  # several datasets, each with its own loss (sentence-transformers' multi-dataset training)
+        from datasets import DatasetDict
+
+        dataset = DatasetDict({"main": dataset, **{f"extra{i}": Dataset.from_dict(x) for i, x in enumerate(extra_data)}})
+        loss = {"main": loss, **{f"extra{i}": wrap_loss(model, build_loss(x["loss"]["name"], model, x["loss"]), x["loss"])
+                                 for i, x in enumerate(recipe.extra)}}
     plan = build_sampler(c["sampler"]["name"], texts, model, c, show_progress=show_progress)
 
     evaluator = StsEvaluator(recipe.eval_paths, name="sts-dev") if recipe.eval_paths else None
@@ -210,3 +302,10 @@ def train_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
             if select_best and trainer.state.best_metric is not None else "")
     say("saved %s (step %d%s)", recipe.output, out.global_step, best)
     return result
+
+
+def _stage_done(stage: Recipe) -> bool:
+    """A stage whose output folder is a finished embedkit model (resuming skips it)."""
+    from embedkit._io import output_kind
+
+    return output_kind(stage.output) == "model" and (stage.output / "train_report.json").is_file()

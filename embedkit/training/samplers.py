@@ -18,10 +18,20 @@ Here:
   sampler reports how often a batch had no repeated cluster (:attr:`GuidedBatchSampler.stats`).
 * :class:`gsimclr_batch_sampler` -- a picklable factory to pass as
   ``SentenceTransformerTrainingArguments(batch_sampler=gsimclr_batch_sampler(labels))``.
+
+Multi-process training: :class:`GlobalBatchSplitter` makes any batch sampler distributed-aware.
+:class:`~embedkit.training.trainer.EmbedkitTrainer` builds the sampler at the *global* batch size
+(per-process batch x number of processes) and the splitter cuts every global batch into one
+disjoint slice per rank, in the order in which accelerate deals batches to ranks (batch ``i`` to
+rank ``i % world_size``). So the global batch is what is cluster-distinct (G-SimCLR) or free of
+duplicates (``no_duplicates``), every rank runs the same number of steps, and 2 processes x batch B
+see exactly the batches of 1 process x batch 2B. Pseudo-labels should then be computed with K = the
+global batch size; :class:`GuidedBatchSampler` takes rank 0's labels on every rank.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -30,6 +40,11 @@ import torch
 from sentence_transformers.base.sampler import DefaultBatchSampler
 
 from embedkit.errors import EmbedkitError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GlobalBatchSplitter", "GuidedBatchSampler", "batch_stats", "gsimclr_batch_sampler", "guided_batches",
+           "pseudo_labels"]
 
 
 def pseudo_labels(texts: Sequence[str], n_clusters: int, *, method: str = "encoder", model=None, seed: int = 0,
@@ -127,9 +142,14 @@ class GuidedBatchSampler(DefaultBatchSampler):
                          generator=generator, seed=seed)
         if labels is None:
             raise EmbedkitError("GuidedBatchSampler needs pseudo-labels (labels=...), one per training row")
-        self.labels = np.asarray(labels)
+        self.labels = _labels_of_rank0(np.asarray(labels))
         if len(self.labels) != len(dataset):
             raise EmbedkitError(f"GuidedBatchSampler: {len(self.labels)} labels for {len(dataset)} training rows")
+        k = len(np.unique(self.labels))
+        if k < batch_size:
+            logger.warning("G-SimCLR: %d clusters for batches of %d (the global batch under multi-process "
+                           "training): every batch repeats clusters; compute pseudo-labels with K = %d",
+                           k, batch_size, batch_size)
         self.shuffle_batches = shuffle_batches
         self.stats: dict[str, Any] = {}
 
@@ -168,3 +188,79 @@ class gsimclr_batch_sampler:  # noqa: N801 - used like a class by the trainer
 
     def __repr__(self) -> str:
         return f"gsimclr_batch_sampler(n={len(self.labels)}, k={len(np.unique(self.labels))})"
+
+
+def _labels_of_rank0(labels: np.ndarray) -> np.ndarray:
+    """Rank 0's pseudo-labels on every rank (k-means may differ across devices); unchanged in one process."""
+    from embedkit.training import distributed
+
+    if not distributed.is_distributed():
+        return labels
+    import torch.distributed as dist
+
+    box = [labels if distributed.rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return np.asarray(box[0])
+
+
+class GlobalBatchSplitter:
+    """Cut every batch of ``inner`` (a *global* batch) into ``num_replicas`` consecutive slices.
+
+    With accelerate's sharding (batch ``i`` goes to rank ``i % num_replicas``), rank ``r`` receives
+    slice ``r`` of every global batch: disjoint slices, the same number of steps on every rank. A
+    global batch that cannot give every rank a non-empty slice is dropped (and, with ``drop_last``,
+    an incomplete one).
+
+    Args:
+        inner: a batch sampler yielding global batches (``batch_size`` = per-rank batch x ``num_replicas``).
+        num_replicas: the number of ranks.
+
+    Example:
+        >>> splitter = GlobalBatchSplitter([[0, 1, 2, 3], [4, 5, 6, 7]], 2)
+        >>> list(splitter)
+        [[0, 1], [2, 3], [4, 5], [6, 7]]
+    """
+
+    def __init__(self, inner, num_replicas: int) -> None:
+        if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
+            raise EmbedkitError(f"num_replicas must be a whole number >= 1, got {num_replicas!r}")
+        self.inner = inner
+        self.num_replicas = num_replicas
+        inner_bs = getattr(inner, "batch_size", None)
+        self.batch_size = None if inner_bs is None else max(1, inner_bs // num_replicas)
+        self.drop_last = bool(getattr(inner, "drop_last", False))
+        self.epoch = 0
+
+    @property
+    def sampler(self):
+        """The inner batch sampler's index sampler (accelerate swaps in its seedable sampler here)."""
+        return getattr(self.inner, "sampler", None)
+
+    @sampler.setter
+    def sampler(self, value) -> None:
+        if hasattr(self.inner, "sampler"):
+            self.inner.sampler = value
+
+    @property
+    def stats(self):
+        return getattr(self.inner, "stats", None)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.inner, "set_epoch"):
+            self.inner.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.inner) * self.num_replicas
+
+    def __iter__(self) -> Iterator[list[int]]:
+        w = self.num_replicas
+        full = None if self.batch_size is None else self.batch_size * w
+        for batch in self.inner:
+            batch = list(batch)
+            if len(batch) < w or (self.drop_last and full is not None and len(batch) < full):
+                continue
+            if full is not None and len(batch) == full:
+                yield from (batch[i * self.batch_size:(i + 1) * self.batch_size] for i in range(w))
+            else:
+                yield from (part.tolist() for part in np.array_split(np.asarray(batch), w))

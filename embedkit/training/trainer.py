@@ -10,6 +10,12 @@ works unchanged) that adds:
   ``embedkit_checkpoint.json`` has been written (write-to-temp + rename) after every other file;
   :func:`latest_checkpoint` ignores folders without it (e.g. after a kill -9 mid-save), and old
   complete checkpoints are removed only after a newer one is complete.
+* multi-process training (torchrun / DDP, see :mod:`embedkit.training.distributed`): every batch
+  sampler is built at the global batch size and cut into one disjoint slice per rank
+  (:class:`~embedkit.training.samplers.GlobalBatchSplitter`); checkpoints are written by rank 0
+  only (the RNG states of all ranks are gathered to it), and record the process count and batch
+  sizes; ``--resume`` accepts a different process count when the global batch is unchanged and
+  otherwise raises :class:`~embedkit.errors.DistributedError` saying which batch size to set.
 
 :class:`StsEvaluator` runs :func:`embedkit.evaluation.sts.evaluate_sts` (the evaluator shared with
 ``embedkit eval``) as a sentence-transformers evaluator for periodic evaluation and best-checkpoint
@@ -36,8 +42,8 @@ from embedkit.validation import check_positive_int
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MARKER", "EmbedkitTrainer", "StderrProgressCallback", "StsEvaluator", "complete_checkpoints",
-           "latest_checkpoint"]
+__all__ = ["MARKER", "EmbedkitTrainer", "StderrProgressCallback", "StsEvaluator", "check_resume_compatible",
+           "checkpoint_info", "complete_checkpoints", "latest_checkpoint"]
 
 MARKER = "embedkit_checkpoint.json"
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -60,6 +66,51 @@ def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
     """The newest complete checkpoint in ``folder``, or None."""
     found = complete_checkpoints(folder)
     return found[-1] if found else None
+
+
+def checkpoint_info(checkpoint: str | os.PathLike) -> dict:
+    """The marker of a complete checkpoint: ``global_step``, ``world_size``, ``per_device_batch_size``,
+    ``global_batch_size`` (the last three absent in checkpoints of older versions)."""
+    import json
+
+    with open(os.path.join(checkpoint, MARKER)) as f:
+        return json.load(f)
+
+
+def check_resume_compatible(checkpoint: str | os.PathLike, world_size: int, per_device_batch_size: int,
+                            gradient_accumulation_steps: int = 1) -> None:
+    """Refuse to resume ``checkpoint`` when this run's global batch differs from the checkpoint's.
+
+    Resuming with another process count is fine when the global batch (processes x per-process
+    batch x accumulation) is the same: the data order, the position in it and the loss state
+    (ESimCSE's queue holds the global batches) carry over. Dropout and word-repetition draws then
+    continue from rank 0's random state, so the result is not bit-identical to an uninterrupted run.
+
+    Raises:
+        DistributedError: the global batch differs; the message says which ``training.batch_size``
+            or ``--nproc`` resumes it.
+    """
+    from embedkit.errors import DistributedError
+
+    info = checkpoint_info(checkpoint)
+    w_old = int(info.get("world_size", 1))
+    g_old = info.get("global_batch_size")
+    g_new = world_size * per_device_batch_size * gradient_accumulation_steps
+    if g_old is None or int(g_old) == g_new:
+        if w_old != world_size:
+            logger.warning("resuming %s (written by %d process(es)) with %d process(es): same global batch %d; "
+                           "random augmentation draws continue from rank 0's state", Path(checkpoint).name,
+                           w_old, world_size, g_new)
+        return
+    g_old = int(g_old)
+    per = g_old / (world_size * gradient_accumulation_steps)
+    hint = f"set training.batch_size to {int(per)}" if per.is_integer() and per >= 1 else \
+        f"resume with --nproc {w_old}"
+    raise DistributedError(
+        f"{Path(checkpoint).name}: written by {w_old} process(es) x batch {info.get('per_device_batch_size')} "
+        f"(global batch {g_old}), this run has {world_size} x {per_device_batch_size} (global batch {g_new}); "
+        f"the data position and the loss state depend on the global batch: {hint}, or --nproc {w_old} with the "
+        "recipe's batch size")
 
 
 class StsEvaluator(BaseEvaluator):
@@ -131,12 +182,17 @@ class EmbedkitTrainer(SentenceTransformerTrainer):
     Args:
         keep_checkpoints: complete checkpoints to keep, >= 1 (the best one is always kept); ``None``
             keeps all.
+        split_global_batches: under multi-process training, build the batch sampler at the global
+            batch size and give each rank one slice of every global batch (default); ``False``
+            leaves accelerate's dealing of whole per-rank batches.
         (everything else as ``SentenceTransformerTrainer``; leave ``args.save_total_limit`` unset.)
     """
 
-    def __init__(self, *args, keep_checkpoints: int | None = 2, log_to_stderr: bool = True, **kwargs) -> None:
+    def __init__(self, *args, keep_checkpoints: int | None = 2, log_to_stderr: bool = True,
+                 split_global_batches: bool = True, **kwargs) -> None:
         if keep_checkpoints is not None:  # before anything is built: 0 or -1 would delete every checkpoint
             keep_checkpoints = check_positive_int(keep_checkpoints, "keep_checkpoints")
+        self.split_global_batches = bool(split_global_batches)
         super().__init__(*args, **kwargs)
         self.keep_checkpoints = keep_checkpoints
         if log_to_stderr:  # transformers prints logs on stdout; keep stdout for results
@@ -152,23 +208,83 @@ class EmbedkitTrainer(SentenceTransformerTrainer):
     def _losses(self) -> list:
         return list(self.loss.values()) if isinstance(self.loss, dict) else [self.loss]
 
+    # --- multi-process batching -----------------------------------------------------------------
+    def get_batch_sampler(self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None,
+                          generator=None, seed: int = 0):
+        """The configured batch sampler; under multi-process training built at the global batch size
+        and cut into one slice per rank (:class:`~embedkit.training.samplers.GlobalBatchSplitter`)."""
+        w = int(self.args.world_size)
+        if w <= 1 or not self.split_global_batches:
+            return super().get_batch_sampler(dataset, batch_size, drop_last, valid_label_columns, generator, seed)
+        from embedkit.training.samplers import GlobalBatchSplitter
+
+        inner = super().get_batch_sampler(dataset, batch_size * w, drop_last, valid_label_columns, generator, seed)
+        return GlobalBatchSplitter(inner, w)
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def _save_rng_state(self, output_dir: str) -> None:
+        """Every rank's RNG state, written by rank 0 (``rng_state_<rank>.pth``; ``rng_state.pth`` in one process)."""
+        if int(self.args.world_size) <= 1:
+            return super()._save_rng_state(output_dir)
+        import random
+
+        import numpy as np
+        import torch
+        import torch.distributed as dist
+
+        state = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.random.get_rng_state_all()
+        states = [None] * int(self.args.world_size) if self.args.should_save else None
+        dist.gather_object(state, states, dst=0)
+        if self.args.should_save:
+            os.makedirs(output_dir, exist_ok=True)
+            for r, st in enumerate(states):
+                torch.save(st, os.path.join(output_dir, f"rng_state_{r}.pth"))
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        """As the trainer's, and across a change of process count: rank r takes ``rng_state_<r>.pth``,
+        else rank 0's, else the single-process ``rng_state.pth``."""
+        if checkpoint is None:
+            return
+        w, r = int(self.args.world_size), int(self.args.process_index)
+        want = os.path.join(checkpoint, f"rng_state_{r}.pth" if w > 1 else "rng_state.pth")
+        if not os.path.isfile(want):
+            for alt in (f"rng_state_{r}.pth", "rng_state_0.pth", "rng_state.pth"):
+                if os.path.isfile(os.path.join(checkpoint, alt)):
+                    import tempfile
+
+                    # hand the trainer's loader the file under the name it looks for
+                    with tempfile.TemporaryDirectory() as tmp:
+                        shutil.copy(os.path.join(checkpoint, alt), os.path.join(tmp, os.path.basename(want)))
+                        return super()._load_rng_state(tmp)
+        return super()._load_rng_state(checkpoint)
+
     def _save_checkpoint(self, model, trial) -> None:
         run_dir = self._get_output_dir(trial=trial)
         folder = os.path.join(run_dir, f"checkpoint-{self.state.global_step}")
-        if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, MARKER)):
+        if self.args.should_save and os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, MARKER)):
             shutil.rmtree(folder, ignore_errors=True)  # a partial leftover of a killed run
         super()._save_checkpoint(model, trial)
-        if not self.args.should_save:
-            return
-        for loss in self._losses():
-            if hasattr(loss, "save_training_state"):
-                loss.save_training_state(folder)
-        for p in Path(folder).rglob("*"):
-            if p.is_file():
-                with open(p, "rb") as f:
-                    os.fsync(f.fileno())
-        atomic_write_json(os.path.join(folder, MARKER), {"global_step": self.state.global_step, "complete": True})
-        self._rotate_complete(run_dir)
+        if self.args.should_save:
+            for loss in self._losses():
+                if hasattr(loss, "save_training_state"):
+                    loss.save_training_state(folder)
+            for p in Path(folder).rglob("*"):
+                if p.is_file():
+                    with open(p, "rb") as f:
+                        os.fsync(f.fileno())
+            w = int(self.args.world_size)
+            per = int(self.args.per_device_train_batch_size)
+            atomic_write_json(os.path.join(folder, MARKER), {
+                "global_step": self.state.global_step, "complete": True, "world_size": w,
+                "per_device_batch_size": per,
+                "global_batch_size": w * per * int(self.args.gradient_accumulation_steps)})
+            self._rotate_complete(run_dir)
+        if int(self.args.world_size) > 1:  # every rank leaves the step with the checkpoint complete
+            import torch.distributed as dist
+
+            dist.barrier()
 
     def _rotate_complete(self, run_dir: str) -> None:
         if self.keep_checkpoints is None:
@@ -181,6 +297,10 @@ class EmbedkitTrainer(SentenceTransformerTrainer):
                 shutil.rmtree(p, ignore_errors=True)
 
     def _load_from_checkpoint(self, checkpoint_path: str, *args, **kwargs) -> None:
+        if os.path.isfile(os.path.join(checkpoint_path, MARKER)):
+            check_resume_compatible(checkpoint_path, int(self.args.world_size),
+                                    int(self.args.per_device_train_batch_size),
+                                    int(self.args.gradient_accumulation_steps))
         super()._load_from_checkpoint(checkpoint_path)
         for loss in self._losses():
             if hasattr(loss, "load_training_state"):

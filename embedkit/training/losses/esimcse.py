@@ -27,7 +27,12 @@ the loss falls back to the reference behaviour (EMA at the start of each trainin
 Deviations (documented): the momentum encoder is a copy of the whole sentence-transformers model
 (transformer + pooling + normalisation), so queue entries and anchors live in the same space; the
 reference copies only the BERT body, while its anchors pass an MLP head used in training only.
-Under multi-process training (DDP) each process keeps its own queue, as the reference does.
+Under multi-process training (torchrun / DDP) the loss gathers the second views of every rank
+(gradient kept on each rank's own rows) and the momentum encoder's embeddings of every rank, in rank
+order, so every rank holds the same queue of ``queue_factor`` x the *global* batch and the momentum
+encoders stay identical (same weights after every DDP step, same EMA): 2 processes x batch B train
+like 1 process x batch 2B. With ``gather_across_devices=False`` each process keeps its own queue of
+its own batches, as the reference does (then only rank 0's queue is saved in checkpoints).
 The momentum encoder and the queue are saved with every checkpoint
 (:meth:`ESimCSELoss.save_training_state`) so that resumed runs are exact (the reference starts a
 resumed run with an empty queue); the restored queue is moved to the model's device and dtype.
@@ -45,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from embedkit.training.augment import word_repetition
-from embedkit.training.losses.simcse import _embed_views, info_nce
+from embedkit.training.losses.simcse import _embed_views, gathered_info_nce
 
 STATE_FILE = "esimcse_state.safetensors"
 STATE_META = "esimcse_state.json"
@@ -62,6 +67,8 @@ class ESimCSELoss(nn.Module):
         momentum: EMA coefficient lambda of the momentum encoder (0.995).
         queue_size: number of queued negatives; ``None`` = ``queue_factor`` x the first batch size.
         queue_factor: 2.5 by default.
+        gather_across_devices: under multi-process training, use every rank's sentences as in-batch
+            negatives and fill the queue from every rank (the default). No effect in one process.
 
     Inputs:
         +-------------------------------------+--------+
@@ -80,7 +87,8 @@ class ESimCSELoss(nn.Module):
     """
 
     def __init__(self, model, temperature: float = 0.05, dup_rate: float = 0.32, max_dup: int = 10,
-                 momentum: float = 0.995, queue_size: int | None = None, queue_factor: float = 2.5) -> None:
+                 momentum: float = 0.995, queue_size: int | None = None, queue_factor: float = 2.5,
+                 gather_across_devices: bool = True) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -97,6 +105,7 @@ class ESimCSELoss(nn.Module):
         self.momentum = float(momentum)
         self.queue_size = None if queue_size is None else int(queue_size)
         self.queue_factor = float(queue_factor)
+        self.gather_across_devices = bool(gather_across_devices)
         # Kept outside the nn.Module tree on purpose: the trainer must neither optimise it nor swap
         # its inner modules for the (possibly DDP-wrapped) training model.
         momentum_model = copy.deepcopy(model)
@@ -183,13 +192,17 @@ class ESimCSELoss(nn.Module):
         queue = self.queue
         if queue is not None and queue.device != z1.device:
             queue = self.queue = queue.to(z1.device)
-        loss = info_nce(z1, z2, self.temperature, queue)
+        loss = gathered_info_nce(z1, z2, self.temperature, queue, gather=self.gather_across_devices)
         if training:
             if not self.ema_by_callback:
                 self.momentum_update()  # reference behaviour when no trainer callback drives the EMA
             self._momentum_model.eval()
             with torch.no_grad():
                 mom = self._momentum_model.to(z1.device)(first)["sentence_embedding"]
+                if self.gather_across_devices:
+                    from embedkit.training.distributed import all_gather
+
+                    mom = all_gather(mom)  # every rank's batch, in rank order: the same queue everywhere
             self.enqueue(mom)
         return loss
 
@@ -198,12 +211,15 @@ class ESimCSELoss(nn.Module):
         """Write the momentum encoder weights and the queue into ``folder`` (a checkpoint)."""
         from safetensors.torch import save_file
 
+        from embedkit.training.distributed import world_size
+
         tensors = {f"momentum.{k}": v.detach().cpu().contiguous() for k, v in self._momentum_model.state_dict().items()}
         if self.queue is not None:
             tensors["queue"] = self.queue.detach().cpu().contiguous()
         save_file(tensors, os.path.join(folder, STATE_FILE))
         with open(os.path.join(folder, STATE_META), "w") as f:
-            json.dump({"queue_size": self.queue_size, "ema_steps": self.ema_steps}, f)
+            json.dump({"queue_size": self.queue_size, "ema_steps": self.ema_steps,
+                       "gather_across_devices": self.gather_across_devices, "world_size": world_size()}, f)
 
     def load_training_state(self, folder: str | os.PathLike) -> bool:
         """Restore what :meth:`save_training_state` wrote; returns False if ``folder`` has none."""
@@ -230,7 +246,8 @@ class ESimCSELoss(nn.Module):
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "dup_rate": self.dup_rate, "max_dup": self.max_dup,
-                "momentum": self.momentum, "queue_size": self.queue_size, "queue_factor": self.queue_factor}
+                "momentum": self.momentum, "queue_size": self.queue_size, "queue_factor": self.queue_factor,
+                "gather_across_devices": self.gather_across_devices}
 
     @property
     def citation(self) -> str:
