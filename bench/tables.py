@@ -2,7 +2,7 @@
 
 A small CTR model (per-feature embeddings -> DLRM-style pairwise dot interaction + the
 embeddings -> MLP 64 -> 1) is trained with each table method of
-``embedkit.compression.tables`` at parameter budgets of 100%, 25%, 6.25% and 1.6% of
+``embedkit.tables`` at parameter budgets of 100%, 25%, 6.25% and 1.6% of
 FullTables, 3 seeds each, on two real datasets from ``shared/data/tabular`` (read in place,
 never copied):
 
@@ -18,7 +18,7 @@ Each run: Adam (lr 5e-3), batch 1024, at most ``--epochs`` epochs, early stoppin
 log-loss (patience 2, best epoch restored), then test AUC and log-loss. Seed s sets torch's
 RNG (init, shuffling) and the hash seed. UnifiedEmbedding uses 2 chunks of 8 dims per feature
 (one shared table); HashingTrick/QRTrick use water-filled per-feature sizes
-(see ``embedkit.compression.tables.budget``). Table parameters are the budgeted quantity; the
+(see ``embedkit.tables.budget``). Table parameters are the budgeted quantity; the
 MLP (identical for all methods) is reported separately.
 
 Targets (issue 8): UnifiedEmbedding mean AUC >= HashingTrick's at every budget <= 25%, and
@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from embedkit._io import atomic_write_json, data_dir, sha256_file  # noqa: E402
-from embedkit.compression.tables import hash_strings, plan_budget, tables_for_budget  # noqa: E402
+from embedkit.tables import hash_strings, plan_budget, tables_for_budget  # noqa: E402
 
 METHOD_NAMES = {"full": "FullTables", "hashing": "HashingTrick", "qr": "QRTrick", "unified": "UnifiedEmbedding"}
 

@@ -233,7 +233,7 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-_check_backend = check_backend  # old private name, still used by retrieval/index.py
+_check_backend = check_backend  # old private name (deprecated alias)
 
 
 def default_nlist(n: int) -> int:
