@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-import logging
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 

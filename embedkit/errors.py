@@ -69,7 +69,12 @@ class WriteLogError(EmbedkitError):
     """The write log beside a served index is corrupt, or the index is already served by another process."""
 
 
+class BackendError(EmbedkitError):
+    """An inference backend (ONNX Runtime) cannot serve a model: unknown backend name, a module the exporter cannot handle, a setting the exported model does not support."""
+
+
 __all__ = [
+    "BackendError",
     "WriteLogError",
     "LabelCollapseError",
     "EmbedkitError",
@@ -85,4 +90,9 @@ __all__ = [
     "DebiasInputError",
     "OutputExistsError",
     "IndexStateError",
+    "DistributedError",
 ]
+
+
+class DistributedError(EmbedkitError):
+    """A multi-process training run failed: a worker died, or a checkpoint does not fit the process count."""

@@ -40,7 +40,7 @@ class ModelIdentity:
     _state_key: int | None = field(default=None, repr=False)
 
 
-_REGISTRY: "weakref.WeakKeyDictionary[Any, ModelIdentity]" = weakref.WeakKeyDictionary()
+_REGISTRY: weakref.WeakKeyDictionary[Any, ModelIdentity] = weakref.WeakKeyDictionary()
 
 
 def identity(model) -> ModelIdentity:

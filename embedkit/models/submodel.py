@@ -33,7 +33,7 @@ def layer_stack(auto_model):
     import torch.nn as nn
 
     n = getattr(auto_model.config, "num_hidden_layers", None)
-    for name, mod in auto_model.named_modules():
+    for _, mod in auto_model.named_modules():
         for attr, child in mod.named_children():
             if isinstance(child, nn.ModuleList) and len(child) == n and n:
                 return mod, attr, child
@@ -226,21 +226,21 @@ def encode_ladder(model, texts, ladder, *, batch_size: int = 64, show_progress: 
     from tqdm.auto import tqdm
 
     texts = list(texts)
-    layers = sorted({int(l) for l, _ in ladder})
+    layers = sorted({int(layer) for layer, _ in ladder})
     order = np.argsort([-len(t) for t in texts], kind="stable")  # length-sorted batches pad less
-    parts = {l: [] for l in layers}
+    parts = {layer: [] for layer in layers}
     model.eval()
     device = next(model.parameters()).device
     with torch.no_grad():
         for i in tqdm(range(0, len(texts), batch_size), disable=not show_progress, desc="encode ladder"):
             batch = [texts[j] for j in order[i:i + batch_size]]
             feats = {k: v.to(device) if hasattr(v, "to") else v for k, v in model.tokenize(batch).items()}
-            for l, e in layer_sentence_embeddings(model, feats, layers).items():
-                parts[l].append(e.float().cpu().numpy())
+            for layer, e in layer_sentence_embeddings(model, feats, layers).items():
+                parts[layer].append(e.float().cpu().numpy())
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
     out = {}
-    for l, d in ladder:
-        E = np.concatenate(parts[int(l)])[inverse][:, : int(d)]
-        out[(int(l), int(d))] = (E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    for layer, d in ladder:
+        E = np.concatenate(parts[int(layer)])[inverse][:, : int(d)]
+        out[(int(layer), int(d))] = (E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)).astype(np.float32)
     return out

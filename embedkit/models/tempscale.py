@@ -27,7 +27,7 @@ import math
 import os
 from pathlib import Path
 
-from embedkit.errors import EmbedkitError, TempScaleError
+from embedkit.errors import TempScaleError
 from embedkit.models.identity import identity
 
 __all__ = ["apply_tempscale", "TempScaleError", "find_query_projections", "save_tempscaled", "tempscale_of", "preserved_attention"]

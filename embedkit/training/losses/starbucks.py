@@ -56,14 +56,14 @@ def check_ladder(ladder, depth: int, width: int, *, where: str = "ladder") -> li
         raise RecipeError(f"{where}: must be a list of [layers, dims] pairs, got {ladder!r}") from None
     if not pairs or not ok:
         raise RecipeError(f"{where}: must be a non-empty list of [layers, dims] whole-number pairs, got {ladder!r}")
-    for i, (l, d) in enumerate(pairs):
-        if not 1 <= l <= depth:
-            raise RecipeError(f"{where}[{i}]: layer {l} is beyond the model's depth {depth} (use 1..{depth})")
+    for i, (layer, d) in enumerate(pairs):
+        if not 1 <= layer <= depth:
+            raise RecipeError(f"{where}[{i}]: layer {layer} is beyond the model's depth {depth} (use 1..{depth})")
         if not 1 <= d <= width:
             raise RecipeError(f"{where}[{i}]: dim {d} is beyond the model's width {width} (use 1..{width})")
-        if i and (l <= pairs[i - 1][0] or d <= pairs[i - 1][1]):
+        if i and (layer <= pairs[i - 1][0] or d <= pairs[i - 1][1]):
             raise RecipeError(f"{where}: sizes must increase in both layers and dims; "
-                              f"{list(pairs[i - 1])} is followed by {[l, d]}")
+                              f"{list(pairs[i - 1])} is followed by {[layer, d]}")
     return pairs
 
 

@@ -1,0 +1,359 @@
+"""The search service behind the HTTP app: one index, its write log, the query batcher, snapshots.
+
+Threads and locks:
+
+* searches go through :class:`~embedkit.serve.batching.QueryBatcher` (one worker thread); the
+  index's own readers-writer lock makes each search see the index before or after a write;
+* writes are serialised by the service's write mutex: validate and encode (outside the mutex),
+  then, holding it, append the record to the write log (fsync), apply it to the index, and only
+  then acknowledge;
+* a snapshot holds the write mutex while the index saves itself (atomically) and the log is
+  emptied: writes wait, searches go on (no writer is queued on the index's lock meanwhile);
+* model calls (query batches and document encoding) are serialised by a model lock: fast
+  tokenizers must not be used by two threads at once.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedkit._io import recover_directory
+from embedkit.errors import EmbedkitError, WriteLogError
+from embedkit.serve.batching import QueryBatcher
+from embedkit.serve.config import ServeConfig
+from embedkit.serve.metrics import Metrics
+from embedkit.serve.writelog import LogRecord, WriteLog, log_path_for
+
+__all__ = ["SearchService", "Document", "WriteUnavailable"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Document:
+    id: str
+    text: str
+    metadata: dict[str, Any] | None
+
+
+class WriteUnavailable(RuntimeError):
+    """Writes cannot be made durable right now (the write log failed); searches still work."""
+
+
+def document_by_id(index, doc_id: str) -> Document | None:
+    """One stored document by id, or None.
+
+    ``EmbeddingIndex`` has no public lookup by id yet; until it has one (``get_documents``), this
+    reads its docstore (which serialises its own access) directly.
+    """
+    getter = getattr(index, "get_documents", None)
+    if getter is not None:  # pragma: no cover - once the index offers it
+        found = getter([doc_id])
+        hit = found.get(doc_id) if isinstance(found, dict) else (found[0] if found else None)
+        return None if hit is None else Document(hit.id, hit.text, hit.metadata)
+    docs = index._docs
+    keys = docs.keys_of([doc_id])
+    if doc_id not in keys:
+        return None
+    row = docs.get([keys[doc_id]]).get(keys[doc_id])
+    if row is None:
+        return None
+    return Document(row[0], row[1], row[2])
+
+
+class SearchService:
+    """An :class:`~embedkit.retrieval.index.EmbeddingIndex` served durably.
+
+    Opening it locks the write log beside the index (``INDEX.wal``), loads the index and its model,
+    replays the log over the index (and, if there was anything to replay, takes a snapshot), then
+    starts the query batcher and the background snapshot thread.
+
+    Args:
+        index_path: the index folder.
+        config: limits, batching and snapshot settings.
+        model: the encoder (object, path or name); ``None`` loads the one the index records.
+        force: query with a model whose fingerprint differs from the index's.
+
+    Raises:
+        IndexFormatError: no index at ``index_path``, or a corrupt one.
+        WriteLogError: another server holds the log, or the log is damaged.
+    """
+
+    def __init__(self, index_path: str | os.PathLike, config: ServeConfig | None = None, *, model=None,
+                 force: bool = False):
+        from embedkit.retrieval.index import EmbeddingIndex
+
+        self.path = Path(index_path)
+        self.config = config or ServeConfig()
+        self.metrics = Metrics()
+        recover_directory(self.path)
+        EmbeddingIndex.read_manifest(self.path, verify=False)  # a missing or foreign folder fails before the log is made
+        self.log = WriteLog(log_path_for(self.path))
+        self._write_mutex = threading.Lock()
+        self._model_lock = threading.Lock()
+        self._broken: str | None = None
+        self.last_snapshot: dict[str, Any] = {"at": None, "seconds": None, "error": None}
+        self._last_snapshot_t = time.monotonic()
+        try:
+            t0 = time.perf_counter()
+            self.index = EmbeddingIndex.load(self.path, model=model, force=force)
+            self.index.model  # noqa: B018 - load the model now, not on the first request
+            self.load_seconds = time.perf_counter() - t0
+            replayed = self._replay()
+            self.replayed = replayed
+            if replayed:
+                logger.info("replayed %d write(s) from %s over the last snapshot", replayed, self.log.path)
+                self.snapshot()
+        except BaseException:
+            self.log.close()
+            raise
+        cfg = self.config
+        self.batcher = QueryBatcher(self._encode_queries, self._search_matrix, window_s=cfg.batch_window_ms / 1000,
+                                    max_batch=cfg.max_batch, max_pending=cfg.max_pending,
+                                    on_batch=self.metrics.observe_batch)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._snapshotter = threading.Thread(target=self._snapshot_loop, name="embedkit-snapshots", daemon=True)
+        self._snapshotter.start()
+        self._closed = False
+
+    # -- model ----------------------------------------------------------------------------------
+    def _encode_queries(self, texts: list[str]) -> np.ndarray:
+        with self._model_lock:
+            return self.index.encode_queries(texts)
+
+    def _encode_documents(self, texts: list[str]) -> np.ndarray:
+        from embedkit.cache import encode_cached
+
+        with self._model_lock:
+            return encode_cached(self.index.model, texts, cache=False, show_progress=False)
+
+    # -- search ---------------------------------------------------------------------------------
+    def _search_matrix(self, Q: np.ndarray, k: int, rescore: bool | None):
+        if len(self.index) == 0:
+            return [[] for _ in range(len(Q))]
+        try:
+            return self.index.search(Q, k=k, rescore=rescore)
+        except EmbedkitError:
+            if len(self.index) == 0:  # emptied by a write since the check above
+                return [[] for _ in range(len(Q))]
+            raise
+
+    def submit_search(self, queries: Sequence[str], k: int, rescore: bool | None = None) -> list[concurrent.futures.Future]:
+        """Queue queries for the batcher; each future resolves to a list of :class:`~embedkit.retrieval.index.Hit`."""
+        return self.batcher.submit_many(list(queries), k, rescore)
+
+    def search(self, queries: Sequence[str], k: int = 10, rescore: bool | None = None, timeout: float | None = None):
+        """Blocking search through the batcher (for callers outside the event loop)."""
+        futures = self.submit_search(queries, k, rescore)
+        return [f.result(timeout=timeout or self.config.search_timeout_s) for f in futures]
+
+    # -- documents ------------------------------------------------------------------------------
+    def get_document(self, doc_id: str) -> Document | None:
+        return document_by_id(self.index, doc_id)
+
+    def _check_writable(self) -> None:
+        if self._broken:
+            raise WriteUnavailable(f"writes are disabled: {self._broken}; restart the server")
+
+    def _undo_log(self, offset: int) -> None:
+        try:
+            self.log.truncate_to(offset)
+        except OSError as e:  # the log holds a write the index refused: stop accepting writes
+            self._broken = f"the write log could not be rolled back ({e})"
+            logger.error("%s", self._broken)
+
+    def add_documents(self, ids: list[str], texts: list[str], metadata: list[dict | None]) -> list[str]:
+        """Add documents durably. Returns the ids already in the index (then nothing was added).
+
+        Raises:
+            EmbedkitError: invalid documents (see :func:`embedkit.data.documents.validate_documents`).
+            WriteUnavailable: the write log failed; nothing was acknowledged.
+        """
+        from embedkit.data.documents import validate_documents
+
+        self._check_writable()
+        docs = validate_documents(texts, ids, metadata, on_empty="error")
+        present = self.index.present_ids(docs.ids)
+        if present:
+            return present
+        X = self._encode_documents(docs.texts)
+        with self._write_mutex:
+            self._check_writable()
+            present = self.index.present_ids(docs.ids)
+            if present:
+                return present
+            record = LogRecord("add", docs.ids, docs.texts, docs.metadata, X)
+            try:
+                offset = self.log.append(record)
+            except OSError as e:
+                raise WriteUnavailable(f"the write log could not be written ({e})") from e
+            try:
+                self.index.add(docs.texts, docs.ids, docs.metadata, embeddings=X, on_empty="error")
+            except BaseException:
+                self._undo_log(offset)
+                raise
+        self.metrics.add_counts(added=len(docs.ids))
+        self._maybe_wake()
+        return []
+
+    def remove_document(self, doc_id: str) -> bool:
+        """Remove one document durably; False if it is not in the index.
+
+        Raises:
+            WriteUnavailable: the write log failed; nothing was acknowledged.
+        """
+        self._check_writable()
+        with self._write_mutex:
+            self._check_writable()
+            if not self.index.present_ids([doc_id]):
+                return False
+            try:
+                offset = self.log.append(LogRecord("remove", [doc_id]))
+            except OSError as e:
+                raise WriteUnavailable(f"the write log could not be written ({e})") from e
+            try:
+                self.index.remove([doc_id])
+            except BaseException:
+                self._undo_log(offset)
+                raise
+        self.metrics.add_counts(removed=1)
+        self._maybe_wake()
+        return True
+
+    # -- durability -----------------------------------------------------------------------------
+    def _replay(self) -> int:
+        """Apply the log's records over the loaded snapshot (idempotently); returns how many."""
+        index = self.index
+        pending: dict[str, tuple[str, dict | None, np.ndarray]] = {}
+
+        def flush():
+            if not pending:
+                return
+            ids = list(pending)
+            present = index.present_ids(ids)
+            if present:
+                index.remove(present)
+            index.add([pending[i][0] for i in ids], ids, [pending[i][1] for i in ids],
+                      embeddings=np.stack([pending[i][2] for i in ids]), on_empty="error")
+            pending.clear()
+
+        n = 0
+        try:
+            for rec in self.log.read():
+                n += 1
+                if rec.op == "add":
+                    if any(i in pending for i in rec.ids):
+                        flush()
+                    for i, t, m, v in zip(rec.ids, rec.texts, rec.metadata, rec.vectors):
+                        pending[i] = (t, m, v)
+                else:
+                    flush()
+                    present = index.present_ids(rec.ids)
+                    if present:
+                        index.remove(present)
+            flush()
+        except WriteLogError:
+            raise
+        except EmbedkitError as e:
+            raise WriteLogError(f"{self.log.path}: record {n} cannot be applied to the index at {self.path} ({e}); "
+                                "was the index rebuilt under a live log? Move the log aside to serve the index as "
+                                "it is") from e
+        return n
+
+    def snapshot(self) -> bool:
+        """Save the index atomically and empty the write log; False if there was nothing to save."""
+        with self._write_mutex:
+            if self.log.records == 0:
+                return False
+            t0 = time.perf_counter()
+            try:
+                self.index.save(self.path)
+                self.log.reset()
+            except Exception as e:
+                self.last_snapshot["error"] = f"{type(e).__name__}: {e}"
+                raise
+            self.last_snapshot = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                  "seconds": time.perf_counter() - t0, "error": None}
+            self._last_snapshot_t = time.monotonic()
+        self.metrics.add_counts(snapshots=1)
+        logger.info("snapshot of %d documents written to %s in %.2f s", len(self.index), self.path,
+                    self.last_snapshot["seconds"])
+        return True
+
+    def _maybe_wake(self) -> None:
+        if self.log.records >= self.config.snapshot_records:
+            self._wake.set()
+
+    def _snapshot_loop(self) -> None:
+        interval = self.config.snapshot_interval
+        poll = min(1.0, interval / 2)
+        while not self._stop.is_set():
+            self._wake.wait(poll)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            due = self.log.records and (self.log.records >= self.config.snapshot_records
+                                        or time.monotonic() - self._last_snapshot_t >= interval)
+            if due:
+                try:
+                    self.snapshot()
+                except Exception:
+                    logger.exception("background snapshot of %s failed; writes stay safe in %s", self.path,
+                                     self.log.path)
+                    self._last_snapshot_t = time.monotonic()  # retry after another interval, not in a tight loop
+
+    # -- stats and shutdown -----------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        idx = self.index
+        return {
+            "documents": len(idx),
+            "spec": idx.compression.spec,
+            "backend": idx.backend,
+            "rescore": idx.rescore,
+            "dim": idx.dim,
+            "bytes_per_vector": idx.bytes_per_vector,
+            "model": {"source": idx.model_source, "fingerprint": idx.model_fingerprint},
+            "uptime_seconds": self.metrics.uptime(),
+            "queries_served": self.metrics.queries,
+            "search_latency": self.metrics.search_percentiles(),
+            "pending_queries": self.batcher.pending(),
+            "documents_added": self.metrics.documents_added,
+            "documents_removed": self.metrics.documents_removed,
+            "write_log": {"records": self.log.records, "bytes": self.log.size},
+            "snapshots": {"count": self.metrics.snapshots, **self.last_snapshot},
+            "writes_enabled": not self.config.read_only and not self._broken,
+            "batching": {"window_ms": self.config.batch_window_ms, "max_batch": self.config.max_batch},
+        }
+
+    def close(self) -> None:
+        """Stop the batcher and the snapshot thread, take a last snapshot, release the log."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._wake.set()
+        self._snapshotter.join(timeout=60)
+        self.batcher.close()
+        try:
+            self.snapshot()
+        except Exception:
+            logger.exception("the snapshot at shutdown failed; the writes are safe in %s and are replayed on the "
+                             "next start", self.log.path)
+        self.log.close()
+
+    def __enter__(self) -> SearchService:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
