@@ -106,12 +106,13 @@ def figures(name: str) -> None:
     ax.set_ylim(lo - 3, None)
     ax.set_ylabel("Spearman x100")
     c = res["config"]
-    ax.set_title(f"STS test sets, all-MiniLM-L6-v2 + {c['steps']} steps (batch {c['batch_size']}, lr {c['learning_rate']})")
+    ax.set_title(f"STS test sets (full), all-MiniLM-L6-v2 + {c['steps']} steps on {c.get('data', 'wiki1m_head')} "
+                 f"(batch {c['batch_size']}, lr {c['learning_rate']}); anchor = ST SimCSE recipe", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     ax2.bar(range(len(keys)), [res["runs"][k]["rate_vs_anchor"] for k in keys], color=[f"C{i}" for i in range(len(keys))])
     ax2.set_xticks(range(len(keys)), keys, rotation=30)
     ax2.axhline(1.0, color="k", lw=0.5)
-    ax2.set_title("training steps/s vs anchor")
+    ax2.set_title("training steps/s vs anchor\n(one run each on a shared 2-core CPU:\nratios move by ~10% between runs)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "train_unsup.png", dpi=110)
 
@@ -135,6 +136,9 @@ def figures(name: str) -> None:
 
 
 def main() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="  %(name)s: %(message)s")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--batch", type=int, default=64)
@@ -175,7 +179,7 @@ def main() -> None:
         }, f"bench:{key}")
         timer = StepTimer()
         t = time.perf_counter()
-        res = train_recipe(recipe, progress=False, callbacks=[timer], log=lambda m: print(f"  [{key}] {m}", flush=True))
+        res = train_recipe(recipe, show_progress=False, callbacks=[timer])
         wall = time.perf_counter() - t
         row = {"label": label, "loss": loss, "sampler": sampler, "steps": res.global_step,
                "steps_per_second": timer.rate(), "train_wall_seconds": wall, "sampler_stats": res.sampler_stats}
