@@ -1,19 +1,27 @@
-"""One call that runs every label-free diagnostic on a model + texts (used by ``embedkit diagnose``)."""
+"""One call that runs every label-free diagnostic on a model + texts (used by ``embedkit diagnose``).
+
+Python entry points: :func:`diagnose_texts` (model + texts, what ``embedkit diagnose`` runs),
+:func:`diagnose_embeddings` (a precomputed matrix) and :func:`bias_report`; the HTML report is
+written by :func:`embedkit.report.write_diagnose_report`.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
-from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from embedkit.analysis._checks import AnalysisInputError, check_labels
-from embedkit.analysis.length_collapse import length_collapse, token_lengths
+from embedkit.analysis._checks import check_labels
+from embedkit.analysis.length_collapse import length_collapse
 from embedkit.analysis.rankme import rankme
 from embedkit.analysis.separability import fisher_ratio, separability
+from embedkit.errors import AnalysisInputError, EmbedkitError
 
-__all__ = ["diagnose_embeddings", "bias_report"]
+__all__ = ["diagnose_texts", "diagnose_embeddings", "bias_report"]
+
+logger = logging.getLogger(__name__)
 
 
 def bias_report(model, lists_dir: str | os.PathLike | None = None) -> dict:
@@ -70,5 +78,46 @@ def diagnose_embeddings(embeddings: np.ndarray, *, lengths: Sequence[int] | None
     return out
 
 
-def lengths_for(model, texts: Sequence[str]) -> np.ndarray:
-    return token_lengths(model, texts)
+def diagnose_texts(model, texts: Sequence[str], *, labels: Sequence | None = None, bias: bool = True,
+                   bias_lists: str | os.PathLike | None = None, show_progress: bool = True,
+                   max_points: int = 3000) -> dict:
+    """Encode ``texts`` with ``model`` (through the embedding cache) and run every diagnostic.
+
+    Args:
+        model: a SentenceTransformer (e.g. :func:`embedkit.load_encoder`).
+        texts: at least 3 texts (varied lengths make the length-collapse measure meaningful).
+        labels: optional, one per text: adds the Fisher ratio.
+        bias: add :func:`bias_report` (skipped, with the reason under ``bias.skipped``, when the
+            word lists are not available).
+        bias_lists: folder of the debias word lists (default ``<data>/debias``).
+
+    Returns:
+        The :func:`diagnose_embeddings` dict (``_arrays`` included, for
+        :func:`embedkit.report.write_diagnose_report`), plus ``bias`` when asked for.
+
+    Example:
+        .. code-block:: python
+
+            from embedkit import load_encoder
+            from embedkit.analysis.diagnose import diagnose_texts
+
+            summary = diagnose_texts(load_encoder(), texts)
+            print(summary["rankme"], summary["length_collapse"].get("collapse"))
+    """
+    from embedkit.analysis.length_collapse import token_lengths
+    from embedkit.cache import encode_cached
+
+    texts = list(texts)
+    if len(texts) < 3:
+        raise AnalysisInputError(f"{len(texts)} text(s); at least 3 are needed")
+    if labels is not None:
+        check_labels(labels, len(texts))
+    logger.info("encoding %d texts ...", len(texts))
+    E = encode_cached(model, texts, desc="encoding", show_progress=show_progress)
+    summary = diagnose_embeddings(E, lengths=token_lengths(model, texts), labels=labels, max_points=max_points)
+    if bias:
+        try:
+            summary["bias"] = bias_report(model, bias_lists)
+        except EmbedkitError as e:
+            summary["bias"] = {"skipped": str(e)}
+    return summary

@@ -1,55 +1,324 @@
-"""Helpers shared by the CLI modules: corpus reading, JSON output, model option."""
+"""The one command-line vocabulary shared by every ``embedkit`` command.
+
+One name per concept (hidden aliases keep older spellings working; see ``--help`` of each command):
+
+=====================  ==========================================================================
+``-m/--model M``       the model to load (``--device`` picks the torch device)
+``-c/--corpus PATH``   documents: a BEIR folder, ``corpus.jsonl[.gz]`` or text lines (aliases
+                       ``--input``/``-i``, ``--texts``, ``--docs``/``-d`` where those existed)
+``-o/--out PATH``      what the command writes (aliases ``--output``, ``--report``); never replaces
+                       anything embedkit did not write; ``--overwrite`` replaces an earlier output
+``-k N``               number of hits
+``--limit N``          use the first N texts (alias ``--max-texts``)
+``--spec SPEC``        one compression spec (``mrl:128,binary``); ``--specs`` a ``;``-separated list
+``--batch-size N``     encoding batch size
+``--json``             one JSON object on stdout
+``-q/--quiet``         no progress or notes on stderr (errors still print)
+``-v/--verbose``       also show third-party warnings (transformers, sentence-transformers, FAISS)
+=====================  ==========================================================================
+
+The library reports through module loggers (``logging.getLogger(__name__)``); :func:`configure_logging`
+routes them to stderr for the duration of one command.
+"""
 
 from __future__ import annotations
 
 import json
-import sys
+import logging
+import math
+import os
+import warnings
 from pathlib import Path
 
 import click
 
-from embedkit.errors import DataFormatError
+from embedkit.errors import EmbedkitError, OutputExistsError
 
-model_option = click.option(
-    "--model", "-m", default=None, metavar="M",
-    help="sentence-transformers folder or hub name (default: the bundled all-MiniLM-L6-v2).",
-)
+logger = logging.getLogger("embedkit.cli")
+
+CTX = {"help_option_names": ["-h", "--help"]}
+
+#: third-party loggers silenced (to ERROR) unless ``-v``
+THIRD_PARTY_LOGGERS = ("transformers", "sentence_transformers", "faiss", "datasets", "mteb", "gensim",
+                       "huggingface_hub", "urllib3", "matplotlib", "accelerate", "torch")
+
+
+# --- options with hidden aliases ----------------------------------------------------------------
+
+class AliasOption(click.Option):
+    """A click option whose extra spellings (``hidden_aliases``) work but are not shown in ``--help``."""
+
+    def __init__(self, param_decls, hidden_aliases=(), **kwargs):
+        self.hidden_aliases = tuple(hidden_aliases)
+        super().__init__(list(param_decls) + list(self.hidden_aliases), **kwargs)
+
+    def get_error_hint(self, ctx):
+        return " / ".join(f"'{o}'" for o in self.opts if o not in self.hidden_aliases)
+
+    def get_help_record(self, ctx):
+        saved_opts, saved_secondary = self.opts, self.secondary_opts
+        self.opts = [o for o in self.opts if o not in self.hidden_aliases]
+        self.secondary_opts = [o for o in self.secondary_opts if o not in self.hidden_aliases]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts, self.secondary_opts = saved_opts, saved_secondary
+
+
+def option(*param_decls, aliases=(), **kwargs):
+    """``click.option`` with hidden alias spellings."""
+    return click.option(*param_decls, cls=AliasOption, hidden_aliases=aliases, **kwargs)
+
+
+# --- numbers --------------------------------------------------------------------------------------
+
+class FiniteFloat(click.ParamType):
+    """A finite float (NaN and inf refused) within optional bounds."""
+
+    name = "float"
+
+    def __init__(self, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+                 high_open: bool = False):
+        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) and math.isfinite(value):
+            v = value
+        else:
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
+            self.fail(f"{v:g} must be {'>' if self.low_open else '>='} {self.low:g}", param, ctx)
+        if self.high is not None and (v > self.high or (self.high_open and v == self.high)):
+            self.fail(f"{v:g} must be {'<' if self.high_open else '<='} {self.high:g}", param, ctx)
+        return v
+
+
+POSITIVE = click.IntRange(min=1)
+POSITIVE_FLOAT = FiniteFloat(0.0, low_open=True)
+NON_NEGATIVE = click.IntRange(min=0)
+
+
+# --- the shared options ---------------------------------------------------------------------------
+
+def model_option(f=None, *, required: bool = False, help: str | None = None, aliases=(), default=None,
+                 device: bool = True, show_default: bool = False):
+    """``-m/--model`` and ``--device`` for every command that loads a model."""
+
+    def deco(func):
+        if device:
+            func = click.option("--device", default=None, metavar="DEV",
+                                help="torch device for the model: cpu (default), cuda, cuda:1, mps ...")(func)
+        func = option("--model", "-m", "model", aliases=aliases, default=default, required=required, metavar="M",
+                      show_default=show_default,
+                      help=help or "sentence-transformers folder or hub name (default: the bundled all-MiniLM-L6-v2).")(func)
+        return func
+
+    return deco(f) if f is not None else deco
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 
 
-def print_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=float))
+def corpus_option(*, required: bool = True, aliases=(), help: str | None = None):
+    return option("--corpus", "-c", "corpus", aliases=aliases, required=required, metavar="PATH",
+                  help=help or "Documents: a BEIR folder, corpus.jsonl[.gz], or a text file with one document per line.")
 
 
-def read_corpus(path: str) -> tuple[list[str], list[str], list[dict | None]]:
-    """Read a corpus: a BEIR folder or corpus.jsonl[.gz] (ids from ``_id``, title in metadata),
-    or text lines (.txt/.txt.gz, ids = line numbers from 1). Returns (ids, texts, metadata)."""
-    from embedkit.data import read_beir, read_text_lines
-    from embedkit.data.readers import _jsonl
+def out_option(*, required: bool = True, aliases=(), help: str = "Folder to write.", dir_only: bool = True):
+    """``-o/--out`` plus ``--overwrite``."""
 
-    p = Path(path)
-    if p.is_dir():
-        ds = read_beir(p)
-        ids, texts = ds.corpus_texts()
-        return ids, texts, [{"title": d["title"]} if d.get("title") else None for d in ds.corpus.values()]
-    if p.name.endswith((".jsonl", ".jsonl.gz")):
-        ids, texts, meta = [], [], []
-        for i, obj in _jsonl(p):
-            if "text" not in obj:
-                raise DataFormatError(f"{p.name}:{i}: a document needs a 'text' field")
-            ids.append(str(obj.get("_id", obj.get("id", i))))
-            title = str(obj.get("title") or "")
-            texts.append((title + " " + str(obj["text"])).strip())
-            meta.append({"title": title} if title else None)
-        if not texts:
-            raise DataFormatError(f"{p.name}: no documents")
-        return ids, texts, meta
-    texts = read_text_lines(p)
-    return [str(i + 1) for i in range(len(texts))], texts, [None] * len(texts)
+    def deco(func):
+        func = click.option("--overwrite", is_flag=True,
+                            help="Replace an earlier output of this command at --out (nothing else is ever replaced).")(func)
+        func = option("--out", "-o", "out", aliases=aliases, required=required, metavar="PATH", help=help)(func)
+        return func
+
+    return deco
+
+
+def batch_size_option(default: int = 64):
+    return click.option("--batch-size", type=POSITIVE, default=default, show_default=True, metavar="N",
+                        help="Encoding batch size.")
+
+
+def limit_option(*, default=None, help: str = "Use only the first N texts.", aliases=("--max-texts",)):
+    return option("--limit", "limit", aliases=aliases, type=POSITIVE, default=default, show_default=default is not None,
+                  metavar="N", help=help)
+
+
+class _State:
+    quiet = False
+    verbose = False
+
+
+STATE = _State()
+
+
+def _set_quiet(ctx, param, value):
+    if value:
+        STATE.quiet = True
+        configure_logging(quiet=True, verbose=STATE.verbose)
+    return value
+
+
+def _set_verbose(ctx, param, value):
+    if value:
+        STATE.verbose = True
+        configure_logging(quiet=STATE.quiet, verbose=True)
+    return value
+
+
+def common_options(func):
+    """``-q/--quiet`` and ``-v/--verbose``: on every command."""
+    func = click.option("--verbose", "-v", is_flag=True, expose_value=False, is_eager=True, callback=_set_verbose,
+                        help="Also show third-party warnings (transformers, sentence-transformers, FAISS).")(func)
+    func = click.option("--quiet", "-q", is_flag=True, expose_value=False, is_eager=True, callback=_set_quiet,
+                        help="No progress bars or notes on stderr (results and errors still print).")(func)
+    return func
+
+
+def command(group=None, name=None, **kwargs):
+    """A leaf command with the shared ``-h``, ``--quiet`` and ``--verbose``."""
+    kwargs.setdefault("context_settings", CTX)
+
+    def deco(func):
+        func = common_options(func)
+        params = func.__click_params__  # list them last in --help, after the command's own options
+        params[0:0] = [params.pop(), params.pop()][::-1]
+        maker = group.command if group is not None else click.command
+        return maker(name, **kwargs)(func)
+
+    return deco
+
+
+def show_progress() -> bool:
+    return not STATE.quiet
+
+
+# --- logging --------------------------------------------------------------------------------------
+
+class _EchoHandler(logging.Handler):
+    """Writes records to the *current* ``sys.stderr`` (click's test runner swaps it per invocation)."""
+
+    def emit(self, record):
+        try:
+            msg = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                msg = f"{record.levelname.lower()}: {msg}"
+            click.echo(msg, err=True)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+_HANDLER = _EchoHandler()
+
+
+def configure_logging(*, quiet: bool = False, verbose: bool = False) -> None:
+    """Route embedkit's module loggers to stderr for one command.
+
+    Default: embedkit INFO and up; ``quiet``: WARNING and up, no progress bars; ``verbose``: embedkit
+    DEBUG, and third-party loggers and Python warnings at WARNING (silenced otherwise). Use inside
+    :class:`logging_state`, which restores everything afterwards.
+    """
+    root, ours = logging.getLogger(), logging.getLogger("embedkit")
+    for lg in (root, ours):
+        if _HANDLER in lg.handlers:
+            lg.removeHandler(_HANDLER)
+    if verbose:  # one handler on the root logger: embedkit's records and third-party warnings alike
+        root.addHandler(_HANDLER)
+        root.setLevel(logging.WARNING)
+        ours.setLevel(logging.DEBUG)
+    else:
+        ours.addHandler(_HANDLER)
+        ours.setLevel(logging.WARNING if quiet else logging.INFO)
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
+    if verbose:
+        warnings.resetwarnings()
+        warnings.simplefilter("default")
+    else:
+        warnings.simplefilter("ignore")
+        warnings.filterwarnings("default", module=r"embedkit(\.|$)")  # our own deprecations stay visible
+    warnings.showwarning = _show_warning
+    os.environ["TRANSFORMERS_VERBOSITY"] = "warning" if verbose else "error"
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else "3"
+    if quiet:  # third-party progress bars too (tqdm reads TQDM_* defaults from the environment)
+        os.environ["TQDM_DISABLE"] = "1"
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"warning: {message}" if not STATE.verbose else
+               f"warning: {message} ({category.__name__}, {filename}:{lineno})", err=True)
+
+
+class logging_state:
+    """Context manager: save and restore logger levels, handlers, warning filters and env around one command."""
+
+    _ENV = ("TRANSFORMERS_VERBOSITY", "TF_CPP_MIN_LOG_LEVEL", "TQDM_DISABLE")
+
+    def __enter__(self):
+        self._warn = warnings.catch_warnings()
+        self._warn.__enter__()
+        names = ("", "embedkit", *THIRD_PARTY_LOGGERS)
+        self._levels = {n: logging.getLogger(n).level for n in names}
+        self._env = {k: os.environ.get(k) for k in self._ENV}
+        STATE.quiet = STATE.verbose = False
+        return self
+
+    def __exit__(self, *exc):
+        for lg in (logging.getLogger(), logging.getLogger("embedkit")):
+            if _HANDLER in lg.handlers:
+                lg.removeHandler(_HANDLER)
+        for n, level in self._levels.items():
+            logging.getLogger(n).setLevel(level)
+        for k, v in self._env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        STATE.quiet = STATE.verbose = False
+        self._warn.__exit__(*exc)
+        return False
 
 
 def info(msg: str) -> None:
-    click.echo(msg, err=True)
+    """A progress note on stderr (hidden by ``--quiet``)."""
+    logger.info(msg)
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+def _json_default(o):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    if hasattr(o, "__dict__"):
+        return {k: v for k, v in vars(o).items() if not k.startswith("_")}
+    return str(o)
+
+
+def to_json(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=True)
+
+
+def print_json(obj) -> None:
+    """The one JSON printer: indented, keys sorted, numpy scalars/arrays and paths converted."""
+    click.echo(to_json(obj))
 
 
 def fmt_bytes(n: float) -> str:
@@ -60,5 +329,77 @@ def fmt_bytes(n: float) -> str:
     return f"{n:.1f} GiB"  # pragma: no cover
 
 
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()
+# --- cheap checks before expensive work -----------------------------------------------------------
+
+def check_input(path, option_name: str, *, kind: str = "any") -> Path:
+    """An input path that exists (``kind``: ``"file"``, ``"dir"`` or ``"any"``), else a one-line error."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise EmbedkitError(f"{option_name} {str(path)!r}: file not found")
+    if kind == "file" and p.is_dir():
+        raise EmbedkitError(f"{option_name} {str(path)!r} is a folder; expected a file")
+    if kind == "dir" and not p.is_dir():
+        raise EmbedkitError(f"{option_name} {str(path)!r} is not a folder")
+    return p
+
+
+def check_spec(spec: str, option_name: str = "--spec") -> str:
+    """Parse a compression spec now (a bad one must fail before any model is loaded)."""
+    from embedkit.compression.spec import parse_spec, quantizer_from_spec
+    from embedkit.errors import SpecError
+
+    try:
+        parse_spec(spec)
+        quantizer_from_spec(spec)  # stage order (a quantizer only last), availability
+    except SpecError as e:
+        raise SpecError(f"{option_name} {spec!r}: {e}") from None
+    return spec
+
+
+def check_model(model) -> None:
+    """A model path that cannot exist fails now, not after other work (``None``: the default model)."""
+    from embedkit.models.loading import resolve_model
+
+    resolve_model(model)
+
+
+def load_model(model, device=None, **kwargs):
+    """``embedkit.models.loading.load_encoder`` with the CLI's ``--model``/``--device``."""
+    from embedkit.models import loading
+
+    if device is not None:
+        kwargs["device"] = device
+    return loading.load_encoder(model, **kwargs)
+
+
+def prepare_output(path, kind: str, *, overwrite: bool = False, inputs=(), option_name: str = "--out") -> Path:
+    """:func:`embedkit._io.prepare_output`: refuse to replace anything embedkit did not write."""
+    from embedkit._io import prepare_output as _prepare
+
+    return _prepare(path, kind, overwrite=overwrite, inputs=[i for i in inputs if i is not None], option=option_name)
+
+
+def prepare_output_file(path, *, overwrite: bool = False, inputs=(), option_name: str = "--out",
+                        is_ours=None) -> Path:
+    """For a command that writes one file: refuse a folder, an input, or an existing file unless
+    ``overwrite`` (and, when ``is_ours`` is given, unless ``is_ours(path)`` says embedkit wrote it)."""
+    raw = str(path)
+    if not raw.strip():
+        raise OutputExistsError(f"{option_name} is empty; name a new file")
+    p = Path(path).expanduser()
+    rp = p.resolve()
+    for inp in inputs:
+        if inp is not None and Path(inp).expanduser().resolve() == rp:
+            raise OutputExistsError(f"{option_name} {raw!r} would overwrite the input {str(inp)!r}; name another file")
+    if p.is_dir():
+        raise OutputExistsError(f"{option_name} {raw!r} is a folder; name a file")
+    if p.exists() or p.is_symlink():
+        if not overwrite:
+            raise OutputExistsError(f"{option_name} {raw!r} already exists; pass --overwrite to replace it")
+        if p.is_symlink() or not p.is_file():
+            raise OutputExistsError(f"{option_name} {raw!r} is not a regular file; embedkit will not replace it")
+        if is_ours is not None and not is_ours(p):
+            raise OutputExistsError(f"{option_name} {raw!r} was not written by embedkit; it will not replace it")
+    return p

@@ -2,33 +2,71 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from embedkit.cli._common import info, json_option, model_option, print_json, read_corpus
+from embedkit.cli._common import (
+    POSITIVE,
+    batch_size_option,
+    check_input,
+    check_model,
+    command,
+    corpus_option,
+    info,
+    json_option,
+    load_model,
+    model_option,
+    out_option,
+    prepare_output,
+    print_json,
+    show_progress,
+)
 
 
-@click.command()
+def _precheck_out(out, corpus, overwrite):
+    """The output checks that need no model: a folder embedkit did not write is refused now.
+
+    A folder with a ``manifest.json`` is left to :func:`embedkit.encoding.encode_to_shards`, which
+    compares it with the input and the model (resume, ``--overwrite``, or a one-line refusal).
+    """
+    from embedkit._io import output_kind
+
+    p = Path(out)
+    if p.is_dir() and (output_kind(p) == "shards" or (p / "manifest.json").is_file()):
+        return
+    prepare_output(out, "shards", overwrite=overwrite, inputs=[corpus])
+
+
+@command()
 @model_option
-@click.option("--input", "-i", "input_", required=True, help="BEIR folder, corpus.jsonl[.gz] or .txt[.gz] (one text per line).")
-@click.option("--out", "-o", required=True, help="Output folder for shard-NNNNN.npy + manifest.json.")
-@click.option("--shard-size", type=int, default=4096, show_default=True, help="Texts per shard (a kill loses at most one).")
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@corpus_option(aliases=("--input", "-i"))
+@out_option(help="Folder for shard-NNNNN.npy + ids.json + manifest.json (a new or empty folder, or an earlier "
+                 "`embedkit encode` folder of the same input: the run resumes it; --overwrite replaces one of "
+                 "another input).")
+@click.option("--shard-size", type=POSITIVE, default=4096, show_default=True, help="Texts per shard (a kill loses at most one).")
+@batch_size_option()
 @json_option
-def encode(model, input_, out, shard_size, batch_size, as_json):
+def encode(model, device, corpus, out, overwrite, shard_size, batch_size, as_json):
     """Encode a corpus into float32 .npy shards; rerun the same command to resume after a kill.
 
     \b
     Example:
-      embedkit encode --input ../shared/data/retrieval/scifact --out scifact_emb
+      embedkit encode --corpus ../shared/data/retrieval/scifact --out scifact_emb
     """
+    from embedkit.data import read_corpus
     from embedkit.encoding import encode_to_shards
-    from embedkit.models.loading import load_encoder
 
-    _, texts, _ = read_corpus(input_)
-    enc = load_encoder(model)
-    manifest = encode_to_shards(enc, texts, out, shard_size=shard_size, batch_size=batch_size)
+    check_input(corpus, "--corpus")
+    _precheck_out(out, corpus, overwrite)
+    check_model(model)
+    ids, texts, _ = read_corpus(corpus)
+    enc = load_model(model, device)
+    manifest = encode_to_shards(enc, texts, out, ids=ids, shard_size=shard_size, batch_size=batch_size,
+                                show_progress=show_progress(), overwrite=overwrite, inputs=[corpus])
     if as_json:
         print_json(manifest)
     else:
-        info(f"resumed {manifest['resumed_shards']} complete shard(s)" if manifest["resumed_shards"] else "")
+        if manifest.get("resumed_shards"):
+            info(f"resumed {manifest['resumed_shards']} complete shard(s)")
         click.echo(f"{manifest['count']} embeddings ({manifest['dim']}-d) in {manifest['shards']} shard(s) under {out}")

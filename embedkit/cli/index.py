@@ -1,4 +1,4 @@
-"""``embedkit index build|search|eval``."""
+"""``embedkit index build|add|remove|search|eval``."""
 
 from __future__ import annotations
 
@@ -6,127 +6,262 @@ import time
 
 import click
 
-from embedkit.cli._common import fmt_bytes, info, json_option, model_option, print_json, read_corpus
+from embedkit.cli._common import (
+    POSITIVE,
+    batch_size_option,
+    check_input,
+    check_model,
+    check_spec,
+    command,
+    corpus_option,
+    fmt_bytes,
+    info,
+    json_option,
+    load_model,
+    model_option,
+    option,
+    out_option,
+    prepare_output,
+    print_json,
+    show_progress,
+)
+from embedkit.errors import EmbedkitError
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def index():
-    """Build, search and evaluate a compressed FAISS index.
+    """Build, update, search and evaluate a compressed FAISS index.
 
     \b
     Example:
       embedkit index build --corpus ../shared/data/retrieval/scifact --out scifact_idx --spec binary --rescore 4
       embedkit index search scifact_idx "vitamin D and bone density" -k 5
+      embedkit index add scifact_idx --corpus new_docs.jsonl
+      embedkit index remove scifact_idx 4983 5836
       embedkit index eval scifact_idx --beir ../shared/data/retrieval/scifact --json
     """
 
 
-@index.command()
+def _load_index(index_dir, model, device, force):
+    """Load an index with its model (``--model``/``--device``, else the one it was built with, loaded now).
+
+    Returns ``(index, index_seconds, model_seconds)``.
+    """
+    from embedkit.retrieval.index import EmbeddingIndex
+
+    t0 = time.perf_counter()
+    enc = None
+    if model is not None or device is not None:
+        source = model if model is not None else EmbeddingIndex.read_manifest(index_dir, verify=False)["model"]["source"]
+        enc = load_model(source, device)
+    t1 = time.perf_counter()
+    idx = EmbeddingIndex.load(index_dir, model=enc, force=force)
+    t2 = time.perf_counter()
+    if enc is None:
+        idx.model  # noqa: B018 - load the recorded model now, so that it is timed as loading
+    t3 = time.perf_counter()
+    return idx, t2 - t1, (t1 - t0) + (t3 - t2)
+
+
+_STRICT_HELP = "Refuse blank documents (empty or whitespace only) instead of skipping them with a warning."
+
+
+@command(index)
 @model_option
-@click.option("--corpus", "-c", required=True, help="BEIR folder, corpus.jsonl[.gz], or a .txt[.gz] file (one document per line).")
-@click.option("--out", "-o", required=True, help="Index folder to write (replaced atomically if it exists).")
-@click.option("--spec", "-s", default="float", show_default=True, help="Compression spec, e.g. binary, int8, mrl:128,binary.")
+@corpus_option()
+@out_option(help="Index folder to write (a new or empty folder; --overwrite replaces an earlier index).")
+@option("--spec", "-s", default="float", show_default=True, help="Compression spec, e.g. binary, int8, mrl:128,binary.")
 @click.option("--backend", type=click.Choice(["flat", "hnsw", "ivf"]), default="flat", show_default=True)
-@click.option("--rescore", type=int, default=None, metavar="N", help="Keep float16 vectors and rescore N*k candidates (e.g. 4).")
-@click.option("--nlist", type=int, default=None, help="IVF lists (default ~4*sqrt(n)).")
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--rescore", type=POSITIVE, default=None, metavar="N", help="Keep float16 vectors and rescore N*k candidates (e.g. 4).")
+@click.option("--nlist", type=POSITIVE, default=None, metavar="N", help="IVF lists (default ~4*sqrt(n); at most the number of documents).")
+@batch_size_option()
+@click.option("--strict", is_flag=True, help=_STRICT_HELP)
 @json_option
-def build(model, corpus, out, spec, backend, rescore, nlist, batch_size, as_json):
-    """Encode a corpus, compress it and save an index folder."""
+def build(model, device, corpus, out, overwrite, spec, backend, rescore, nlist, batch_size, strict, as_json):
+    """Encode a corpus, compress it and save an index folder.
+
+    \b
+    Example:
+      embedkit index build --corpus ../shared/data/retrieval/scifact --out scifact_idx --spec binary --rescore 4
+      embedkit index build --corpus docs.txt --out docs_idx --backend hnsw -m ./my-model
+    """
+    from embedkit.data import read_corpus
     from embedkit.retrieval.index import EmbeddingIndex, directory_size
 
+    # cheap checks first: nothing is loaded before every argument is known to be usable
+    spec = check_spec(spec)
+    check_input(corpus, "--corpus")
+    target = prepare_output(out, "index", overwrite=overwrite, inputs=[corpus])
+    check_model(model)
     ids, texts, meta = read_corpus(corpus)
+    if nlist is not None and backend == "ivf" and nlist > len(texts):
+        raise EmbedkitError(f"--nlist {nlist} is more than the {len(texts)} documents of {corpus}; "
+                            f"use at most {len(texts)} (or omit it)")
     info(f"{len(texts)} documents from {corpus}")
-    from embedkit.models.loading import load_encoder
-
-    enc = load_encoder(model)
+    enc = load_model(model, device)
     t = time.perf_counter()
     idx = EmbeddingIndex.build(texts, ids, meta, model=enc, spec=spec, backend=backend, rescore=rescore, nlist=nlist,
-                               batch_size=batch_size, show_progress=True)
-    idx.save(out)
+                               batch_size=batch_size, show_progress=show_progress(),
+                               on_empty="error" if strict else "skip")
+    idx.save(target)
     summary = {
-        "out": out, "documents": len(idx), "spec": idx.compression.spec, "backend": backend, "rescore": rescore,
-        "bytes_per_vector": idx.bytes_per_vector, "index_bytes_on_disk": directory_size(out),
-        "build_seconds": time.perf_counter() - t,
+        "out": out, "documents": len(idx), "skipped_documents": len(texts) - len(idx), "spec": idx.compression.spec,
+        "backend": backend, "rescore": rescore, "bytes_per_vector": idx.bytes_per_vector,
+        "index_bytes_on_disk": directory_size(target), "build_seconds": time.perf_counter() - t,
     }
     if as_json:
         print_json(summary)
     else:
-        click.echo(f"built {out}: {len(idx)} documents, spec {summary['spec']} ({idx.bytes_per_vector} B/vector), "
+        skipped = f" ({summary['skipped_documents']} blank skipped)" if summary["skipped_documents"] else ""
+        click.echo(f"built {out}: {len(idx)} documents{skipped}, spec {summary['spec']} ({idx.bytes_per_vector} B/vector), "
                    f"{fmt_bytes(summary['index_bytes_on_disk'])} on disk, {summary['build_seconds']:.1f} s")
 
 
-@index.command()
+@command(index)
+@click.argument("index_dir")
+@corpus_option(help="Documents to add (same formats as `index build`); their ids must be new.")
+@model_option(help="Encoder (default: the model the index was built with).")
+@click.option("--force", is_flag=True, help="Encode with a model other than the index's.")
+@batch_size_option()
+@click.option("--strict", is_flag=True, help=_STRICT_HELP)
+@json_option
+def add(index_dir, corpus, model, device, force, batch_size, strict, as_json):
+    """Add documents to an index and save it in place (atomically: all documents or none).
+
+    \b
+    Example:
+      embedkit index add scifact_idx --corpus new_docs.jsonl
+    """
+    from embedkit.data import read_corpus
+
+    check_input(corpus, "--corpus")
+    check_model(model)
+    ids, texts, meta = read_corpus(corpus)
+    idx, _, _ = _load_index(index_dir, model, device, force)
+    before = len(idx)
+    idx.add(texts, ids, meta, batch_size=batch_size, show_progress=show_progress(),
+            on_empty="error" if strict else "skip")
+    idx.save(index_dir)
+    summary = {"index": index_dir, "added": len(idx) - before, "documents": len(idx),
+               "skipped_documents": len(texts) - (len(idx) - before)}
+    if as_json:
+        print_json(summary)
+    else:
+        click.echo(f"added {summary['added']} documents to {index_dir}: {len(idx)} in all")
+
+
+@command(index)
+@click.argument("index_dir")
+@click.argument("ids", nargs=-1, required=True)
+@json_option
+def remove(index_dir, ids, as_json):
+    """Remove documents by id and save the index in place (atomically: all of them or none).
+
+    \b
+    Example:
+      embedkit index remove scifact_idx 4983 5836
+    """
+    from embedkit.retrieval.index import EmbeddingIndex
+
+    idx = EmbeddingIndex.load(index_dir)
+    before = len(idx)
+    idx.remove(list(dict.fromkeys(ids)))
+    idx.save(index_dir)
+    summary = {"index": index_dir, "removed": before - len(idx), "documents": len(idx)}
+    if as_json:
+        print_json(summary)
+    else:
+        click.echo(f"removed {summary['removed']} documents from {index_dir}: {len(idx)} left")
+
+
+@command(index)
 @click.argument("index_dir")
 @click.argument("query", nargs=-1, required=True)
-@click.option("-k", default=10, show_default=True, help="Number of hits.")
-@model_option
+@click.option("-k", "k", type=POSITIVE, default=10, show_default=True, help="Number of hits.")
+@model_option(help="Encoder for the query (default: the model the index was built with).")
 @click.option("--force", is_flag=True, help="Query with a model other than the index's.")
 @click.option("--no-rescore", is_flag=True, help="Skip float16 rescoring even if the index has it.")
 @json_option
-def search(index_dir, query, k, model, force, no_rescore, as_json):
-    """Search INDEX_DIR for QUERY (several words are joined into one query)."""
-    from embedkit.retrieval.index import EmbeddingIndex
+def search(index_dir, query, k, model, device, force, no_rescore, as_json):
+    """Search INDEX_DIR for QUERY (several words are joined into one query).
 
-    idx = EmbeddingIndex.load(index_dir, model=model, force=force)
+    \b
+    Example:
+      embedkit index search scifact_idx "vitamin D deficiency and bone fractures" -k 5
+      embedkit index search scifact_idx "vitamin D" --json
+    """
+    check_model(model)
+    idx, index_s, model_s = _load_index(index_dir, model, device, force)
     q = " ".join(query)
     t = time.perf_counter()
     hits = idx.search(q, k=k, rescore=False if no_rescore else None)
-    ms = (time.perf_counter() - t) * 1e3
+    search_ms = (time.perf_counter() - t) * 1e3
     if as_json:
-        print_json({"query": q, "ms": ms, "hits": [h.__dict__ for h in hits]})
+        print_json({"query": q, "index_load_ms": index_s * 1e3, "model_load_ms": model_s * 1e3,
+                    "search_ms": search_ms, "ms": search_ms,
+                    "hits": [{"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata} for h in hits]})
         return
     for rank, h in enumerate(hits, 1):
         text = " ".join(h.text.split())
         click.echo(f"{rank:>3}. {h.score:.4f}  [{h.id}]  {text[:110]}{'…' if len(text) > 110 else ''}")
-    info(f"{len(hits)} hits in {ms:.1f} ms (including query encoding)")
+    info(f"{len(hits)} hits in {search_ms:.1f} ms (query encoding + search; loading took {index_s:.1f} s for the "
+         f"index, {model_s:.1f} s for the model)")
 
 
-@index.command(name="eval")
+def _rescore_text(rescore) -> str:
+    return f"float16 rescoring x{rescore}" if rescore else "no rescoring"
+
+
+@command(index, name="eval")
 @click.argument("index_dir")
-@click.option("--queries", "-q", default=None, help="queries.jsonl (BEIR format).")
-@click.option("--qrels", "-r", default=None, help="qrels TSV (query-id, corpus-id, score).")
-@click.option("--beir", default=None, help="A BEIR folder instead of --queries/--qrels.")
+@option("--queries", "queries", aliases=(), default=None, metavar="FILE", help="queries.jsonl[.gz] (BEIR format).")
+@option("--qrels", "qrels", aliases=("-r",), default=None, metavar="FILE", help="qrels TSV (query-id, corpus-id, score).")
+@click.option("--beir", default=None, metavar="DIR", help="A BEIR folder instead of --queries/--qrels.")
 @click.option("--split", default="test", show_default=True, help="qrels split with --beir.")
-@model_option
+@model_option(help="Encoder for the queries (default: the model the index was built with).")
 @click.option("--force", is_flag=True, help="Evaluate with a model other than the index's.")
 @json_option
-def eval_(index_dir, queries, qrels, beir, split, model, force, as_json):
-    """nDCG@10, Recall@100, MRR@10, bytes/vector, size on disk, p50 latency and batch QPS."""
-    from embedkit.data.readers import _jsonl, _tsv_rows
-    from embedkit.errors import DataFormatError, EmbedkitError
+def eval_(index_dir, queries, qrels, beir, split, model, device, force, as_json):
+    """nDCG@10, Recall@100, MRR@10, bytes/vector, size on disk, p50 latency and batch QPS.
+
+    Python: ``embedkit.evaluation.retrieval.evaluate_index(index, queries, qrels)``.
+
+    \b
+    Example:
+      embedkit index eval scifact_idx --beir ../shared/data/retrieval/scifact
+      embedkit index eval scifact_idx --queries queries.jsonl --qrels qrels/test.tsv --json
+    """
+    from embedkit.data import read_beir, read_qrels, read_queries
     from embedkit.evaluation.retrieval import evaluate_index
-    from embedkit.retrieval.index import EmbeddingIndex
 
     if beir:
-        from embedkit.data import read_beir
-
-        ds = read_beir(beir, split)
+        if queries or qrels:
+            raise EmbedkitError("give either --beir FOLDER or --queries and --qrels, not both")
+        check_input(beir, "--beir", kind="dir")
+        ds = read_beir(beir, split, on_empty="keep")  # blank documents: judged, but not in the index
         qmap, qrel_map = ds.queries, ds.qrels
     else:
         if not (queries and qrels):
             raise EmbedkitError("give --queries and --qrels, or --beir FOLDER")
-        from pathlib import Path
-
-        qmap = {}
-        for i, obj in _jsonl(Path(queries)):
-            if "_id" not in obj or "text" not in obj:
-                raise DataFormatError(f"{Path(queries).name}:{i}: a query needs '_id' and 'text'")
-            qmap[str(obj["_id"])] = str(obj["text"])
-        qrel_map: dict = {}
-        for line, row in _tsv_rows(qrels):
-            if len(row) != 3:
-                raise DataFormatError(f"{Path(qrels).name}:{line}: expected 3 fields (query-id, corpus-id, score)")
-            qrel_map.setdefault(row[0], {})[row[1]] = int(float(row[2]))
-    idx = EmbeddingIndex.load(index_dir, model=model, force=force)
+        check_input(queries, "--queries", kind="file")
+        check_input(qrels, "--qrels", kind="file")
+        qmap = read_queries(queries)
+        qrel_map = read_qrels(qrels)  # format checked before anything is loaded
+    check_model(model)
+    idx, _, _ = _load_index(index_dir, model, device, force)
+    if not beir:  # judgements naming documents the index never held (blank documents it skipped are known)
+        judged_docs = sorted({d for rel in qrel_map.values() for d in rel})
+        known = set(idx.present_ids(judged_docs)) | set(idx.skipped_ids)
+        qrel_map = read_qrels(qrels, doc_ids=known)
     judged = {q: r for q, r in qrel_map.items() if q in qmap}
     if not judged:
         raise EmbedkitError("no query in the qrels has a text in the queries file")
-    res = evaluate_index(idx, qmap, judged, path=index_dir, show_progress=True)
+    res = evaluate_index(idx, qmap, judged, path=index_dir, show_progress=show_progress())
     if as_json:
         print_json(res)
         return
-    click.echo(f"index {index_dir}: {res['documents']} documents, spec {res['spec']}, backend {res['backend']}, rescore {res['rescore']}")
+    click.echo(f"index {index_dir}: {res['documents']} documents, spec {res['spec']}, backend {res['backend']}, "
+               f"{_rescore_text(res['rescore'])}")
     click.echo(f"  nDCG@10     {res['ndcg@10']:.4f}")
     click.echo(f"  Recall@100  {res['recall@100']:.4f}")
     click.echo(f"  MRR@10      {res['mrr@10']:.4f}")

@@ -37,12 +37,16 @@ Subsets (all deterministic):
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from embedkit.errors import DataFormatError, EmbedkitError
+
+__all__ = ["sts_task", "retrieval_task", "classification_task", "clustering_task", "split_labelled", "unique_names",
+           "resolve_mteb_tasks", "check_hub_available", "LOCAL_HINT"]
 
 _GENERAL: dict[str, Any] = {
     "reference": None,
@@ -198,7 +202,6 @@ def retrieval_task(folder: str | os.PathLike, *, split: str = "test", name: str 
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
         from datasets import Dataset
-
         from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 
         if self.data_loaded:
@@ -312,3 +315,47 @@ def unique_names(tasks: list) -> list:
     if dup:
         raise EmbedkitError(f"two tasks are named {dup[0]!r}; give the files different names (task names come from file names)")
     return tasks
+
+
+# --- registered MTEB tasks (data from the Hugging Face Hub) ----------------------------------------
+
+LOCAL_HINT = ("score your own files offline instead: embedkit eval local --sts FILE.tsv --beir BEIR_DIR "
+              "--classification LABELLED.tsv --clustering LABELLED.tsv")
+
+
+def resolve_mteb_tasks(names: Sequence[str]) -> list:
+    """mteb task objects for registered task names (the registry ships with mteb: works offline).
+
+    Raises:
+        EmbedkitError: an unknown name (the message suggests close matches).
+    """
+    import difflib
+
+    import mteb
+
+    known = None
+    out = []
+    for n in names:
+        try:
+            out.extend(mteb.get_tasks(tasks=[n]))
+        except KeyError:
+            if known is None:
+                known = [t.metadata.name for t in mteb.get_tasks()]
+            close = difflib.get_close_matches(n, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; list them with: mteb available-tasks"
+            raise EmbedkitError(f"unknown MTEB task {n!r}{hint}") from None
+    return out
+
+
+def check_hub_available() -> None:
+    """Registered MTEB tasks download their data from the Hugging Face Hub: refuse early when offline.
+
+    Raises:
+        EmbedkitError: an offline switch is set (see :func:`embedkit.models.loading.is_offline`).
+    """
+    from embedkit.models.loading import is_offline
+
+    if is_offline():
+        raise EmbedkitError(
+            "registered MTEB tasks download their data from the Hugging Face Hub, which is offline here "
+            f"(HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE or HF_DATASETS_OFFLINE is set); {LOCAL_HINT}")

@@ -14,10 +14,13 @@ per vector); with ``output`` given, mteb's own result files under ``DIR/results/
 (float) and ``.../experiments/compression_SPEC/`` (other specs).
 
 Example:
-    >>> from embedkit import load_encoder
-    >>> from embedkit.evaluation.mteb_tasks import sts_task
-    >>> res = run_suite(load_encoder(), [sts_task("stsb.test.tsv")], "float;int8;binary")
-    >>> print(summary_markdown(res))
+    .. code-block:: python
+
+        from embedkit import load_encoder
+        from embedkit.evaluation import run_suite, sts_task, summary_markdown
+
+        res = run_suite(load_encoder(), [sts_task("stsb.test.tsv")], "float;int8;binary")
+        print(summary_markdown(res))
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ import copy
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from embedkit.errors import EmbedkitError, SpecError
+
+__all__ = ["DEFAULT_SPECS", "parse_specs", "run_suite", "summary_markdown", "plot_summary", "write_outputs"]
 
 DEFAULT_SPECS = "float;int8;binary;mrl:128;mrl:128,binary"
 
@@ -85,6 +91,27 @@ def _quiet_datasets() -> None:
         pass
 
 
+_HUB_ERRORS = ("DatasetNotFoundError", "LocalEntryNotFoundError", "OfflineModeIsEnabled", "HfHubHTTPError")
+
+
+def _load_task_data(task) -> None:
+    """``task.load_data()``; a dataset that cannot be fetched is a one-line EmbedkitError naming the task."""
+    from embedkit.evaluation.mteb_tasks import LOCAL_HINT
+
+    name = task.metadata.name
+    try:
+        task.load_data()
+    except EmbedkitError:
+        raise
+    except (ConnectionError, OSError) as e:  # hub unreachable, dataset not downloadable
+        raise EmbedkitError(f"could not load the data of MTEB task {name} ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}); {LOCAL_HINT}") from e
+    except Exception as e:
+        if type(e).__name__ in _HUB_ERRORS:
+            raise EmbedkitError(f"could not load the data of MTEB task {name} ({type(e).__name__}); {LOCAL_HINT}") from e
+        raise
+
+
 def _main_score(task_result) -> float:
     return float(task_result.get_score())
 
@@ -119,6 +146,11 @@ def run_suite(model, tasks: Sequence, specs: str | Sequence[str] | None = None, 
     names = [t.metadata.name for t in tasks]
     if len(set(names)) != len(names):
         raise EmbedkitError(f"task names must be unique, got {names}")
+    if output is not None:  # marked first, so that an interrupted run can be replaced with overwrite
+        from embedkit._io import mark_output
+
+        Path(output).mkdir(parents=True, exist_ok=True)
+        mark_output(output, "eval")
     result_cache = mteb.ResultCache(str(output)) if output is not None else None
     _quiet_datasets()
     store = EmbeddingStore(model, cache=cache, batch_size=batch_size, show_progress=show_progress)
@@ -131,7 +163,7 @@ def run_suite(model, tasks: Sequence, specs: str | Sequence[str] | None = None, 
         t_task = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            task.load_data()
+            _load_task_data(task)
         state = copy.deepcopy((task.rng_state, task.np_rng))
         bar = tqdm(spec_list, desc=name, unit="spec", disable=not show_progress, leave=True)
         for spec in bar:
@@ -229,11 +261,16 @@ def plot_summary(result: dict[str, Any], path: str | os.PathLike) -> str:
 
 
 def write_outputs(result: dict[str, Any], output: str | os.PathLike) -> dict[str, str]:
-    """Write ``summary.json``, ``summary.md`` and ``summary.png`` into ``output``; return their paths."""
-    from embedkit._io import atomic_write_bytes, atomic_write_json
+    """Write ``summary.json``, ``summary.md`` and ``summary.png`` into ``output``; return their paths.
+
+    The folder is marked as an embedkit ``"eval"`` output (``embedkit-output.json``), so a later run
+    may replace it with ``overwrite`` (:func:`embedkit._io.prepare_output`).
+    """
+    from embedkit._io import atomic_write_bytes, atomic_write_json, mark_output
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    mark_output(output, "eval")
     paths = {"json": str(output / "summary.json"), "markdown": str(output / "summary.md"),
              "plot": str(output / "summary.png")}
     atomic_write_json(output / "summary.json", {**result, "files": paths})

@@ -6,10 +6,13 @@ import base64
 import html
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
-__all__ = ["write_html_report"]
+__all__ = ["write_html_report", "is_embedkit_report", "GENERATOR"]
+
+#: the ``<meta name="generator">`` of every report embedkit writes (how a later run knows it may replace one)
+GENERATOR = "embedkit"
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}
@@ -30,7 +33,8 @@ def write_html_report(path: str | os.PathLike, summary: Mapping, images: Mapping
     from embedkit._io import atomic_write_bytes
 
     captions = captions or {}
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><meta name='generator' content='{GENERATOR}'>"
+             f"<title>{html.escape(title)}</title>",
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     if rows:
         parts.append("<table><tr><th>measure</th><th>value</th></tr>")
@@ -44,3 +48,13 @@ def write_html_report(path: str | os.PathLike, summary: Mapping, images: Mapping
     parts.append("</body></html>\n")
     atomic_write_bytes(path, "\n".join(parts).encode("utf-8"))
     return Path(path)
+
+
+def is_embedkit_report(path: str | os.PathLike) -> bool:
+    """True if ``path`` is an HTML report written by :func:`write_html_report` (safe to replace)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    return f"<meta name='generator' content='{GENERATOR}'>".encode() in head

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -21,8 +21,9 @@ def _plt():
 
 
 def _save(fig, path) -> Path:
-    from embedkit._io import atomic_write_bytes
     import io
+
+    from embedkit._io import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

@@ -64,7 +64,8 @@ def test_diagnose_text_output_and_errors(st_dir, texts, tmp_path, capsys):
     code, out, _ = run(["diagnose", "--model", str(st_dir), "--texts", str(f), "--no-bias", "--plots",
                         str(tmp_path / "plots")], capsys)
     assert code == 0 and "RankMe" in out and "separability" in out
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["barcode.png", "length.png", "spectrum.png"]
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "barcode.png", "embedkit-output.json", "length.png", "spectrum.png"]
     bad = tmp_path / "few.txt"
     bad.write_text("a\nb\n")
     lab.write_text("a\nb\n")

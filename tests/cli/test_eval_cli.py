@@ -21,9 +21,9 @@ def _run(argv, capsys):
 
 @pytest.fixture()
 def files(tmp_path):
-    from embedkit.testing import WORDS
-
     import numpy as np
+
+    from embedkit.testing import WORDS
 
     rng = np.random.default_rng(0)
     sent = lambda: " ".join(rng.choice(WORDS, size=7))  # noqa: E731

@@ -5,7 +5,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from embedkit.cli.main import cli, main
+from embedkit.cli.main import cli
 
 
 @pytest.fixture()
@@ -45,32 +45,37 @@ def test_build_search_eval_json(tiny_model_path, corpus, tmp_path, isolated_cach
 
 
 def test_encode_cli(tiny_model_path, corpus, tmp_path, isolated_cache):
-    res = CliRunner().invoke(cli, ["encode", "--model", tiny_model_path, "--input", str(corpus), "--out",
-                                   str(tmp_path / "emb"), "--json"])
+    args = ["encode", "--model", tiny_model_path, "--input", str(corpus), "--out", str(tmp_path / "emb"), "--json"]
+    res = CliRunner().invoke(cli, args)  # --input: the old spelling of --corpus
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["count"] == 4
+    res = CliRunner().invoke(cli, args)  # a rerun resumes the folder it wrote
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["resumed_shards"] == 1
+
+
+def test_errors_are_one_line_with_exit_2(corpus, tmp_path):
+    """The one real process for `index` (exit status and stderr as a shell sees them)."""
+    res = run(["index", "search", "/nonexistent/ix", "hello"])
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "no index folder" in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 @pytest.mark.parametrize("args,msg", [
-    (["index", "search", "/nonexistent/ix", "hello"], "no index folder"),
     (["index", "build", "--corpus", "/nonexistent/docs.txt", "--out", "x"], "file not found"),
     (["index", "build", "--corpus", "CORPUS", "--out", "OUT", "--spec", "bogus:3"], "unknown compression stage"),
     (["index", "build", "--corpus", "CORPUS", "--out", "OUT", "--model", "/nonexistent/model"], "does not exist"),
 ])
-def test_errors_are_one_line_with_exit_2(args, msg, corpus, tmp_path):
+def test_errors_in_process(args, msg, corpus, tmp_path, invoke, no_model):
     args = [a.replace("CORPUS", str(corpus)).replace("OUT", str(tmp_path / "o")) for a in args]
-    res = run(args)
-    assert res.returncode == 2, res.stderr
-    err_lines = [line for line in res.stderr.strip().splitlines() if line.startswith("error:")]
-    assert len(err_lines) == 1 and msg in err_lines[0]
-    assert "Traceback" not in res.stderr
+    invoke(*args).one_line_error(msg)
 
 
-def test_empty_corpus_file_error(tmp_path):
+def test_empty_corpus_file_error(tmp_path, invoke, no_model):
     p = tmp_path / "empty.txt"
     p.write_text("\n  \n")
-    res = run(["index", "build", "--corpus", str(p), "--out", str(tmp_path / "o")])
-    assert res.returncode == 2 and "no text lines" in res.stderr
+    invoke("index", "build", "--corpus", str(p), "--out", str(tmp_path / "o")).one_line_error("no text lines")
 
 
 def test_help_lists_commands():
@@ -80,3 +85,79 @@ def test_help_lists_commands():
         assert name in res.output
     res = CliRunner().invoke(cli, ["index", "build", "--help"])
     assert "--spec" in res.output and "--rescore" in res.output
+
+
+@pytest.fixture()
+def built(tiny_model_path, corpus, tmp_path, isolated_cache, invoke):
+    out = tmp_path / "ix"
+    res = invoke("index", "build", "-m", tiny_model_path, "--corpus", corpus, "--out", out, "--spec", "binary",
+                 "--rescore", "2", "-q")
+    assert res.code == 0, res.stderr
+    assert res.stderr == ""  # --quiet: no notes, no progress bars
+    return out
+
+
+def test_add_and_remove_save_in_place(built, tmp_path, invoke):
+    new = tmp_path / "new.jsonl"
+    new.write_text('{"_id": "n1", "text": "the bank raised the interest rate"}\n'
+                   '{"_id": "n2", "text": "a puppy and a kitten play"}\n')
+    res = invoke("index", "add", built, "--corpus", new, "--json")
+    assert res.code == 0, res.stderr
+    assert json.loads(res.stdout) == {"index": str(built), "added": 2, "documents": 6, "skipped_documents": 0}
+    res = invoke("index", "search", built, "the bank raised the interest rate", "-k", "1", "--json")
+    assert json.loads(res.stdout)["hits"][0]["id"] == "n1"
+    # adding the same ids again is refused, and the saved index is unchanged
+    invoke("index", "add", built, "--corpus", new).one_line_error("n1")
+    res = invoke("index", "remove", built, "n1", "2", "--json")
+    assert res.code == 0, res.stderr
+    assert json.loads(res.stdout) == {"index": str(built), "removed": 2, "documents": 4}
+    # an unknown id: nothing is removed
+    invoke("index", "remove", built, "n2", "no-such-id").one_line_error("no-such-id")
+    res = invoke("index", "search", built, "puppy", "-k", "10", "--json")
+    ids = [h["id"] for h in json.loads(res.stdout)["hits"]]
+    assert sorted(ids) == ["1", "3", "4", "n2"]
+
+
+def test_search_json_reports_load_and_search_time_separately(built, invoke):
+    res = invoke("index", "search", built, "the dog", "--json")
+    assert res.code == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["index_load_ms"] > 0 and out["model_load_ms"] > 0 and out["search_ms"] > 0
+    res = invoke("index", "search", built, "the dog")
+    assert "loading took" in res.stderr and "for the model" in res.stderr
+
+
+def test_eval_prints_the_rescoring(built, tmp_path, invoke):
+    (tmp_path / "q.jsonl").write_text('{"_id": "q1", "text": "the dog and the puppy"}\n')
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\t4\t1\n")
+    res = invoke("index", "eval", built, "--queries", tmp_path / "q.jsonl", "--qrels", tmp_path / "qrels.tsv")
+    assert res.code == 0, res.stderr
+    assert "float16 rescoring x2" in res.stdout and "None" not in res.stdout
+    (tmp_path / "bad.tsv").write_text("query-id\tcorpus-id\tscore\nq1\t4\thigh\n")
+    res = invoke("index", "eval", built, "--queries", tmp_path / "q.jsonl", "--qrels", tmp_path / "bad.tsv")
+    res.one_line_error("bad.tsv:2")
+
+
+def test_blank_documents_skipped_or_refused_with_strict(tiny_model_path, tmp_path, isolated_cache, invoke):
+    import inspect
+
+    from embedkit.retrieval.index import EmbeddingIndex
+
+    if "on_empty" not in inspect.signature(EmbeddingIndex.build).parameters:
+        pytest.skip("EmbeddingIndex.build(on_empty=) not available yet")
+    c = tmp_path / "c.jsonl"
+    c.write_text('{"_id": "a", "text": "the cat"}\n{"_id": "b", "text": "  "}\n{"_id": "c", "text": "the dog"}\n')
+    res = invoke("index", "build", "-m", tiny_model_path, "--corpus", c, "--out", tmp_path / "s", "--strict", "-q")
+    res.one_line_error("'b'")
+    assert not (tmp_path / "s").exists()
+    res = invoke("index", "build", "-m", tiny_model_path, "--corpus", c, "--out", tmp_path / "k", "--json")
+    assert res.code == 0, res.stderr
+    assert json.loads(res.stdout)["documents"] == 2 and json.loads(res.stdout)["skipped_documents"] == 1
+    assert "b" in res.stderr  # the warning names the skipped id
+
+
+def test_eval_refuses_qrels_naming_unknown_documents(built, tmp_path, invoke):
+    (tmp_path / "q.jsonl").write_text('{"_id": "q1", "text": "the dog and the puppy"}\n')
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\t4\t1\nq1\tdoc-99\t1\n")
+    res = invoke("index", "eval", built, "--queries", tmp_path / "q.jsonl", "--qrels", tmp_path / "qrels.tsv", "-q")
+    res.one_line_error("qrels.tsv:3: unknown document id 'doc-99'")

@@ -83,10 +83,14 @@ def test_errors_are_one_line_with_exit_2(model_dir, files, tmp_path):
     assert res.returncode == 2 and "'zeppelin' not in the Doc2Vec vocabulary" in res.stderr
 
 
-def test_transformer_encoder(files, tmp_path, tiny_model_path, isolated_cache):
+def test_transformer_encoder(files, tmp_path, isolated_cache):
+    from embedkit.testing import make_tiny_model
+
+    # seed 1: a random tiny encoder whose label document selections do not collapse on this corpus
+    tiny = make_tiny_model(tmp_path / "tiny", seed=1)
     out = tmp_path / "t"
     res = CliRunner().invoke(cli, ["lbl2vec", "fit", "--docs", str(files / "docs.tsv"), "--keywords",
-                                   str(files / "kw.tsv"), "--out", str(out), "--encoder", tiny_model_path,
+                                   str(files / "kw.tsv"), "--out", str(out), "--encoder", tiny,
                                    "--min-num-docs", "5", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["kind"] == "transformer"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the default model and the real data
 
 def test_sts_subset_equals_scipy(default_model, data_dir):
     from embedkit.data import read_sts_tsv

@@ -241,3 +241,30 @@ def test_parse_specs():
             from embedkit.compression.spec import quantizer_from_spec
 
             quantizer_from_spec(bad)
+
+
+def test_registered_task_lookup_lives_in_evaluation(monkeypatch):
+    import pytest
+
+    from embedkit.errors import EmbedkitError
+    from embedkit.evaluation import check_hub_available, resolve_mteb_tasks
+
+    assert [t.metadata.name for t in resolve_mteb_tasks(["STSBenchmark"])] == ["STSBenchmark"]
+    with pytest.raises(EmbedkitError, match="unknown MTEB task 'STSBenchmrk'; did you mean STSBenchmark"):
+        resolve_mteb_tasks(["STSBenchmrk"])
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    check_hub_available()
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # any of the three switches (one offline check)
+    with pytest.raises(EmbedkitError, match="embedkit eval local"):
+        check_hub_available()
+
+
+def test_write_outputs_marks_an_eval_folder(tmp_path):
+    from embedkit._io import output_kind
+    from embedkit.evaluation.suite import write_outputs
+
+    result = {"model": "m", "specs": ["float"], "tasks": [{"task": "T", "metric": "x"}],
+              "rows": [{"task": "T", "spec": "float", "main_score": 0.5, "bytes_per_vector": 128, "metric": "x"}]}
+    files = write_outputs(result, tmp_path / "out")
+    assert output_kind(tmp_path / "out") == "eval" and set(files) == {"json", "markdown", "plot"}

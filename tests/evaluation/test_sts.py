@@ -26,6 +26,7 @@ def test_evaluate_sts_equals_direct_scipy(tiny_model, isolated_cache):
     assert res["average"] == res["toy"]
 
 
+@pytest.mark.slow
 def test_default_model_on_real_stsb_subset(default_model, data_dir):
     from embedkit.data import read_sts_tsv
 

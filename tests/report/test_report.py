@@ -25,3 +25,25 @@ def test_plots_and_html(tmp_path):
     html = out.read_text()
     assert html.count("data:image/png;base64,") == 4
     assert "&lt;b&gt;escaped&lt;/b&gt;" in html and "<b>escaped</b>" not in html
+
+
+def test_diagnose_report_writer(tmp_path):
+    from embedkit.analysis.diagnose import diagnose_embeddings
+    from embedkit.report import is_embedkit_report, write_diagnose_report
+
+    rng = np.random.default_rng(0)
+    E = rng.standard_normal((40, 8))
+    summary = diagnose_embeddings(E, lengths=rng.integers(1, 50, 40), labels=["a", "b"] * 20)
+    arrays = summary.pop("_arrays")
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    written = write_diagnose_report(tmp_path / "r.html", {**summary, "model": "m"}, arrays, plots_dir=plots)
+    assert written["report"] == str(tmp_path / "r.html")
+    assert sorted(p.name for p in plots.iterdir()) == ["barcode.png", "length.png", "spectrum.png"]
+    html = (tmp_path / "r.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and "Fisher ratio" in html and "embedkit diagnose: m" in html
+    assert is_embedkit_report(tmp_path / "r.html")
+    (tmp_path / "mine.html").write_text("<html>my own</html>")
+    assert not is_embedkit_report(tmp_path / "mine.html") and not is_embedkit_report(tmp_path / "none.html")
+    # plots only, no HTML
+    assert set(write_diagnose_report(None, summary, arrays, plots_dir=plots)) == {"spectrum", "barcode", "length"}
