@@ -241,7 +241,8 @@ def tempscale(model, device, corpus, taus, min_agreement, limit, force_tau, out,
     else:
         tau = force_tau
     result["tau"] = tau
-    if target is not None:
+    nothing = force_tau is None and not result.get("repair", False)
+    if target is not None and not nothing:
         apply_tempscale(enc, tau)
         save_tempscaled(enc, target)
         result["out"] = str(out)
@@ -253,4 +254,7 @@ def tempscale(model, device, corpus, taus, min_agreement, limit, force_tau, out,
         for r in result["results"]:
             click.echo(f"{r['tau']:>6.3g}  {r['long_mean_cosine']:>13.4f}  {r['collapse']:>+9.4f}  {r['rankme']:>7.1f}  "
                        f"{r['agreement']:>9.4f}")
+    if nothing:
+        click.echo(f"{result['reason']}; no model written" if out else result["reason"])
+        return
     click.echo(f"tau = {tau}" + (f"; saved to {out}" if out else ""))

@@ -187,7 +187,7 @@ def save_tempscaled(model, path: str | os.PathLike) -> Path:
 
     The scaled weights are the repair, so the folder loads with plain sentence-transformers.
     """
-    from embedkit._io import atomic_directory
+    from embedkit._io import atomic_directory, mark_output
 
     path = Path(path)
     with atomic_directory(path) as tmp:
@@ -195,6 +195,7 @@ def save_tempscaled(model, path: str | os.PathLike) -> Path:
         (tmp / "embedkit_tempscale.json").write_text(json.dumps(
             {"temperature": tempscale_of(model), "layers_scaled": identity(model).extra.get("tempscale_layers"),
              "method": "query projection scaled by 1/temperature (TempScale, arXiv 2410.24200)"}, indent=2) + "\n")
+        mark_output(tmp, "model")
     return path
 
 

@@ -254,7 +254,7 @@ class Recipe:
         config: the validated recipe with every default filled in.
         source: the file name used in error messages.
         output_option: how errors about the output folder name it (``"r.yaml: output"``, or
-            ``"--output"`` after :meth:`with_overrides` set it).
+            ``"--out"`` after :meth:`with_overrides` set it).
     """
 
     config: dict
@@ -421,7 +421,7 @@ class Recipe:
                          SCHEMA["training"]["max_steps"], "--max-steps", self.source)
         if output is not None:
             c["output"] = str(output)
-            option = "--output"
+            option = "--out"
         return Recipe(c, self.source, option)
 
 

@@ -103,6 +103,32 @@ def test_tempscale_command(st_dir, texts, tmp_path, capsys):
     assert code == 0, err
     res = json.loads(out)
     assert res["tau"] in (0.5, 1.0, 2.0) and len(res["results"]) == 3
-    assert json.loads((tmp_path / "rep" / "embedkit_tempscale.json").read_text())["temperature"] == res["tau"]
+    assert (tmp_path / "rep").exists() == res["repair"]  # a model is written only for a real repair
+    code, out, err = run(["diagnose", "tempscale", "--model", str(st_dir), "--texts", str(f), "--tau", "0.5", "--out",
+                          str(tmp_path / "rep2"), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "rep2" / "embedkit_tempscale.json").read_text())["temperature"] == 0.5
     code, _, err = run(["diagnose", "tempscale", "--texts", str(f), "--taus", "a,b"], capsys)
     assert code == 2 and "--taus" in err
+
+
+def test_tempscale_writes_no_model_when_nothing_to_repair(tmp_path, monkeypatch):
+    """A tau search without a significant gain reports "nothing to repair" and writes no folder."""
+    from click.testing import CliRunner
+
+    import importlib
+
+    from embedkit.cli.main import cli
+    from embedkit.testing import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "m")
+    texts = tmp_path / "t.txt"
+    texts.write_text("\n".join(" ".join(["cat"] * k) for k in range(1, 31)) + "\n")
+    lc = importlib.import_module("embedkit.analysis.length_collapse")  # the package re-exports a function of that name
+    monkeypatch.setattr(lc, "search_temperature", lambda *a, **k: {
+        "best_tau": 1.0, "repair": False, "candidate_tau": 0.95, "reason": "nothing to repair: the best gain 0.0010 "
+        "is below min_gain 0.01", "results": []})
+    out = tmp_path / "repaired"
+    r = CliRunner().invoke(cli, ["diagnose", "tempscale", "-m", model, "--corpus", str(texts), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "nothing to repair" in r.output and not out.exists()

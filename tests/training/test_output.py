@@ -34,7 +34,7 @@ def test_foreign_folder_is_refused_before_any_model_loads(recipe_dict, tmp_path,
                             "replace it — name a new folder")
     assert (out / "chapter1.tex").read_text() == "years of work"
     # the CLI's --output names the option
-    with pytest.raises(OutputExistsError, match=r"^--output "):
+    with pytest.raises(OutputExistsError, match=r"^--out "):
         train_recipe(r.with_overrides(output=str(out)), show_progress=False)
     # the training data itself is never an output
     with pytest.raises(OutputExistsError, match="would overwrite the input"):

@@ -145,7 +145,7 @@ def test_with_overrides_validates(recipe_dict):
     with pytest.raises(RecipeError, match="r.yaml: --max-steps: must be >= 1, got -5"):
         r.with_overrides(max_steps=-5)
     r2 = r.with_overrides(max_steps=3, output="elsewhere")
-    assert r2.config["training"]["max_steps"] == 3 and r2.output_option == "--output"
+    assert r2.config["training"]["max_steps"] == 3 and r2.output_option == "--out"
     assert r.output_option == "r.yaml: output"
 
 

@@ -125,3 +125,47 @@ def test_gsimclr_batches_hold_one_text_per_topic():
     perm = torch.randperm(len(texts), generator=torch.Generator().manual_seed(5)).tolist()
     rand = [perm[i:i + k] for i in range(0, len(perm), k)]
     assert batch_stats(rand, topics)["no_repeat_fraction"] < 0.5
+
+
+def _shard(batches, world, r):
+    """What accelerate's DDP data loader gives rank r (batch i -> rank i % world, drop_last)."""
+    from accelerate.data_loader import BatchSamplerShard
+
+    return list(BatchSamplerShard(batches, num_processes=world, process_index=r, split_batches=False,
+                                  even_batches=False))
+
+
+def test_gsimclr_global_batch_across_two_ranks_repeats_no_cluster():
+    from embedkit.training.samplers import GlobalBatchSplitter
+
+    world, per_rank = 2, 4
+    k = world * per_rank  # K = global batch size
+    labels = np.repeat(np.arange(k), 6)
+    np.random.default_rng(1).shuffle(labels)
+    ds = list(range(len(labels)))
+    inner = GuidedBatchSampler(ds, k, True, generator=torch.Generator(), seed=0, labels=labels)
+    splitter = GlobalBatchSplitter(inner, world)
+    ranks = [_shard(splitter, world, r) for r in range(world)]
+    assert len(ranks[0]) == len(ranks[1]) == 6  # the same number of steps on every rank
+    seen = []
+    for step in range(6):
+        a, b = ranks[0][step], ranks[1][step]
+        assert len(a) == len(b) == per_rank and not set(a) & set(b)  # disjoint slices
+        assert len(set(labels[a + b].tolist())) == k  # the global batch: no repeated cluster
+        seen += a + b
+    assert sorted(seen) == ds
+    splitter.set_epoch(1)  # reaches the inner sampler
+    assert inner.epoch == 1 and _shard(splitter, world, 0) != ranks[0]
+
+
+def test_global_batch_splitter_keeps_the_one_process_batches_and_equal_steps():
+    from embedkit.training.samplers import GlobalBatchSplitter
+
+    batches = [list(range(i, i + 8)) for i in range(0, 40, 8)] + [[40, 41, 42]]  # last one incomplete
+    inner = type("Inner", (), {"batch_size": 8, "drop_last": True, "__iter__": lambda self: iter(batches),
+                               "__len__": lambda self: 5})()
+    s = GlobalBatchSplitter(inner, 2)
+    assert s.batch_size == 4 and len(s) == 10
+    r0, r1 = _shard(s, 2, 0), _shard(s, 2, 1)
+    assert len(r0) == len(r1) == 5
+    assert [a + b for a, b in zip(r0, r1)] == batches[:5]  # rank slices rebuild the 1-process batches
