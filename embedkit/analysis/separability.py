@@ -63,14 +63,15 @@ def _mst_edge_lengths(D: np.ndarray) -> np.ndarray:
     return np.sort(out)
 
 
-def h0_persistence(X, *, normalize: bool = True, max_points: int | None = 3000, random_state: int | None = 0) -> np.ndarray:
+def h0_persistence(X, *, normalize: bool = True, max_points: int | None = 3000, seed: int | None = 0,
+                   random_state: int | None = None) -> np.ndarray:
     """Death times of the 0-dim persistent homology of the Vietoris-Rips filtration (= MST edge lengths).
 
     Args:
         X: N x D embeddings (N >= 3).
         normalize: L2-normalise the rows first (the paper's setting).
         max_points: subsample to this many points (seeded) when N is larger; None = all.
-        random_state: seed of the subsample.
+        seed: seed of the subsample (``random_state`` is a deprecated alias).
 
     Returns:
         Sorted (ascending) persistence times, length n - 1 (births are all 0). Not normalised.
@@ -80,7 +81,8 @@ def h0_persistence(X, *, normalize: bool = True, max_points: int | None = 3000, 
     """
     X = check_embeddings(X, min_rows=3)
     if max_points is not None and len(X) > max_points:
-        idx = np.random.default_rng(random_state).choice(len(X), size=max_points, replace=False)
+        idx = np.random.default_rng(seed if random_state is None else random_state).choice(
+            len(X), size=max_points, replace=False)
         X = X[np.sort(idx)]
     if normalize:
         X = l2_normalize(X)
@@ -119,7 +121,8 @@ class SeparabilityResult:
         }
 
 
-def separability(X, *, normalize: bool = True, max_points: int | None = 3000, random_state: int | None = 0,
+def separability(X, *, normalize: bool = True, max_points: int | None = 3000, seed: int | None = 0,
+                 random_state: int | None = None,
                  trim: float | None = None) -> SeparabilityResult:
     """Label-free separability estimate of an embedding set (higher = more separable).
 
@@ -135,7 +138,8 @@ def separability(X, *, normalize: bool = True, max_points: int | None = 3000, ra
         Ghalyan, Gourgoulias, Satsangi, Moran, Labonne, Sabelja. "Estimating class separability of
         text embeddings with persistent homology" (arXiv 2305.15016).
     """
-    p = h0_persistence(X, normalize=normalize, max_points=max_points, random_state=random_state)
+    p = h0_persistence(X, normalize=normalize, max_points=max_points,
+                       seed=seed if random_state is None else random_state)
     s = persistence_score(p, trim=trim)
     return SeparabilityResult(persistence_score=s, separability=1.0 - s, persistence=p, n_points=len(p) + 1)
 

@@ -1,0 +1,3 @@
+
+
+__all__: list[str] = []  # the command line is `embedkit` (embedkit.cli.main:main), not an import API

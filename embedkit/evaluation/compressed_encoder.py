@@ -147,7 +147,9 @@ def model_meta_for(model, spec: str = "float"):
 
     from embedkit.models.loading import DEFAULT_MODEL_NAME, default_model_path, model_fingerprint
 
-    source = getattr(model, "_embedkit_source", None)
+    from embedkit.models.identity import identity
+
+    source = identity(model).source
     if source is None or str(source) == default_model_path():
         name = DEFAULT_MODEL_NAME if source is not None else f"local/{type(model).__name__}"
     elif Path(str(source)).exists():
