@@ -14,9 +14,12 @@ from embedkit.cli._common import POSITIVE, check_input, command, info, json_opti
         help="Override the recipe's output folder (a new or empty folder, or --overwrite an earlier model).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier embedkit model at the output folder.")
 @click.option("--resume", is_flag=True, help="Continue from the newest complete checkpoint (e.g. after a crash).")
+@click.option("--nproc", type=POSITIVE, default=None, metavar="N",
+              help="Train with N processes on this machine (torchrun; gloo on CPU, NCCL on GPUs).")
 @json_option
-def train(config, max_steps, out, overwrite, resume, as_json):
-    """Train an embedding model from a YAML recipe (SimCSE, ESimCSE, G-SimCLR batching).
+def train(config, max_steps, out, overwrite, resume, nproc, as_json):
+    """Train an embedding model from a YAML recipe (SimCSE, ESimCSE, G-SimCLR, supervised pairs, Matryoshka /
+    2DMSE / Starbucks, latent-attention pooling, multi-stage).
 
     The recipe and the output folder are validated before anything is loaded. The output folder is a
     sentence-transformers model (loadable by SentenceTransformer(path) and embedkit.load_encoder);
@@ -26,6 +29,7 @@ def train(config, max_steps, out, overwrite, resume, as_json):
     Example:
       embedkit train configs/esimcse.yaml --max-steps 250 --out runs/esimcse
       embedkit train configs/esimcse.yaml --out runs/esimcse --resume   # after an interruption
+      embedkit train configs/esimcse.yaml --nproc 2                      # two processes (DDP)
     """
     from embedkit.errors import EmbedkitError
     from embedkit.training import load_recipe, train_recipe
@@ -38,7 +42,20 @@ def train(config, max_steps, out, overwrite, resume, as_json):
     c = recipe.config
     info(f"recipe {recipe.source}: loss {c['loss']['name']}, sampler {c['sampler']['name']}, "
          f"batch {c['training']['batch_size']}, max_steps {c['training']['max_steps'] or 'epochs=' + str(c['training']['epochs'])}")
+    import os
+
+    if nproc and nproc > 1 and "LOCAL_RANK" not in os.environ:
+        from embedkit.training.distributed import launch
+
+        launch(config, nproc, [*(["--max-steps", str(max_steps)] if max_steps else []), *(["--out", out] if out else []),
+                               *(["--overwrite"] if overwrite else []), *(["--resume"] if resume else []),
+                               *(["--json"] if as_json else [])])
+        return
     res = train_recipe(recipe, resume=resume, overwrite=overwrite, show_progress=show_progress())
+    from embedkit.training.distributed import is_main_process
+
+    if not is_main_process() or res is None:
+        return
     if as_json:
         print_json({"out": str(res.output), "steps": res.global_step, "steps_per_second": res.steps_per_second,
                     "best_metric": res.best_metric, "sampler_stats": res.sampler_stats})

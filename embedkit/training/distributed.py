@@ -171,15 +171,25 @@ def collective_timeout(seconds: float | None = None) -> timedelta:
 
 
 def describe_failure(err) -> str:
-    """One line naming the failed rank of a torchrun ``ChildFailedError`` (the root cause first:
-    a worker killed by a signal, else the earliest failure)."""
+    """One line naming the failed rank of a torchrun ``ChildFailedError``.
+
+    The root cause is chosen first: a worker killed by a signal other than the launcher's SIGTERM /
+    SIGINT, else one that exited with an error status, else the earliest failure.
+    """
     failures = dict(getattr(err, "failures", {}) or {})
     if not failures:
         return f"training workers failed: {' '.join(str(err).split())[:300]}"
-    signalled = {r: f for r, f in failures.items() if f.exitcode < 0}
-    pool = signalled or failures
-    r0 = min(pool, key=lambda r: (pool[r].timestamp, r))
-    f = pool[r0]
+    import signal as _signal
+
+    stop_signals = {-int(_signal.SIGTERM), -int(_signal.SIGINT)}  # what the launcher sends the survivors
+
+    def tier(f) -> int:
+        if f.exitcode < 0 and f.exitcode not in stop_signals:
+            return 0  # killed from outside (SIGKILL, out of memory, segfault): the root cause
+        return 1 if f.exitcode > 0 else 2
+
+    r0 = min(failures, key=lambda r: (tier(failures[r]), failures[r].timestamp, r))
+    f = failures[r0]
     if f.exitcode < 0:
         how = f"was killed by {f.signal_name()}"
     else:
@@ -188,7 +198,10 @@ def describe_failure(err) -> str:
         if msg and not msg.startswith("To enable traceback"):
             how += f" ({' '.join(msg.split())[:200]})"
     others = sorted(r for r in failures if r != r0)
-    tail = f"; ranks {', '.join(map(str, others))} stopped with it" if others else "; the other ranks were stopped"
+    if not others:
+        tail = "; the other ranks were stopped"
+    else:
+        tail = f"; rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))} stopped with it"
     return (f"training worker rank {r0} (pid {f.pid}) {how}{tail}; "
             "continue from the last complete checkpoint with --resume")
 

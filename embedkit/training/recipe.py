@@ -94,6 +94,7 @@ SCHEMA: dict[str, Any] = {
         "queue_size": Key((int, _NONE), None, low=0, hint="or null for queue_factor x batch size"),
         "queue_factor": Key(float, 2.5, low=0),
         "in_batch_negatives": Key(bool, True),
+        "gather_across_devices": Key(bool, True),
         "matryoshka": Key((dict, _NONE), None),
         "matryoshka2d": Key((dict, _NONE), None),
         "starbucks": Key((dict, _NONE), None),
@@ -125,6 +126,7 @@ SCHEMA: dict[str, Any] = {
         "fp16": Key(bool, False),
         "bf16": Key(bool, False),
         "use_cpu": Key((bool, _NONE), None),
+        "ddp_timeout": Key(int, 600, low=1, hint="seconds a collective waits for the other processes"),
     },
     "eval": {
         "sets": Key((list, _NONE), None),

@@ -106,7 +106,7 @@ def build_sampler(name: str, texts: Sequence[str], model, config: dict, *, show_
 def _simcse(model, cfg: dict):
     from embedkit.training.losses import SimCSELoss
 
-    return SimCSELoss(model, temperature=cfg["temperature"])
+    return SimCSELoss(model, temperature=cfg["temperature"], gather_across_devices=cfg.get("gather_across_devices", True))
 
 
 @register_loss("esimcse")
@@ -114,7 +114,8 @@ def _esimcse(model, cfg: dict):
     from embedkit.training.losses import ESimCSELoss
 
     return ESimCSELoss(model, temperature=cfg["temperature"], dup_rate=cfg["dup_rate"], max_dup=cfg["max_dup"],
-                       momentum=cfg["momentum"], queue_size=cfg["queue_size"], queue_factor=cfg["queue_factor"])
+                       momentum=cfg["momentum"], queue_size=cfg["queue_size"], queue_factor=cfg["queue_factor"],
+                       gather_across_devices=cfg.get("gather_across_devices", True))
 
 
 @register_loss("mnrl", columns=("anchor", "positive"), formats=("sentences", "pairs", "beir"))
@@ -125,7 +126,10 @@ def _mnrl(model, cfg: dict):
         return OwnNegativesLoss(model, scale=1.0 / cfg["temperature"])
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    return MultipleNegativesRankingLoss(model, scale=1.0 / cfg["temperature"])
+    from embedkit.training.distributed import world_size
+
+    gather = bool(cfg.get("gather_across_devices", True)) and world_size() > 1
+    return MultipleNegativesRankingLoss(model, scale=1.0 / cfg["temperature"], gather_across_devices=gather)
 
 
 @register_loss("cosent", columns=("sentence1", "sentence2", "score"), formats=("scored_pairs",))
@@ -176,9 +180,16 @@ def _no_duplicates(texts, model, config, *, show_progress=False) -> SamplerPlan:
 def _gsimclr(texts, model, config, *, show_progress=False) -> SamplerPlan:
     from embedkit.training.samplers import gsimclr_batch_sampler, pseudo_labels
 
+    import numpy as np
+
+    from embedkit.training import distributed
+
     s, t = config["sampler"], config["training"]
-    logger.info("G-SimCLR: k-means (K=%d) on %s embeddings", t["batch_size"], s["embed"])
-    labels = pseudo_labels(texts, t["batch_size"], method=s["embed"], model=model, seed=t["seed"],
-                           show_progress=show_progress)
+    k = t["batch_size"] * distributed.world_size()  # the global batch is what must be cluster-distinct
+    if distributed.rank() != 0:  # the sampler takes rank 0's labels; no rank but 0 runs k-means
+        labels = np.zeros(len(texts), np.int64)
+    else:
+        logger.info("G-SimCLR: k-means (K=%d) on %s embeddings", k, s["embed"])
+        labels = pseudo_labels(texts, k, method=s["embed"], model=model, seed=t["seed"], show_progress=show_progress)
     factory = gsimclr_batch_sampler(labels, shuffle_batches=s["shuffle_batches"])
     return SamplerPlan(factory, lambda: dict(factory.sampler.stats) if factory.sampler else None)

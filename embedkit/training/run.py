@@ -196,6 +196,11 @@ def train_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
     elif complete_checkpoints(ckpt_dir):
         raise RecipeError(f"{recipe.source}: checkpoint_dir: {ckpt_dir} already holds checkpoints of an earlier run; "
                           "pass --resume to continue it, or delete the folder")
+    if resume_from:
+        from embedkit.training import distributed
+        from embedkit.training.trainer import check_resume_compatible
+
+        check_resume_compatible(resume_from, distributed.world_size(), t["batch_size"])
     inputs = _inputs(recipe)
     prepare_output(recipe.output, "model", overwrite=overwrite or resume, inputs=inputs, option=recipe.output_option)
     d = c["data"]
@@ -268,6 +273,7 @@ def train_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
         greater_is_better=True,
         logging_steps=t["logging_steps"],
         report_to="none",
+        ddp_timeout=t["ddp_timeout"],
         disable_tqdm=not show_progress,
         dataloader_drop_last=True,
         batch_sampler=plan.batch_sampler,
@@ -287,20 +293,24 @@ def train_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
                          steps_per_second=steps_done / seconds if seconds > 0 else float("nan"),
                          best_checkpoint=trainer.state.best_model_checkpoint, best_metric=trainer.state.best_metric,
                          eval_history=history, sampler_stats=plan.stats(), resumed_from=resume_from)
-    # the folder may have changed during a long run: check again before replacing anything
-    try:
-        prepare_output(recipe.output, "model", overwrite=True, inputs=inputs, option=recipe.output_option)
-    except Exception as e:
-        raise type(e)(f"{e} (the trained weights are in the last checkpoint in {ckpt_dir})") from None
-    with atomic_directory(recipe.output) as tmp:
-        model.save(str(tmp))
-        report = result.as_dict()
-        report["recipe"] = c
-        atomic_write_json(tmp / "train_report.json", report)
-        mark_output(tmp, "model")
-    best = (f", best STS-B dev {trainer.state.best_metric:.2f} at {trainer.state.best_model_checkpoint}"
-            if select_best and trainer.state.best_metric is not None else "")
-    say("saved %s (step %d%s)", recipe.output, out.global_step, best)
+    from embedkit.training import distributed
+
+    if distributed.is_main_process():
+        # the folder may have changed during a long run: check again before replacing anything
+        try:
+            prepare_output(recipe.output, "model", overwrite=True, inputs=inputs, option=recipe.output_option)
+        except Exception as e:
+            raise type(e)(f"{e} (the trained weights are in the last checkpoint in {ckpt_dir})") from None
+        with atomic_directory(recipe.output) as tmp:
+            model.save(str(tmp))
+            report = result.as_dict()
+            report["recipe"] = c
+            atomic_write_json(tmp / "train_report.json", report)
+            mark_output(tmp, "model")
+        best = (f", best STS-B dev {trainer.state.best_metric:.2f} at {trainer.state.best_model_checkpoint}"
+                if select_best and trainer.state.best_metric is not None else "")
+        say("saved %s (step %d%s)", recipe.output, out.global_step, best)
+    distributed.barrier()
     return result
 
 

@@ -76,8 +76,9 @@ def _run(name, base, rows_per_step, gather, wrap=None, steps=1):
 
 
 def _worker(r, world, init_file, model_path, out_dir):
-    import torch.distributed as dist
     from datetime import timedelta
+
+    import torch.distributed as dist
 
     from embedkit import load_encoder
 

@@ -17,7 +17,8 @@ the whole global batch as negatives: 2 processes x batch B train exactly like 1 
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
