@@ -49,8 +49,13 @@ def model_namespace(model, prompt: str | None = None) -> str:
     """Cache namespace of a SentenceTransformer: weights fingerprint + output-relevant settings."""
     from embedkit.models.loading import model_fingerprint
 
+    from embedkit.models.identity import identity
+
     fp = model_fingerprint(model)
-    settings = f"L{getattr(model, 'max_seq_length', None)}|P{prompt or ''}|T{getattr(model, 'truncate_dim', None)}"
+    backend = identity(model).backend
+    # onnx / onnx-int8 embeddings differ from torch's: never share entries (the fingerprint differs too)
+    settings = (f"L{getattr(model, 'max_seq_length', None)}|P{prompt or ''}|T{getattr(model, 'truncate_dim', None)}"
+                + ("" if backend == "torch" else f"|B{backend}"))
     return f"{fp}-{hashlib.blake2b(settings.encode(), digest_size=4).hexdigest()}"
 
 

@@ -110,6 +110,11 @@ def model_option(f=None, *, required: bool = False, help: str | None = None, ali
     """``-m/--model`` and ``--device`` for every command that loads a model."""
 
     def deco(func):
+        func = click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N", expose_value=False,
+                            callback=_set_threads, help="CPU threads for encoding [the cores this process may use].")(func)
+        func = click.option("--backend", type=click.Choice(["torch", "onnx", "onnx-int8"]), default="torch",
+                            show_default=True, expose_value=False, callback=_set_backend,
+                            help="Inference backend: torch, onnx (float32 ONNX Runtime) or onnx-int8 (faster on CPU).")(func)
         if device:
             func = click.option("--device", default=None, metavar="DEV",
                                 help="torch device for the model: cpu (default), cuda, cuda:1, mps ...")(func)
@@ -154,9 +159,21 @@ def limit_option(*, default=None, help: str = "Use only the first N texts.", ali
 class _State:
     quiet = False
     verbose = False
+    backend = "torch"
+    threads = None
 
 
 STATE = _State()
+
+
+def _set_backend(ctx, param, value):
+    STATE.backend = value or "torch"
+    return value
+
+
+def _set_threads(ctx, param, value):
+    STATE.threads = value
+    return value
 
 
 def _set_quiet(ctx, param, value):
@@ -371,6 +388,9 @@ def load_model(model, device=None, **kwargs):
 
     if device is not None:
         kwargs["device"] = device
+    kwargs.setdefault("backend", STATE.backend)
+    if STATE.threads is not None:
+        kwargs.setdefault("threads", STATE.threads)
     return loading.load_encoder(model, **kwargs)
 
 

@@ -100,6 +100,10 @@ def demo(spec, rescore, no_rescore, out, overwrite, limit, model, device):
          f"{stats['paragraphs']} paragraphs of >= {MIN_CHARS} characters, {stats['duplicates']} repeated under "
          f"another topic and dropped" + (f", first {len(texts)} of {n_distinct} kept by --limit" if limit else "") + ")")
     enc = load_model(model, device)
+    from embedkit.models.identity import identity
+
+    info(f"model: {identity(enc).source or 'in memory'} on the {identity(enc).backend} backend "
+         "(--backend onnx-int8 encodes faster on CPU)")
     X = encode_cached(enc, texts, desc="encoding corpus (cached after the first run)")
     is_float = [name for name, _ in parse_spec(spec)] == ["float"]
     label = spec + (f" + rescore x{rescore}" if rescore and not is_float else "")

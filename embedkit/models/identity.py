@@ -90,6 +90,11 @@ def fingerprint(model) -> str:
         >>> fingerprint(m) != a
         True
     """
+    if not hasattr(model, "state_dict"):  # non-torch encoders (embedkit.models.onnx.OnnxEncoder) carry their own
+        fp = getattr(model, "fingerprint", None)
+        if not isinstance(fp, str):
+            raise TypeError(f"{type(model).__name__}: not a torch module and has no 'fingerprint' string")
+        return fp
     ident = identity(model)
     key = _state_key(model)
     if ident._fingerprint is None or ident._state_key != key:

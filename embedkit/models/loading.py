@@ -115,6 +115,8 @@ def load_encoder(
     trust_remote_code: bool = False,
     layers: int | None = None,
     dim: int | None = None,
+    backend: str = "torch",
+    threads: int | None = None,
 ):
     """Load a sentence-transformers encoder.
 
@@ -129,6 +131,9 @@ def load_encoder(
         layers: keep only the first ``layers`` transformer layers (a physically smaller, faster model;
             for Starbucks / 2D-Matryoshka models). See :mod:`embedkit.models.submodel`.
         dim: cut the embedding to its first ``dim`` dimensions and renormalise.
+        backend: ``"torch"`` (sentence-transformers), ``"onnx"`` (float32 ONNX Runtime) or ``"onnx-int8"``
+            (dynamic int8 quantization); see :mod:`embedkit.models.onnx` and docs/encoding.md.
+        threads: CPU threads for encoding (default: the cores this process may use).
 
     Returns:
         sentence_transformers.SentenceTransformer
@@ -144,6 +149,20 @@ def load_encoder(
             model.encode(["hello world"]).shape          # (1, 384)
             small = load_encoder(layers=3, dim=128)      # first 3 layers, 128 dims
     """
+    from embedkit.models.onnx_export import check_backend
+
+    check_backend(backend)  # one-line BackendError for unknown names
+    if backend != "torch":
+        from embedkit.models.onnx import load_onnx_encoder
+
+        return load_onnx_encoder(name_or_path, backend=backend, device=device, temperature=temperature,
+                                 trust_remote_code=trust_remote_code, layers=layers, dim=dim, threads=threads)
+    if threads is not None:
+        import torch
+
+        from embedkit.validation import check_positive_int
+
+        torch.set_num_threads(check_positive_int(threads, "threads"))
     from sentence_transformers import SentenceTransformer
 
     try:  # the per-weight loading bar of transformers is noise for a 100-tensor model
