@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -39,6 +36,26 @@ def scifact(model=None):
     docs = encode_cached(model, doc_texts, desc="scifact corpus", batch_size=32)
     queries = encode_cached(model, q_texts, desc="scifact queries")
     return ds, doc_ids, docs, q_ids, queries, model
+
+
+def scifact_subset(n_docs: int, seed: int):
+    """SciFact test with a corpus subset: every judged document plus seeded random others (``n_docs`` in all).
+
+    Returns (doc_ids, doc_texts, query_ids, query_texts, qrels). Retrieval scores on a subset are higher
+    than on the full corpus; use them to compare methods, not with full-corpus figures.
+    """
+    import random
+
+    from embedkit.data import read_beir
+
+    ds = read_beir(scifact_dir(), split="test")
+    judged = {d for rel in ds.qrels.values() for d in rel}
+    others = sorted(set(ds.corpus) - judged)
+    random.Random(seed).shuffle(others)
+    ids = sorted(judged & set(ds.corpus)) + others[: max(0, n_docs - len(judged))]
+    docs = [(ds.corpus[d].get("title", "") + " " + ds.corpus[d]["text"]).strip() for d in ids]
+    qids = sorted(q for q in ds.qrels if q in ds.queries)
+    return ids, docs, qids, [ds.queries[q] for q in qids], ds.qrels
 
 
 def machine_info() -> dict:

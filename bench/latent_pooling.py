@@ -27,24 +27,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402,F401
-
 import numpy as np  # noqa: E402
 
 from embedkit.data import read_beir, read_sts_tsv  # noqa: E402
 from embedkit.evaluation.sts import STANDARD_STS, spearman_cosine  # noqa: E402
 from embedkit.models.loading import default_model_path, load_encoder  # noqa: E402
 from embedkit.retrieval.metrics import ndcg_at_k  # noqa: E402
-
-
-def scifact_subset(n_docs, seed):
-    ds = read_beir(common.scifact_dir(), split="test")
-    judged = {d for rel in ds.qrels.values() for d in rel}
-    others = sorted(set(ds.corpus) - judged)
-    random.Random(seed).shuffle(others)
-    ids = sorted(judged & set(ds.corpus)) + others[: max(0, n_docs - len(judged))]
-    docs = [(ds.corpus[d].get("title", "") + " " + ds.corpus[d]["text"]).strip() for d in ids]
-    qids = sorted(q for q in ds.qrels if q in ds.queries)
-    return ids, docs, qids, [ds.queries[q] for q in qids], ds.qrels
 
 
 def evaluate(model, sci, n_sts):
@@ -70,8 +58,8 @@ def mine_both(tmp, n_corpus, seed):
     from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives
 
-    from embedkit.cache import EmbeddingCache
-    from embedkit.training.mining import mine_hard_negatives as ek_mine, write_triplets
+    from embedkit.training.mining import mine_hard_negatives as ek_mine
+    from embedkit.training.mining import write_triplets
 
     tr = read_beir(common.scifact_dir(), split="train")
     pairs = [(tr.queries[q], d) for q, rel in tr.qrels.items() for d, r in rel.items() if r > 0 and q in tr.queries]
@@ -131,7 +119,7 @@ def main():
     from embedkit.training import validate_recipe
     from embedkit.training.run import train_recipe
 
-    sci = scifact_subset(a.scifact_docs, a.seed)
+    sci = common.scifact_subset(a.scifact_docs, a.seed)
     tmp = tempfile.mkdtemp(prefix="bench-latent-")
     results = {}
     try:

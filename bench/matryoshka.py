@@ -32,7 +32,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402,F401  (sets offline env vars)
-
 import numpy as np  # noqa: E402
 
 from embedkit.data import read_beir, read_sts_tsv  # noqa: E402
@@ -59,6 +58,7 @@ def training_pairs(n_wiki: int, seed: int) -> list[tuple[str, str]]:
 
 
 def train(method: str, pairs, out: str, *, steps: int, batch_size: int, lr: float, seed: int, ladder):
+    import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import (
@@ -66,8 +66,6 @@ def train(method: str, pairs, out: str, *, steps: int, batch_size: int, lr: floa
         MatryoshkaLoss,
         MultipleNegativesRankingLoss,
     )
-
-    import torch
 
     torch.manual_seed(seed)
     model = load_encoder(device="cpu")
@@ -99,17 +97,6 @@ def sts_sets(n_pairs=None):
             ds = StsDataset(ds.name, ds.scores[:n_pairs], ds.sentences1[:n_pairs], ds.sentences2[:n_pairs])
         out[n] = ds
     return out
-
-
-def scifact_subset(n_docs: int, seed: int):
-    ds = read_beir(common.scifact_dir(), split="test")
-    judged = {d for rel in ds.qrels.values() for d in rel}
-    others = sorted(set(ds.corpus) - judged)
-    random.Random(seed).shuffle(others)
-    doc_ids = sorted(judged & set(ds.corpus)) + others[: max(0, n_docs - len(judged))]
-    docs = [(ds.corpus[d].get("title", "") + " " + ds.corpus[d]["text"]).strip() for d in doc_ids]
-    q_ids = sorted(q for q in ds.qrels if q in ds.queries)
-    return doc_ids, docs, q_ids, [ds.queries[q] for q in q_ids], ds.qrels
 
 
 def evaluate(model, ladder, sets, sci, *, batch_size=64):
@@ -198,7 +185,7 @@ def main():
     ladder = default_ladder(6, 384)
     pairs = training_pairs(a.n_wiki, a.seed)
     sets = sts_sets(a.sts_pairs or None)
-    sci = scifact_subset(a.scifact_docs, a.seed)
+    sci = common.scifact_subset(a.scifact_docs, a.seed)
     results = {}
     tmp = tempfile.mkdtemp(prefix="bench-mrl-")
     try:

@@ -1,0 +1,328 @@
+"""Corpora beyond RAM (issue 18): streamed IVF builds from embedding shards, disk-backed serving.
+
+Real vectors: sentences of ``unlabeled/`` (Reuters + wiki) encoded with the default model (through the
+embedding cache). Scale: ``--n`` 384-d vectors from a seeded generator with the real vectors' mean and
+covariance spectrum (PCA fit on the real ones), written as ``embedkit encode`` shards. For float-IVF,
+PQ-IVF and binary-IVF + rescoring: build time and peak RSS (``VmHWM`` of the building process), index
+load time and RSS before the first query, p50/p99 single-query latency and peak RSS while serving,
+recall@10 against exact float search; anchor in the same run: the same FAISS index built the usual
+in-memory way (``index_factory`` + ``train`` + ``add``) at the same nprobe. Every build and every
+serving run is its own process, so RSS figures are that step's own.
+
+    python bench/scale.py                                     # issue sizes: 2M vectors, all real sentences
+    python bench/scale.py --n 500000 --real 20000 --nlist 1024 --sample 40000   # what fits a shared 2-core box
+
+Writes bench/results/scale.json (the reduced sizes are recorded in it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, machine_info  # noqa: E402
+
+CONFIGS = {  # name: (spec, rescore, FAISS factory body of the anchor)
+    "float-ivf": ("float", None, "Flat"),
+    "pq-ivf": ("pq:48x8", 4, "PQ48x8"),
+    "binary-ivf+rescore": ("binary", 8, None),
+}
+
+
+def status(key: str) -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def real_sentences(limit: int) -> list[str]:
+    from embedkit._io import data_dir
+
+    out = []
+    wiki = int(limit * 0.4)  # 40% Wikipedia (at most its 11.9k lines), the rest Reuters
+    for name, n in (("wiki1m_head.txt.gz", wiki), ("reuters21578_sentences.txt.gz", None)):
+        with gzip.open(data_dir() / "unlabeled" / name, "rt", encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if len(line) > 20:
+                    out.append(line)
+                if (n is not None and len(out) >= n) or len(out) >= limit:
+                    break
+    return out
+
+
+def write_shards(folder: Path, n: int, mean, basis, scales, seed: int, shard_size: int = 4096) -> None:
+    """Seeded synthetic vectors in `embedkit encode`'s shard format (manifest + checksums + ids.json)."""
+    from embedkit._io import atomic_write_json, mark_output, sha256_file
+    from embedkit.encoding import FORMAT, _texts_digest
+
+    folder.mkdir(parents=True)
+    mark_output(folder, "shards")
+    rng = np.random.default_rng(seed)
+    sums = {}
+    for s in range(-(-n // shard_size)):
+        m = min(n, (s + 1) * shard_size) - s * shard_size
+        X = mean + (rng.standard_normal((m, len(scales))) * scales) @ basis.T
+        X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+        name = f"shard-{s:05d}.npy"
+        np.save(folder / name, X)
+        sums[name] = sha256_file(folder / name)
+    ids = [str(i) for i in range(n)]
+    atomic_write_json(folder / "ids.json", ids)
+    atomic_write_json(folder / "manifest.json", {
+        "format": FORMAT, "model": {"source": "synthetic (bench/scale.py)", "fingerprint": None},
+        "texts_sha256": "synthetic", "ids_sha256": _texts_digest(ids), "count": n, "shard_size": shard_size,
+        "dim": int(basis.shape[0]), "shard_sha256": sums})
+
+
+def exact_topk(shards_dir: Path, Q: np.ndarray, k: int = 10) -> np.ndarray:
+    from embedkit.encoding import open_shards
+
+    sh = open_shards(shards_dir)
+    best_s = np.full((len(Q), k), -np.inf, np.float32)
+    best_i = np.full((len(Q), k), -1, np.int64)
+    for first, X in sh.iter_shards():
+        S = Q @ X.T
+        cand_s = np.concatenate([best_s, S], axis=1)
+        cand_i = np.concatenate([best_i, np.broadcast_to(np.arange(first, first + len(X)), S.shape)], axis=1)
+        top = np.argsort(-cand_s, axis=1, kind="stable")[:, :k]
+        best_s, best_i = np.take_along_axis(cand_s, top, 1), np.take_along_axis(cand_i, top, 1)
+    return best_i
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(a[a >= 0]) & set(b)) / len(b) for a, b in zip(found, truth)]))
+
+
+# -- child processes -------------------------------------------------------------------------------
+def child_build(a) -> dict:
+    from embedkit.retrieval.sharded import build_index_from_shards
+
+    ids = json.loads((Path(a.shards) / "ids.json").read_text())
+    texts = [f"document {i}" for i in ids]
+    base = status("VmRSS")
+    t = time.perf_counter()
+    idx = build_index_from_shards(a.shards, a.out, ids=ids, texts=texts, spec=a.spec, rescore=a.rescore,
+                                  nlist=a.nlist, sample_size=a.sample, nprobe=a.nprobe, overwrite=True)
+    secs = time.perf_counter() - t
+    return {"build_seconds": secs, "peak_rss_bytes": status("VmHWM"), "rss_before_build_bytes": base,
+            "count": len(idx), "nprobe": idx.nprobe}
+
+
+def child_anchor(a) -> dict:
+    import faiss
+
+    from embedkit.encoding import open_shards
+
+    sh = open_shards(a.shards)
+    t = time.perf_counter()
+    rng = np.random.default_rng(0)
+    rows = np.sort(rng.choice(sh.count, size=min(a.sample, sh.count), replace=False))
+    train = sh.read_rows(rows)
+    if a.body is None:  # binary IVF over sign bits, like embedkit's binary spec
+        q = faiss.IndexBinaryFlat(sh.dim)
+        index = faiss.IndexBinaryIVF(q, sh.dim, a.nlist)
+        index.train(np.packbits(train > 0, axis=1))
+        for _, X in sh.iter_shards():
+            index.add(np.packbits(X > 0, axis=1))
+    else:
+        index = faiss.index_factory(sh.dim, f"IVF{a.nlist},{a.body}", faiss.METRIC_INNER_PRODUCT)
+        index.train(train)
+        for _, X in sh.iter_shards():
+            index.add(X)
+    secs = time.perf_counter() - t
+    peak = status("VmHWM")
+    Q = np.load(a.queries)
+    faiss.omp_set_num_threads(1)
+    ivf = index if a.body is None else faiss.extract_index_ivf(index)
+    ivf.nprobe = a.nprobe
+    kk = 10 * (a.rescore or 1)
+    _, I = index.search(np.packbits(Q > 0, axis=1) if a.body is None else Q, kk)
+    return {"build_seconds": secs, "peak_rss_bytes": peak, "found": I[:, :10].tolist() if not a.rescore else None,
+            "candidates": I.tolist() if a.rescore else None}
+
+
+def child_serve(a) -> dict:
+    from embedkit import EmbeddingIndex
+
+    Q = np.load(a.queries)
+    base = status("VmRSS")
+    t = time.perf_counter()
+    idx = EmbeddingIndex.load(a.out)
+    load_s = time.perf_counter() - t
+    rss_loaded = status("VmRSS") - base
+    lat, found = [], []
+    for q in Q:
+        t = time.perf_counter()
+        _, rows = idx.search_embeddings(q[None], 10)
+        lat.append(time.perf_counter() - t)
+        found.append(rows[0])
+    hits = idx.search(Q[:1], k=10)[0]  # texts from the on-disk docstore
+    assert len(hits) == 10
+    lat = np.array(lat[5:]) * 1000
+    return {"load_seconds": load_s, "rss_after_load_bytes": rss_loaded, "p50_ms": float(np.percentile(lat, 50)),
+            "p99_ms": float(np.percentile(lat, 99)), "peak_rss_serving_bytes": status("VmHWM"),
+            "found": np.array(found).tolist(), "nprobe": idx.nprobe}
+
+
+def run_child(kind: str, **kw) -> dict:
+    args = [sys.executable, __file__, "--child", kind]
+    for k, v in kw.items():
+        if v is not None:
+            args += [f"--{k.replace('_', '-')}", str(v)]
+    out = subprocess.run(args, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{kind} failed: {out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def dir_bytes(p: Path) -> int:
+    return sum(f.stat().st_size for f in p.iterdir() if f.is_file())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=2_000_000)
+    ap.add_argument("--real", type=int, default=106_000, help="real sentences to encode (cached)")
+    ap.add_argument("--nlist", type=int, default=None)
+    ap.add_argument("--sample", type=int, default=None)
+    ap.add_argument("--nprobe", type=int, default=None)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--work", default="/tmp/embedkit-scale")
+    ap.add_argument("--output", default=str(RESULTS / "scale.json"))
+    ap.add_argument("--child", default=None)
+    ap.add_argument("--shards")
+    ap.add_argument("--out")
+    ap.add_argument("--spec")
+    ap.add_argument("--rescore", type=int, default=None)
+    ap.add_argument("--body", default=None)
+    a = ap.parse_args()
+    if a.child:
+        fn = {"build": child_build, "anchor": child_anchor, "serve": child_serve}[a.child]
+        print(json.dumps(fn(a)))
+        return
+
+    import shutil
+
+    from embedkit.cache import encode_cached
+    from embedkit.compression.base import default_nlist
+    from embedkit.models.loading import load_encoder
+    from embedkit.retrieval.index import default_nprobe
+
+    work = Path(a.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    t = time.perf_counter()
+    texts = real_sentences(a.real)
+    real = encode_cached(load_encoder(), texts, batch_size=64, desc="unlabeled sentences")
+    real = real / np.linalg.norm(real, axis=1, keepdims=True)
+    real = real[np.random.default_rng(0).permutation(len(real))]  # held-out queries from both sources
+    encode_s = time.perf_counter() - t
+    # generator: the real vectors' mean and covariance spectrum
+    mean = real.mean(0)
+    evals, evecs = np.linalg.eigh(np.cov(real - mean, rowvar=False))
+    scales = np.sqrt(np.maximum(evals, 0))
+    nq = a.queries
+    nlist = a.nlist or default_nlist(a.n)
+    nprobe = a.nprobe or default_nprobe(nlist)
+    shards = work / "shards"
+    t = time.perf_counter()
+    write_shards(shards, a.n, mean, evecs, scales, seed=1)
+    gen_s = time.perf_counter() - t
+    rng = np.random.default_rng(2)
+    Q = mean + (rng.standard_normal((nq, len(scales))) * scales) @ evecs.T
+    Q = (Q / np.linalg.norm(Q, axis=1, keepdims=True)).astype(np.float32)
+    np.save(work / "q.npy", Q)
+    truth = exact_topk(shards, Q)
+    float_bytes = a.n * real.shape[1] * 4
+    result = {
+        "machine": machine_info(),
+        "command": " ".join(["python", "bench/scale.py", *sys.argv[1:]]),
+        "reduced": {"n": a.n, "issue_n": 2_000_000, "real": len(texts), "issue_real": "all ~106k",
+                    "note": "sizes reduced to finish in ~10 minutes on a shared 2-core machine" if a.n < 2_000_000 else None},
+        "n": a.n, "dim": int(real.shape[1]), "nlist": nlist, "nprobe": nprobe, "sample": a.sample,
+        "float_vectors_bytes": float_bytes, "real_encode_seconds": encode_s, "generate_seconds": gen_s,
+        "configs": {},
+    }
+    # real-data check: recall of the streamed index against exact search on real vectors
+    held = real[-nq:]
+    corpus = real[:-nq]
+    real_dir = work / "real_shards"
+    from embedkit._io import atomic_write_json, mark_output, sha256_file
+    from embedkit.encoding import FORMAT, _texts_digest
+
+    real_dir.mkdir()
+    mark_output(real_dir, "shards")
+    sums = {}
+    for s in range(-(-len(corpus) // 4096)):
+        np.save(real_dir / f"shard-{s:05d}.npy", corpus[s * 4096:(s + 1) * 4096].astype(np.float32))
+        sums[f"shard-{s:05d}.npy"] = sha256_file(real_dir / f"shard-{s:05d}.npy")
+    rid = [str(i) for i in range(len(corpus))]
+    atomic_write_json(real_dir / "ids.json", rid)
+    atomic_write_json(real_dir / "manifest.json", {"format": FORMAT, "model": {"source": "default", "fingerprint": None},
+                                                   "texts_sha256": "x", "ids_sha256": _texts_digest(rid),
+                                                   "count": len(corpus), "shard_size": 4096, "dim": corpus.shape[1],
+                                                   "shard_sha256": sums})
+    np.save(work / "real_q.npy", held.astype(np.float32))
+    real_truth = np.argsort(-(held @ corpus.T), axis=1)[:, :10]
+    for name in a.configs.split(","):
+        spec, rescore, body = CONFIGS[name]
+        out = work / f"idx-{name}"
+        print(f"[{name}] build", file=sys.stderr, flush=True)
+        b = run_child("build", shards=shards, out=out, spec=spec, rescore=rescore, nlist=nlist, sample=a.sample,
+                      nprobe=nprobe)
+        s = run_child("serve", out=out, queries=work / "q.npy")
+        print(f"[{name}] anchor", file=sys.stderr, flush=True)
+        an = run_child("anchor", shards=shards, nlist=nlist, sample=a.sample or min(a.n, 40 * nlist), nprobe=nprobe,
+                       queries=work / "q.npy", body=body, rescore=rescore)
+        if rescore:  # the anchor's candidates rescored exactly like embedkit: float16 vectors of the spec
+            from embedkit.encoding import open_shards
+
+            sh = open_shards(shards)
+            cand = np.array(an["candidates"])
+            V = sh.read_rows(np.unique(cand[cand >= 0])).astype(np.float16).astype(np.float32)
+            uniq = np.unique(cand[cand >= 0])
+            pos = np.searchsorted(uniq, np.maximum(cand, 0))
+            sc = np.einsum("qd,qkd->qk", Q, V[pos])
+            sc[cand < 0] = -np.inf
+            an_found = np.take_along_axis(cand, np.argsort(-sc, axis=1, kind="stable")[:, :10], 1)
+        else:
+            an_found = np.array(an["found"])
+        rb = run_child("build", shards=real_dir, out=work / f"real-{name}", spec=spec, rescore=rescore,
+                       nlist=default_nlist(len(corpus)), nprobe=None)
+        rs = run_child("serve", out=work / f"real-{name}", queries=work / "real_q.npy")
+        disk = dir_bytes(out)
+        result["configs"][name] = {
+            "spec": spec, "rescore": rescore,
+            "build_seconds": b["build_seconds"], "build_peak_rss_bytes": b["peak_rss_bytes"],
+            "build_peak_rss_share_of_float": b["peak_rss_bytes"] / float_bytes,
+            "rss_before_build_bytes": b["rss_before_build_bytes"],
+            "index_disk_bytes": disk, "load_seconds": s["load_seconds"], "rss_after_load_bytes": s["rss_after_load_bytes"],
+            "rss_after_load_share_of_disk": s["rss_after_load_bytes"] / disk,
+            "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"], "serving_peak_rss_bytes": s["peak_rss_serving_bytes"],
+            "recall_at_10": recall(np.array(s["found"]), truth),
+            "anchor": {"build_seconds": an["build_seconds"], "peak_rss_bytes": an["peak_rss_bytes"],
+                       "recall_at_10": recall(an_found, truth)},
+            "real": {"n": len(corpus), "nlist": default_nlist(len(corpus)), "nprobe": rs["nprobe"],
+                     "recall_at_10": recall(np.array(rs["found"]), real_truth), "p50_ms": rs["p50_ms"]},
+        }
+        print(json.dumps({name: result["configs"][name]}, indent=1), file=sys.stderr, flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+    Path(a.output).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(a.output, result)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
