@@ -105,7 +105,7 @@ def run_anchor_float_rescore(docs, Q, doc_ids, q_ids, qrels, dims=None, store="f
         run[q] = {doc_ids[int(cand[j])]: float(s[j]) for j in order}
 
     def search(q, k):
-        res = semantic_search_faiss(q, corpus_index=index, top_k=4 * k, **kw)
+        res = semantic_search_faiss(q, corpus_index=index, top_k=4 * k, **kw)[0]
         return [sorted(((float(V[h["corpus_id"]].astype(np.float32) @ qq), h["corpus_id"]) for h in hits), reverse=True)[:k]
                 for qq, hits in zip(q, res)]
 
