@@ -49,7 +49,7 @@ def evaluate(model, sci, n_sts):
         n = min(n_sts, len(ds.scores))
         a = model.encode(ds.sentences1[:n], batch_size=64, convert_to_numpy=True)
         b = model.encode(ds.sentences2[:n], batch_size=64, convert_to_numpy=True)
-        sts[name] = 100 * spearman_cosine(a, b, ds.scores[:n])
+        sts[name] = spearman_cosine(a, b, ds.scores[:n])  # already x100
     return {"scifact_ndcg10": ndcg, "sts": sts, "sts_average": float(np.mean(list(sts.values())))}
 
 
@@ -79,7 +79,7 @@ def mine_both(tmp, n_corpus, seed):
     corpus_text = dict(zip(cids, ctexts))
     ds = Dataset.from_dict({"query": [q for q, _ in pairs], "answer": [corpus_text[d] for _, d in pairs]})
     t = time.perf_counter()
-    st = mine_hard_negatives(ds, model, corpus=ctexts, num_negatives=1, relative_margin=0.05, range_max=38,
+    st = mine_hard_negatives(ds, model, corpus=ctexts, num_negatives=1, relative_margin=0.05, range_max=14,
                              sampling_strategy="top", batch_size=32, verbose=False)
     st_s = time.perf_counter() - t
     return path, {"pairs": len(pairs), "corpus": len(cids), "embedkit_seconds": ek_s, "sentence_transformers_seconds": st_s,

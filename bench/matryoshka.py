@@ -114,7 +114,7 @@ def evaluate(model, ladder, sets, sci, *, batch_size=64):
         for name, ds in sets.items():
             a = E[size][[index[s] for s in ds.sentences1]]
             b = E[size][[index[s] for s in ds.sentences2]]
-            per[name] = 100 * spearman_cosine(a, b, ds.scores)
+            per[name] = spearman_cosine(a, b, ds.scores)  # already x100
         S = Q[size] @ D[size].T
         top = np.argsort(-S, axis=1)[:, :100]
         run = {q: {doc_ids[j]: float(S[i, j]) for j in top[i]} for i, q in enumerate(q_ids)}

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import subprocess
 import sys
 import time
@@ -142,20 +141,20 @@ def child_anchor(a) -> dict:
             index.add(X)
     secs = time.perf_counter() - t
     peak = status("VmHWM")
-    Q = np.load(a.queries)
+    Q = np.load(a.qfile)
     faiss.omp_set_num_threads(1)
     ivf = index if a.body is None else faiss.extract_index_ivf(index)
     ivf.nprobe = a.nprobe
     kk = 10 * (a.rescore or 1)
-    _, I = index.search(np.packbits(Q > 0, axis=1) if a.body is None else Q, kk)
-    return {"build_seconds": secs, "peak_rss_bytes": peak, "found": I[:, :10].tolist() if not a.rescore else None,
-            "candidates": I.tolist() if a.rescore else None}
+    _, found = index.search(np.packbits(Q > 0, axis=1) if a.body is None else Q, kk)
+    return {"build_seconds": secs, "peak_rss_bytes": peak, "found": found[:, :10].tolist() if not a.rescore else None,
+            "candidates": found.tolist() if a.rescore else None}
 
 
 def child_serve(a) -> dict:
     from embedkit import EmbeddingIndex
 
-    Q = np.load(a.queries)
+    Q = np.load(a.qfile)
     base = status("VmRSS")
     t = time.perf_counter()
     idx = EmbeddingIndex.load(a.out)
@@ -207,6 +206,7 @@ def main() -> None:
     ap.add_argument("--spec")
     ap.add_argument("--rescore", type=int, default=None)
     ap.add_argument("--body", default=None)
+    ap.add_argument("--qfile")
     a = ap.parse_args()
     if a.child:
         fn = {"build": child_build, "anchor": child_anchor, "serve": child_serve}[a.child]
@@ -282,10 +282,10 @@ def main() -> None:
         print(f"[{name}] build", file=sys.stderr, flush=True)
         b = run_child("build", shards=shards, out=out, spec=spec, rescore=rescore, nlist=nlist, sample=a.sample,
                       nprobe=nprobe)
-        s = run_child("serve", out=out, queries=work / "q.npy")
+        s = run_child("serve", out=out, qfile=work / "q.npy")
         print(f"[{name}] anchor", file=sys.stderr, flush=True)
         an = run_child("anchor", shards=shards, nlist=nlist, sample=a.sample or min(a.n, 40 * nlist), nprobe=nprobe,
-                       queries=work / "q.npy", body=body, rescore=rescore)
+                       qfile=work / "q.npy", body=body, rescore=rescore)
         if rescore:  # the anchor's candidates rescored exactly like embedkit: float16 vectors of the spec
             from embedkit.encoding import open_shards
 
@@ -299,9 +299,9 @@ def main() -> None:
             an_found = np.take_along_axis(cand, np.argsort(-sc, axis=1, kind="stable")[:, :10], 1)
         else:
             an_found = np.array(an["found"])
-        rb = run_child("build", shards=real_dir, out=work / f"real-{name}", spec=spec, rescore=rescore,
+        run_child("build", shards=real_dir, out=work / f"real-{name}", spec=spec, rescore=rescore,
                        nlist=default_nlist(len(corpus)), nprobe=None)
-        rs = run_child("serve", out=work / f"real-{name}", queries=work / "real_q.npy")
+        rs = run_child("serve", out=work / f"real-{name}", qfile=work / "real_q.npy")
         disk = dir_bytes(out)
         result["configs"][name] = {
             "spec": spec, "rescore": rescore,

@@ -234,7 +234,8 @@ def encode_ladder(model, texts, ladder, *, batch_size: int = 64, show_progress: 
     with torch.no_grad():
         for i in tqdm(range(0, len(texts), batch_size), disable=not show_progress, desc="encode ladder"):
             batch = [texts[j] for j in order[i:i + batch_size]]
-            feats = {k: v.to(device) if hasattr(v, "to") else v for k, v in model.tokenize(batch).items()}
+            tok = model.preprocess if hasattr(model, "preprocess") else model.tokenize
+            feats = {k: v.to(device) if hasattr(v, "to") else v for k, v in tok(batch).items()}
             for layer, e in layer_sentence_embeddings(model, feats, layers).items():
                 parts[layer].append(e.float().cpu().numpy())
     inverse = np.empty_like(order)
