@@ -69,7 +69,7 @@ def train(method: str, pairs, out: str, *, steps: int, batch_size: int, lr: floa
 
     torch.manual_seed(seed)
     model = load_encoder(device="cpu")
-    model.max_seq_length = 128
+    model.max_seq_length = 64  # training only: short, so every method gets the same cheap steps on a 2-core CPU
     inner = MultipleNegativesRankingLoss(model)
     dims = sorted({d for _, d in ladder}, reverse=True)
     loss = {"inner": lambda: inner,
@@ -79,7 +79,7 @@ def train(method: str, pairs, out: str, *, steps: int, batch_size: int, lr: floa
     data = Dataset.from_dict({"anchor": [a for a, _ in pairs], "positive": [p for _, p in pairs]})
     args = SentenceTransformerTrainingArguments(
         output_dir=out, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=lr,
-        warmup_ratio=0.1, seed=seed, data_seed=seed, use_cpu=True, report_to=[], save_strategy="no",
+        warmup_steps=0.1, seed=seed, data_seed=seed, use_cpu=True, report_to=[], save_strategy="no",
         logging_steps=max(1, steps // 5), batch_sampler="no_duplicates", dataloader_drop_last=True)
     t = time.perf_counter()
     SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss).train()
@@ -148,7 +148,7 @@ def throughput(ladder, docs, repeat=2):
     return out
 
 
-def plot(results, path):
+def plot(results, path, sts_pairs=1000, scifact_docs=None):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,8 +160,9 @@ def plot(results, path):
         style = dict(marker="o", linestyle="--" if method == "naive" else "-", label=method + (" (no training)" if method == "naive" else ""))
         axes[0].plot(xs, [r["sts_average"] for r in res["sizes"]], **style)
         axes[1].plot(xs, [r["scifact_ndcg10"] for r in res["sizes"]], **style)
-    axes[0].set_title("STS average (STS12-16, STS-B, SICK-R test; first 1000 pairs each), Spearman x100", fontsize=8)
-    axes[1].set_title("SciFact test nDCG@10 (judged docs + random others)")
+    axes[0].set_title(f"STS average (STS12-16, STS-B, SICK-R test; first {sts_pairs} pairs each), Spearman x100",
+                      fontsize=8)
+    axes[1].set_title(f"SciFact test nDCG@10 ({scifact_docs or 'subset of'} docs: judged + random others)", fontsize=8)
     for ax in axes:
         ax.set_xlabel("size (layers / dims)")
         ax.grid(alpha=0.3)
@@ -181,7 +182,15 @@ def main():
     ap.add_argument("--scifact-docs", type=int, default=1000)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--sts-pairs", type=int, default=1000, help="first N pairs of each STS test set (0 = all)")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the plot from bench/results/matryoshka.json")
     a = ap.parse_args()
+    if a.plot_only:
+        import json
+
+        res = json.loads((common.RESULTS / "matryoshka.json").read_text())
+        c = res["config"]
+        plot(res["results"], common.RESULTS / "matryoshka.png", c.get("sts_pairs", 0), c["scifact_subset"]["docs"])
+        return
     ladder = default_ladder(6, 384)
     pairs = training_pairs(a.n_wiki, a.seed)
     sets = sts_sets(a.sts_pairs or None)
@@ -221,7 +230,7 @@ def main():
         "config": {**vars(a), "ladder": ladder, "model": default_model_path(), "training_pairs": len(pairs),
                    "scifact_subset": {"docs": len(sci[0]), "queries": len(sci[2])}},
         "results": results, "throughput": speed, "targets": targets})
-    plot(results, common.RESULTS / "matryoshka.png")
+    plot(results, common.RESULTS / "matryoshka.png", a.sts_pairs, len(sci[0]))
 
 
 if __name__ == "__main__":
