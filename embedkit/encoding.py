@@ -10,18 +10,30 @@ An output folder holds:
 
 Every file is written atomically and the manifest records a shard's checksum right after the shard
 is written, so rerunning the same command after a kill reuses the complete shards and encodes the
-rest. A shard is reused only if it passes the checks the embedding cache applies (checksum recorded
+rest.
+
+Spreading the work (see ``docs/scaling.md``):
+
+* ``partition=(I, N)`` (``embedkit encode --shard I/N``) encodes a deterministic, contiguous 1/N of
+  the shards, so N processes of any scheduler (Slurm array jobs, a shell loop) fill one folder
+  together; the manifest is updated under a file lock, so they may run at the same time.
+* :func:`encode_with_ray` (``embedkit encode --ray [ADDRESS]``) encodes the missing shards on a Ray
+  cluster: a Ray Dataset of shards, ``map_batches`` over an actor pool (one model per actor, a GPU
+  each when the cluster has them); the driver writes each shard as it arrives.
+ A shard is reused only if it passes the checks the embedding cache applies (checksum recorded
 in the manifest, shape, dtype, finite values); any other shard is encoded again. Texts also go
 through the embedding cache, so nothing is encoded twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +42,8 @@ from embedkit._io import atomic_save_npy, atomic_write_json, mark_output, output
 from embedkit.data.texts import MAX_TEXT_CHARS, check_texts, cut_texts
 from embedkit.errors import EmbedkitError
 
-__all__ = ["FORMAT", "encode_to_shards", "load_shards"]
+__all__ = ["FORMAT", "ShardSet", "encode_command", "encode_to_shards", "encode_with_ray", "load_shards", "open_shards",
+           "parse_partition", "partition_shards"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +53,80 @@ MANIFEST = "manifest.json"
 IDS_FILE = "ids.json"
 _IDENTITY = ("texts_sha256", "count", "shard_size")
 _MAX_MANIFEST_BYTES = 64 << 20
+LOCK_FILE = ".embedkit-encode.lock"
+_PARTITION = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+
+def parse_partition(value, option: str = "--shard") -> tuple[int, int] | None:
+    """``"I/N"`` (or a pair) -> ``(I, N)`` with ``0 <= I < N``; ``None`` stays ``None``.
+
+    Example:
+        >>> parse_partition("1/4")
+        (1, 4)
+
+    Raises:
+        EmbedkitError: not of the form I/N with whole numbers, N < 1, or I outside 0..N-1.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        m = _PARTITION.match(value)
+        if not m:
+            raise EmbedkitError(f"{option} {value!r}: expected I/N, e.g. 0/4 for the first of 4 parts (I counts from 0)")
+        i, n = int(m.group(1)), int(m.group(2))
+    else:
+        try:
+            i, n = value
+        except (TypeError, ValueError):
+            raise EmbedkitError(f"{option} {value!r}: expected I/N or a pair (I, N)") from None
+        if any(isinstance(x, bool) or not isinstance(x, int) for x in (i, n)):
+            raise EmbedkitError(f"{option} {value!r}: I and N must be whole numbers")
+    if n < 1:
+        raise EmbedkitError(f"{option} {i}/{n}: N must be >= 1")
+    if not 0 <= i < n:
+        raise EmbedkitError(f"{option} {i}/{n}: I must be in 0..{n - 1} (I counts from 0: --shard 0/{n} ... "
+                            f"--shard {n - 1}/{n} cover the corpus)")
+    return i, n
+
+
+def partition_shards(n_shards: int, part: tuple[int, int] | None) -> range:
+    """The shard numbers partition ``(I, N)`` encodes: a contiguous block, the N blocks disjoint and complete.
+
+    Example:
+        >>> [list(partition_shards(5, (i, 2))) for i in range(2)]
+        [[0, 1], [2, 3, 4]]
+    """
+    if part is None:
+        return range(n_shards)
+    i, n = part
+    return range(i * n_shards // n, (i + 1) * n_shards // n)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``folder`` (serialises manifest updates of concurrent encodes)."""
+    import fcntl
+
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _record_shard(folder: Path, manifest: dict, name: str, digest: str) -> None:
+    """Record a finished shard's checksum, merging what concurrent partitions recorded meanwhile."""
+    with _folder_lock(folder):
+        try:
+            on_disk = _read_manifest(folder)
+        except EmbedkitError:
+            on_disk = {}
+        if all(on_disk.get(k) == manifest[k] for k in _IDENTITY):
+            for k, v in on_disk.get("shard_sha256", {}).items():
+                manifest["shard_sha256"].setdefault(k, v)
+        manifest["shard_sha256"][name] = digest
+        atomic_write_json(folder / MANIFEST, manifest)
 
 
 def _texts_digest(texts: Sequence[str]) -> str:
@@ -159,39 +246,8 @@ def _prepare_folder(out: str | os.PathLike, manifest: dict, overwrite: bool,
     return path, dict(old.get("shard_sha256", {}))
 
 
-def encode_to_shards(model, texts: Sequence[str], out: str | os.PathLike, *, ids: Sequence[str] | None = None,
-                     shard_size: int = 4096, batch_size: int = 64, show_progress: bool = True, cache=None,
-                     overwrite: bool = False, inputs: Iterable[str | os.PathLike | None] = (),
-                     max_chars: int | None = MAX_TEXT_CHARS) -> dict:
-    """Encode ``texts`` into ``out/shard-*.npy`` (+ ``ids.json``); resume from the complete shards.
-
-    Args:
-        model: a SentenceTransformer.
-        texts: non-empty strings.
-        out: the output folder: new, empty, or a shards folder of the same texts and model (resumed).
-        ids: one id per text, written to ``out/ids.json``; default ``"0"``, ``"1"``, ... (row numbers).
-        shard_size: texts per shard (a kill loses at most one shard).
-        batch_size: texts per forward pass.
-        show_progress: show a progress bar on stderr.
-        cache: passed to :func:`~embedkit.cache.encode_cached`.
-        overwrite: replace the shards of another input or model (or an unreadable manifest) in ``out``.
-        inputs: input paths ``out`` must not be, contain or lie inside.
-        max_chars: texts longer than this are cut before tokenizing (see
-            :data:`~embedkit.data.MAX_TEXT_CHARS`); the manifest's ``texts_cut`` says how many were.
-
-    Returns:
-        The manifest, plus ``shards`` (number of shards), ``resumed_shards`` (reused from disk) and
-        ``reencoded_shards`` (found on disk but damaged or unverifiable, so encoded again).
-
-    Raises:
-        EmbedkitError: bad texts, ids or sizes; ``out`` holds shards of another input or model, or
-            an unreadable manifest (without ``overwrite``).
-        OutputExistsError: ``out`` is a file, a folder holding something else, the current folder,
-            or overlaps an input.
-    """
-    from tqdm.auto import tqdm
-
-    from embedkit.cache import encode_cached
+def _start(model, texts, out, ids, shard_size, batch_size, overwrite, inputs, max_chars):
+    """Validate, prepare ``out`` and write ids + manifest; return (folder, manifest, recorded, cut texts)."""
     from embedkit.models.loading import model_description, model_fingerprint
     from embedkit.validation import check_positive_int
 
@@ -199,7 +255,7 @@ def encode_to_shards(model, texts: Sequence[str], out: str | os.PathLike, *, ids
     if not texts:
         raise EmbedkitError("nothing to encode: the input has no texts")
     shard_size = check_positive_int(shard_size, "shard_size")
-    batch_size = check_positive_int(batch_size, "batch_size")
+    check_positive_int(batch_size, "batch_size")
     ids = _check_ids(ids, len(texts))
     cut, n_cut = cut_texts(texts, max_chars)
     if n_cut:
@@ -217,37 +273,207 @@ def encode_to_shards(model, texts: Sequence[str], out: str | os.PathLike, *, ids
         "texts_cut": n_cut,
         "shard_sha256": {},
     }
-    folder, recorded = _prepare_folder(out, manifest, overwrite, inputs)
-    folder.mkdir(parents=True, exist_ok=True)
-    mark_output(folder, KIND)
-    manifest["shard_sha256"] = recorded
-    atomic_write_json(folder / IDS_FILE, ids)
-    atomic_write_json(folder / MANIFEST, manifest)
+    p = Path(out)
+    if p.is_dir() and not p.is_symlink() and _is_legacy_shards(p):
+        mark_output(p, KIND)  # adopt a folder written by an earlier embedkit
+    path = prepare_output(p, KIND, overwrite=True, inputs=inputs)
+    path.mkdir(parents=True, exist_ok=True)
+    mark_output(path, KIND)
+    with _folder_lock(path):  # concurrent partitions: one prepares, the others find its manifest
+        folder, recorded = _prepare_folder(path, manifest, overwrite, inputs)
+        manifest["shard_sha256"] = recorded
+        atomic_write_json(folder / IDS_FILE, ids)
+        atomic_write_json(folder / MANIFEST, manifest)
+    return folder, manifest, recorded, cut
+
+
+def _reusable(folder: Path, name: str, recorded: dict, rows: int, dim: int) -> tuple[bool, bool]:
+    """(reuse it, it was there but damaged)."""
+    path = folder / name
+    if not path.exists():
+        return False, False
+    why = _shard_ok(path, recorded.get(name), rows, dim)
+    if why is None:
+        return True, False
+    logger.warning("%s: shard %s cannot be reused (%s); encoding it again", folder, name, why)
+    return False, True
+
+
+def encode_to_shards(model, texts: Sequence[str], out: str | os.PathLike, *, ids: Sequence[str] | None = None,
+                     shard_size: int = 4096, batch_size: int = 64, show_progress: bool = True, cache=None,
+                     overwrite: bool = False, inputs: Iterable[str | os.PathLike | None] = (),
+                     max_chars: int | None = MAX_TEXT_CHARS, partition=None) -> dict:
+    """Encode ``texts`` into ``out/shard-*.npy`` (+ ``ids.json``); resume from the complete shards.
+
+    Args:
+        model: a SentenceTransformer.
+        texts: non-empty strings.
+        out: the output folder: new, empty, or a shards folder of the same texts and model (resumed).
+        ids: one id per text, written to ``out/ids.json``; default ``"0"``, ``"1"``, ... (row numbers).
+        shard_size: texts per shard (a kill loses at most one shard).
+        batch_size: texts per forward pass.
+        show_progress: show a progress bar on stderr.
+        cache: passed to :func:`~embedkit.cache.encode_cached`.
+        overwrite: replace the shards of another input or model (or an unreadable manifest) in ``out``.
+        inputs: input paths ``out`` must not be, contain or lie inside.
+        max_chars: texts longer than this are cut before tokenizing (see
+            :data:`~embedkit.data.MAX_TEXT_CHARS`); the manifest's ``texts_cut`` says how many were.
+        partition: ``(I, N)`` or ``"I/N"``: encode only the I-th of N contiguous blocks of shards
+            (I counts from 0); N such runs, in any order or at the same time, fill the folder.
+
+    Returns:
+        The manifest, plus ``shards`` (number of shards), ``resumed_shards`` (reused from disk),
+        ``reencoded_shards`` (found on disk but damaged or unverifiable, so encoded again),
+        ``complete`` (every shard of the corpus is done) and, with ``partition``, ``partition``.
+
+    Raises:
+        EmbedkitError: bad texts, ids or sizes; ``out`` holds shards of another input or model, or
+            an unreadable manifest (without ``overwrite``).
+        OutputExistsError: ``out`` is a file, a folder holding something else, the current folder,
+            or overlaps an input.
+    """
+    from tqdm.auto import tqdm
+
+    from embedkit.cache import encode_cached
+
+    part = parse_partition(partition, "partition (--shard)")
+    folder, manifest, recorded, cut = _start(model, texts, out, ids, shard_size, batch_size, overwrite, inputs,
+                                             max_chars)
+    shard_size = manifest["shard_size"]
     n_shards = -(-len(texts) // shard_size)
+    mine = partition_shards(n_shards, part)
     done = redone = 0
-    with tqdm(total=len(texts), desc="encoding", unit="text", disable=not show_progress) as bar:
-        for s in range(n_shards):
+    total = sum(min(len(texts), (s + 1) * shard_size) - s * shard_size for s in mine)
+    with tqdm(total=total, desc="encoding", unit="text", disable=not show_progress) as bar:
+        for s in mine:
             lo, hi = s * shard_size, min(len(texts), (s + 1) * shard_size)
             name = _shard_name(s)
-            path = folder / name
-            if path.exists():
-                why = _shard_ok(path, recorded.get(name), hi - lo, manifest["dim"])
-                if why is None:
-                    bar.update(hi - lo)
-                    done += 1
-                    continue
-                logger.warning("%s: shard %s cannot be reused (%s); encoding it again", folder, name, why)
-                redone += 1
+            reuse, damaged = _reusable(folder, name, recorded, hi - lo, manifest["dim"])
+            redone += damaged
+            if reuse:
+                bar.update(hi - lo)
+                done += 1
+                continue
             vecs = encode_cached(model, cut[lo:hi], batch_size=batch_size, show_progress=False, cache=cache,
                                  max_chars=None)
-            atomic_save_npy(path, vecs)
-            manifest["shard_sha256"][name] = sha256_file(path)
-            atomic_write_json(folder / MANIFEST, manifest)
+            atomic_save_npy(folder / name, vecs)
+            _record_shard(folder, manifest, name, sha256_file(folder / name))
             bar.update(hi - lo)
-    for extra in folder.glob("shard-*.npy"):  # shards beyond the count (none unless the folder was edited)
-        if extra.name not in manifest["shard_sha256"]:
-            extra.unlink()
-    return {**manifest, "shards": n_shards, "resumed_shards": done, "reencoded_shards": redone}
+    if part is None:
+        for extra in folder.glob("shard-*.npy"):  # shards beyond the count (none unless the folder was edited)
+            if extra.name not in manifest["shard_sha256"]:
+                extra.unlink()
+    complete = sum(_shard_name(s) in manifest["shard_sha256"] for s in range(n_shards))
+    out_info = {**manifest, "shards": n_shards, "resumed_shards": done, "reencoded_shards": redone,
+                "complete": complete == n_shards}
+    if part is not None:
+        out_info["partition"] = {"index": part[0], "of": part[1], "shards": [mine.start, mine.stop]}
+    return out_info
+
+
+class _RayEncoder:
+    """A Ray actor: loads the model once, encodes one shard of texts per call (``map_batches``)."""
+
+    def __init__(self, source, fingerprint, batch_size, device):
+        from embedkit.models.loading import load_encoder, model_fingerprint
+
+        self.model = load_encoder(source, device=device)
+        fp = model_fingerprint(self.model)
+        if fingerprint is not None and fp != fingerprint:
+            raise EmbedkitError(f"the model {source!r} on this Ray worker has fingerprint {fp}, the driver's "
+                                f"{fingerprint}; install the same model on every node")
+        self.batch_size = batch_size
+
+    def __call__(self, batch):
+        import numpy as np
+
+        from embedkit.cache import encode_cached
+
+        out_shard, out_bytes, out_rows = [], [], []
+        for s, texts in zip(batch["shard"], batch["texts"]):
+            texts = [str(t) for t in texts]
+            vecs = encode_cached(self.model, texts, batch_size=self.batch_size, show_progress=False, cache=False,
+                                 max_chars=None)
+            out_shard.append(int(s))
+            out_bytes.append(np.ascontiguousarray(vecs, dtype=np.float32).tobytes())
+            out_rows.append(len(texts))
+        return {"shard": np.array(out_shard, dtype=np.int64), "vecs": np.array(out_bytes, dtype=object),
+                "rows": np.array(out_rows, dtype=np.int64)}
+
+
+def encode_with_ray(model, texts: Sequence[str], out: str | os.PathLike, *, ids: Sequence[str] | None = None,
+                    address: str | None = None, num_actors: int | None = None, shard_size: int = 4096,
+                    batch_size: int = 64, show_progress: bool = True, overwrite: bool = False,
+                    inputs: Iterable[str | os.PathLike | None] = (), max_chars: int | None = MAX_TEXT_CHARS,
+                    partition=None, init_kwargs: dict | None = None) -> dict:
+    """Like :func:`encode_to_shards`, but the missing shards are encoded on a Ray cluster.
+
+    The shards still to encode become a Ray Dataset (one row per shard); ``map_batches`` runs them
+    through a pool of :class:`_RayEncoder` actors (each loads the model once; one GPU per actor when
+    the cluster has GPUs) and the driver writes every shard, with its checksum, as it arrives, so a
+    rerun after a kill resumes like the single-process encode. The output folder is the same format:
+    :func:`load_shards` and ``embedkit index build --embeddings`` read it.
+
+    Args:
+        model: the driver's encoder (its fingerprint is recorded and checked on every worker); the
+            workers load it from its source (a folder every node can read, or a hub name).
+        address: a Ray cluster address (``"auto"``, ``"ray://host:10001"``); ``None`` starts or joins
+            a local Ray (``init_kwargs`` go to ``ray.init``, e.g. ``{"num_cpus": 2}``).
+        num_actors: actor pool size (default: the cluster's GPUs, else its CPUs, at most the number
+            of shards to encode).
+
+    Raises:
+        EmbedkitError: Ray is not installed (``pip install 'embedkit[ray]'``), or as
+            :func:`encode_to_shards`.
+    """
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise EmbedkitError("--ray needs Ray: pip install 'embedkit[ray]' (or pip install 'ray[data]')") from None
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from embedkit.models.loading import model_description
+
+    part = parse_partition(partition, "partition (--shard)")
+    folder, manifest, recorded, cut = _start(model, texts, out, ids, shard_size, batch_size, overwrite, inputs,
+                                             max_chars)
+    shard_size = manifest["shard_size"]
+    n_shards = -(-len(texts) // shard_size)
+    todo, done, redone = [], 0, 0
+    for s in partition_shards(n_shards, part):
+        lo, hi = s * shard_size, min(len(texts), (s + 1) * shard_size)
+        reuse, damaged = _reusable(folder, _shard_name(s), recorded, hi - lo, manifest["dim"])
+        redone += damaged
+        done += reuse
+        if not reuse:
+            todo.append(s)
+    if todo:
+        if not ray.is_initialized():
+            ray.init(address=address, **(init_kwargs or {}), log_to_driver=False)
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        size = num_actors or (gpus if gpus else cpus)
+        size = max(1, min(int(size), len(todo)))
+        source = model_description(model)
+        rows = [{"shard": s, "texts": list(cut[s * shard_size: min(len(texts), (s + 1) * shard_size)])} for s in todo]
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        kwargs = {"num_gpus": 1} if gpus else {"num_cpus": 1}
+        ds = ds.map_batches(_RayEncoder, fn_constructor_args=(source, manifest["model"]["fingerprint"], batch_size,
+                                                              "cuda" if gpus else "cpu"),
+                            batch_size=1, concurrency=size, **kwargs)
+        with tqdm(total=len(todo), desc="encoding on Ray", unit="shard", disable=not show_progress) as bar:
+            for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=2):
+                for s, raw, n in zip(batch["shard"], batch["vecs"], batch["rows"]):
+                    vecs = np.frombuffer(raw, dtype=np.float32).reshape(int(n), manifest["dim"])
+                    name = _shard_name(int(s))
+                    atomic_save_npy(folder / name, vecs)
+                    _record_shard(folder, manifest, name, sha256_file(folder / name))
+                    bar.update(1)
+    complete = sum(_shard_name(s) in manifest["shard_sha256"] for s in range(n_shards))
+    return {**manifest, "shards": n_shards, "resumed_shards": done, "reencoded_shards": redone,
+            "complete": complete == n_shards, "ray_shards": len(todo)}
 
 
 def load_shards(out: str | os.PathLike, *, return_ids: bool = False):
@@ -299,3 +525,154 @@ def load_shards(out: str | os.PathLike, *, return_ids: bool = False):
     if "ids_sha256" in manifest and _texts_digest(ids) != manifest["ids_sha256"]:
         raise EmbedkitError(f"{out}/{IDS_FILE}: does not match the manifest; rerun `embedkit encode`")
     return X, ids
+
+
+class ShardSet:
+    """A finished shards folder read one shard at a time (what building an index from shards needs).
+
+    Nothing is loaded up front: the manifest, ``ids.json`` and every shard's ``.npy`` header are
+    checked (all present, one dimension, the recorded row counts), and :meth:`iter_shards` verifies
+    each shard's checksum as it reads it.
+
+    Raises:
+        EmbedkitError: (one line, naming the file) no readable manifest, a missing shard, a shard of
+            another dimension or row count, ids that do not match the rows.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise EmbedkitError(f"{self.folder}: no embeddings folder there; run `embedkit encode --out` first")
+        m = _read_manifest(self.folder)
+        self.manifest = m
+        self.count, self.shard_size = m["count"], m["shard_size"]
+        self.n_shards = -(-self.count // self.shard_size)
+        self.recorded = m.get("shard_sha256") or {}
+        self.model = m.get("model") if isinstance(m.get("model"), dict) else {}
+        self.dim = None
+        self.offsets: list[int] = []  # byte offset of the data in each shard file
+        for s in range(self.n_shards):
+            p = self.folder / _shard_name(s)
+            if not p.is_file():
+                done = sum(_shard_name(i) in self.recorded for i in range(self.n_shards))
+                raise EmbedkitError(f"{p}: shard missing ({done} of {self.n_shards} done); rerun `embedkit encode` "
+                                    "(every --shard I/N part) to finish")
+            rows = self.rows_of(s)
+            try:
+                with open(p, "rb") as f:
+                    version = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, fortran, dtype = read(f)
+                    off = f.tell()
+            except (OSError, ValueError) as e:
+                raise EmbedkitError(f"{p}: not a readable .npy shard ({e}); rerun `embedkit encode`") from None
+            if dtype != np.float32 or fortran or len(shape) != 2 or shape[0] != rows:
+                raise EmbedkitError(f"{p}: holds {dtype} {shape}, expected float32 ({rows}, dim); rerun `embedkit encode`")
+            if self.dim is None:
+                self.dim = int(shape[1])
+            elif shape[1] != self.dim:
+                raise EmbedkitError(f"{p}: {shape[1]}-d vectors, but {_shard_name(0)} holds {self.dim}-d ones; "
+                                    "all shards must come from one model — re-encode into an empty folder")
+            if p.stat().st_size != off + rows * shape[1] * 4:
+                raise EmbedkitError(f"{p}: truncated ({p.stat().st_size} bytes); rerun `embedkit encode` to repair it")
+            self.offsets.append(off)
+        if m.get("dim") is not None and self.dim != m["dim"]:
+            raise EmbedkitError(f"{self.folder / MANIFEST}: says {m['dim']}-d, the shards hold {self.dim}-d vectors")
+
+    def rows_of(self, s: int) -> int:
+        return min(self.count, (s + 1) * self.shard_size) - s * self.shard_size
+
+    def ids(self) -> list[str]:
+        """The document ids (``ids.json``), checked against the manifest."""
+        path = self.folder / IDS_FILE
+        try:
+            ids = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise EmbedkitError(f"{path}: missing (written by an older embedkit); rerun `embedkit encode`") from None
+        except (OSError, ValueError) as e:
+            raise EmbedkitError(f"{path}: unreadable ({e}); rerun `embedkit encode`") from None
+        if not isinstance(ids, list) or len(ids) != self.count or not all(isinstance(x, str) for x in ids):
+            raise EmbedkitError(f"{path}: expected {self.count} string ids; rerun `embedkit encode`")
+        if "ids_sha256" in self.manifest and _texts_digest(ids) != self.manifest["ids_sha256"]:
+            raise EmbedkitError(f"{path}: does not match the manifest; rerun `embedkit encode`")
+        return ids
+
+    def check_ids(self, corpus_ids: Sequence[str], corpus: str = "the corpus") -> None:
+        """Refuse a corpus whose ids are not the shards' ids, in the same order (one line, first difference)."""
+        if len(corpus_ids) == self.count and self.manifest.get("ids_sha256") == _texts_digest(corpus_ids):
+            return  # equal to the recorded digest: no need to read ids.json
+        ids = self.ids()
+        if len(ids) != len(corpus_ids):
+            raise EmbedkitError(f"{self.folder / IDS_FILE}: {len(ids)} embeddings but {corpus} has {len(corpus_ids)} "
+                                "documents; encode this corpus (embedkit encode) or pass the corpus it was encoded from")
+        for row, (a, b) in enumerate(zip(ids, corpus_ids)):
+            if a != b:
+                raise EmbedkitError(f"{self.folder / IDS_FILE}: row {row} is id {a!r} but {corpus} has {b!r} there; "
+                                    "the embeddings were encoded from another corpus (or another order)")
+
+    def read_shard(self, s: int) -> np.ndarray:
+        """Shard ``s`` as float32 ``(rows, dim)``, its checksum and values verified."""
+        p = self.folder / _shard_name(s)
+        data = p.read_bytes()
+        want = self.recorded.get(p.name)
+        if want is not None and hashlib.sha256(data).hexdigest() != want:
+            raise EmbedkitError(f"{p}: checksum mismatch (damaged since it was encoded); rerun `embedkit encode` "
+                                "to repair it")
+        X = np.frombuffer(data, dtype=np.float32, offset=self.offsets[s]).reshape(self.rows_of(s), self.dim)
+        if not np.isfinite(X).all():
+            raise EmbedkitError(f"{p}: holds NaN or inf; rerun `embedkit encode` to repair it")
+        return X
+
+    def iter_shards(self, shards: Iterable[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first_row, vectors)`` for each shard, in row order (one shard in memory at a time)."""
+        for s in (range(self.n_shards) if shards is None else shards):
+            yield s * self.shard_size, self.read_shard(s)
+
+    def read_rows(self, rows) -> np.ndarray:
+        """The vectors of the given global ``rows`` (positioned reads: nothing is memory-mapped)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        rb = self.dim * 4
+        order = np.argsort(rows, kind="stable")
+        current, fd = -1, None
+        try:
+            for j in order:
+                r = int(rows[j])
+                s = r // self.shard_size
+                if s != current:
+                    if fd is not None:
+                        os.close(fd)
+                    fd, current = os.open(self.folder / _shard_name(s), os.O_RDONLY), s
+                buf = os.pread(fd, rb, self.offsets[s] + (r - s * self.shard_size) * rb)
+                out[j] = np.frombuffer(buf, dtype=np.float32)
+        finally:
+            if fd is not None:
+                os.close(fd)
+        if not np.isfinite(out).all():
+            raise EmbedkitError(f"{self.folder}: a shard holds NaN or inf; rerun `embedkit encode` to repair it")
+        return out
+
+
+def open_shards(folder: str | os.PathLike) -> ShardSet:
+    """Open a finished shards folder for reading shard by shard (see :class:`ShardSet`)."""
+    return ShardSet(folder)
+
+
+def encode_command(model, texts: Sequence[str], out: str | os.PathLike, *, ids: Sequence[str] | None = None,
+                   ray: str | None = None, shard=None, shard_size: int = 4096, batch_size: int = 64,
+                   show_progress: bool = True, overwrite: bool = False,
+                   inputs: Iterable[str | os.PathLike | None] = ()) -> dict:
+    """What ``embedkit encode`` runs once its options are parsed (the CLI only parses and calls this).
+
+    Args:
+        ray: ``None`` (no Ray), ``"local"`` (``--ray`` without an address: start or join a local Ray,
+            or the cluster named by ``RAY_ADDRESS``) or a cluster address (``--ray ADDRESS``).
+        shard: ``"I/N"`` (``--shard I/N``): encode only that part.
+    """
+    part = parse_partition(shard)
+    if ray is not None:
+        return encode_with_ray(model, texts, out, ids=ids, address=None if ray in ("", "local") else ray,
+                               shard_size=shard_size, batch_size=batch_size, show_progress=show_progress,
+                               overwrite=overwrite, inputs=inputs, partition=part)
+    return encode_to_shards(model, texts, out, ids=ids, shard_size=shard_size, batch_size=batch_size,
+                            show_progress=show_progress, overwrite=overwrite, inputs=inputs, partition=part)

@@ -1,4 +1,5 @@
-"""Retrieval: the persistent compressed index (:class:`EmbeddingIndex`), its docstore, manifest and metrics.
+"""Retrieval: the persistent compressed index (:class:`EmbeddingIndex`; disk-backed :class:`DiskIndex`, built
+from embedding shards by :func:`build_index_from_shards`), its docstore, manifest and metrics.
 
 Names are imported lazily, so ``import embedkit.retrieval.metrics`` stays light.
 """
@@ -10,6 +11,10 @@ _LAZY = {
     "Hit": "embedkit.retrieval.index",
     "directory_size": "embedkit.retrieval.manifest",
     "read_manifest": "embedkit.retrieval.manifest",
+    "DiskIndex": "embedkit.retrieval.ondisk",
+    "build_index_from_shards": "embedkit.retrieval.sharded",
+    "default_nprobe": "embedkit.retrieval.index",
+    "DEFAULT_EF_SEARCH": "embedkit.retrieval.index",
     "DocStore": "embedkit.retrieval.docstore",
     "ReadWriteLock": "embedkit.retrieval.locking",
     "retrieval_scores": "embedkit.retrieval.metrics",

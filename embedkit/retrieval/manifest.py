@@ -7,6 +7,13 @@ folder. The checksums (sha256 of every file, plus a digest of the manifest itsel
 a truncated copy, a half-synced folder, a hand-edited manifest, bit rot — not an attacker who can
 write the folder: such a person can recompute every checksum.
 
+Two layouts share this manifest (see :mod:`embedkit.retrieval.ondisk`): ``embedkit.index/1`` (one
+set of files, loaded into memory) and ``embedkit.index/2`` (the disk-backed layout: immutable
+segments ``seg-NNNNN.*`` plus a tombstone file ``removed-NNNNN.npy``; the expected names are derived
+from the manifest's ``segments`` and checked against a fixed pattern). In the disk layout, files over
+:data:`LARGE_FILE_BYTES` are checked at load by size and by the sha256 of their first and last MiB
+(``sample_sha256``), so loading stays fast however large the index; ``verify="full"`` hashes all.
+
 Reading is bounded: ``manifest.json`` must be a regular file (not a symbolic link, pipe or device) of
 at most :data:`MAX_MANIFEST_BYTES`, and its schema is checked before any field is used.
 """
@@ -37,6 +44,11 @@ __all__ = [
     "read_manifest",
     "check_no_symlinks",
     "directory_size",
+    "FORMAT_DISK",
+    "EMPTY_INDEX",
+    "LARGE_FILE_BYTES",
+    "disk_expected_files",
+    "sample_sha256",
 ]
 
 FORMAT = "embedkit.index/1"
@@ -47,6 +59,44 @@ RESCORE_FILE = "rescore.f16.npy"
 MAX_MANIFEST_BYTES = 4 << 20
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+FORMAT_DISK = "embedkit.index/2"
+#: the trained, empty IVF index of a disk-backed index (new segments start from it)
+EMPTY_INDEX = "empty.faiss"
+#: files larger than this are verified at load by size + sample_sha256 (``verify="full"``: everything)
+LARGE_FILE_BYTES = 64 << 20
+_SAMPLE = 1 << 20
+_SEGMENT = re.compile(r"^seg-\d{5}$")
+_REMOVED = re.compile(r"^removed-\d{5}\.npy$")
+
+
+def sample_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's size, first MiB and last MiB: a fast check for truncation and header damage."""
+    h = hashlib.sha256()
+    size = os.path.getsize(path)
+    h.update(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(_SAMPLE))
+        if size > _SAMPLE:
+            f.seek(max(_SAMPLE, size - _SAMPLE))
+            h.update(f.read(_SAMPLE))
+    return h.hexdigest()
+
+
+def disk_expected_files(manifest: dict) -> tuple[str, ...]:
+    """The files a disk-backed index folder must hold, derived from its (schema-checked) manifest."""
+    names = ["quantizer.json", "quantizer.npz"]
+    if manifest.get("backend") == "ivf":
+        names.append(EMPTY_INDEX)
+    for seg in manifest["segments"]:
+        names += [f"{seg['name']}.faiss", f"{seg['name']}.sqlite"]
+        if seg.get("ivfdata"):
+            names.append(f"{seg['name']}.ivfdata")
+        if manifest.get("rescore"):
+            names.append(f"{seg['name']}.f16.npy")
+    if manifest["removed"]["file"] is not None:
+        names.append(manifest["removed"]["file"])
+    return tuple(names)
 
 
 def expected_files(rescore: int | None) -> tuple[str, ...]:
@@ -60,10 +110,23 @@ def manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def file_entries(folder: str | os.PathLike, names) -> dict[str, dict[str, Any]]:
-    """``{name: {"sha256": ..., "bytes": ...}}`` for the given files of ``folder``."""
+def file_entries(folder: str | os.PathLike, names, *, known: dict | None = None) -> dict[str, dict[str, Any]]:
+    """``{name: {"sha256": ..., "bytes": ..., "sample_sha256": ...}}`` for the given files of ``folder``.
+
+    ``known`` holds entries already computed (for files written while hashing, or unchanged since the
+    last save); they are reused as they are.
+    """
     folder = Path(folder)
-    return {n: {"sha256": sha256_file(folder / n), "bytes": (folder / n).stat().st_size} for n in names}
+    out = {}
+    for n in names:
+        if known and n in known:
+            out[n] = known[n]
+            continue
+        size = (folder / n).stat().st_size
+        out[n] = {"sha256": sha256_file(folder / n), "bytes": size}
+        if size > LARGE_FILE_BYTES:
+            out[n]["sample_sha256"] = sample_sha256(folder / n)
+    return out
 
 
 def write_manifest(folder: str | os.PathLike, fields: dict[str, Any]) -> dict[str, Any]:
@@ -149,6 +212,11 @@ def _check_schema(m: dict, mpath: Path) -> None:
     if not (isinstance(skipped, dict) and _is_int(skipped.get("count"), 0) and isinstance(skipped.get("ids"), list)
             and all(isinstance(i, str) for i in skipped["ids"])):
         bad("skipped_empty", "an object with 'count' and 'ids'")
+    for key in ("nprobe", "ef_search"):
+        if not (m.get(key) is None or _is_int(m.get(key), 1)):
+            bad(key, "null or a whole number >= 1")
+    if m.get("format") == FORMAT_DISK:
+        _check_disk_schema(m, bad)
     files = m.get("files")
     if not isinstance(files, dict):
         bad("files", "an object of file checksums")
@@ -162,13 +230,39 @@ def _check_schema(m: dict, mpath: Path) -> None:
                                    "the manifest is damaged, rebuild the index")
 
 
-def read_manifest(path: str | os.PathLike, *, verify: bool = True) -> dict:
+def _check_disk_schema(m: dict, bad) -> None:
+    segs = m.get("segments")
+    if not isinstance(segs, list) or not segs:
+        bad("segments", "a non-empty list of segments")
+    end = 0
+    for seg in segs:
+        if not (isinstance(seg, dict) and isinstance(seg.get("name"), str) and _SEGMENT.match(seg["name"])
+                and _is_int(seg.get("start"), 0) and _is_int(seg.get("count"), 0)
+                and isinstance(seg.get("ivfdata", False), bool)):
+            bad("segments", "segments {name: seg-NNNNN, start, count}")
+        if seg["start"] != end:
+            bad("segments", f"contiguous segments (one starts at {seg['start']}, expected {end})")
+        end = seg["start"] + seg["count"]
+    if len({seg["name"] for seg in segs}) != len(segs):
+        bad("segments", "segments with distinct names")
+    removed = m.get("removed")
+    if not (isinstance(removed, dict) and _is_int(removed.get("count"), 0)
+            and (removed.get("file") is None or (isinstance(removed["file"], str) and _REMOVED.match(removed["file"])))):
+        bad("removed", "an object {file: removed-NNNNN.npy or null, count}")
+    if not _is_int(m.get("generation"), 0):
+        bad("generation", "a whole number >= 0")
+    if m["count"] != end - removed["count"]:
+        bad("count", f"the segments' {end} rows less {removed['count']} removed")
+
+
+def read_manifest(path: str | os.PathLike, *, verify: bool | str = True) -> dict:
     """Read and check an index folder's ``manifest.json``.
 
     Checks, in order: the folder exists; the manifest is a regular file of bounded size holding a JSON
     object of this format; its own digest; its schema; no symbolic link in the folder; the manifest
     lists exactly the files the format defines; each exists as a regular file of the recorded size and
-    (with ``verify``) the recorded sha256.
+    (with ``verify``) the recorded sha256 (disk layout: files over :data:`LARGE_FILE_BYTES` by their
+    ``sample_sha256`` unless ``verify="full"``).
 
     Raises:
         IndexFormatError: a missing, foreign, edited, truncated or corrupt index (one line, naming the file).
@@ -185,14 +279,15 @@ def read_manifest(path: str | os.PathLike, *, verify: bool = True) -> dict:
     fmt = manifest.get("format") if isinstance(manifest, dict) else None
     if not isinstance(fmt, str) or not fmt.startswith("embedkit.index/"):
         raise IndexFormatError(f"{path}: not an embedkit index (format {fmt!r})")
-    if fmt != FORMAT:
+    if fmt not in (FORMAT, FORMAT_DISK):
         raise IndexFormatError(f"{path}: index format {fmt} is not supported by this embedkit ({FORMAT}); rebuild it")
     if manifest.get("manifest_sha256") != manifest_digest(manifest):
         raise IndexFormatError(f"{mpath}: manifest was modified after the index was saved (checksum mismatch); "
                                "rebuild the index")
     _check_schema(manifest, mpath)
     check_no_symlinks(path)
-    expected = expected_files(manifest.get("rescore"))
+    disk = fmt == FORMAT_DISK
+    expected = disk_expected_files(manifest) if disk else expected_files(manifest.get("rescore"))
     listed = set(manifest["files"])
     for name in expected:
         if name not in listed:
@@ -210,7 +305,16 @@ def read_manifest(path: str | os.PathLike, *, verify: bool = True) -> dict:
         if not stat.S_ISREG(st.st_mode):
             raise IndexFormatError(f"{path}: {name} is not a regular file; rebuild the index")
         info = manifest["files"][name]
-        if st.st_size != info["bytes"] or (verify and sha256_file(fp) != info["sha256"]):
+        if st.st_size != info["bytes"]:
+            raise IndexFormatError(f"{path}: {name} is corrupt or truncated ({st.st_size} bytes, the manifest says "
+                                   f"{info['bytes']}); rebuild the index")
+        if not verify:
+            continue
+        if disk and verify != "full" and st.st_size > LARGE_FILE_BYTES and isinstance(info.get("sample_sha256"), str):
+            ok = sample_sha256(fp) == info["sample_sha256"]
+        else:
+            ok = sha256_file(fp) == info["sha256"]
+        if not ok:
             raise IndexFormatError(f"{path}: {name} is corrupt or truncated (checksum mismatch); rebuild the index")
     return manifest
 
