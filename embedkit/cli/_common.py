@@ -112,7 +112,7 @@ def model_option(f=None, *, required: bool = False, help: str | None = None, ali
     def deco(func):
         func = click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N", expose_value=False,
                             callback=_set_threads, help="CPU threads for encoding [the cores this process may use].")(func)
-        func = click.option("--backend", type=click.Choice(["torch", "onnx", "onnx-int8"]), default="torch",
+        func = click.option("--backend", type=_BackendType(), default="torch",
                             show_default=True, expose_value=False, callback=_set_backend,
                             help="Inference backend: torch, onnx (float32 ONNX Runtime) or onnx-int8 (faster on CPU).")(func)
         if device:
@@ -161,12 +161,37 @@ class _State:
     verbose = False
     backend = "torch"
     threads = None
+    legacy_index_type = None
 
 
 STATE = _State()
 
 
+INDEX_TYPES = ("flat", "hnsw", "ivf")
+
+
+class _BackendType(click.ParamType):
+    """torch | onnx | onnx-int8; ``flat``/``hnsw``/``ivf`` are accepted on ``index build`` only, as the
+    old spelling of ``--index-type`` (before the encoder backends existed)."""
+
+    name = "torch|onnx|onnx-int8"
+
+    def convert(self, value, param, ctx):
+        v = str(value)
+        if v in ("torch", "onnx", "onnx-int8"):
+            return v
+        if v in INDEX_TYPES:
+            if ctx is not None and ctx.command is not None and ctx.command.name == "build":
+                return v
+            self.fail(f"{v!r} is an index type, not an encoder backend; use --index-type {v} on `index build`",
+                      param, ctx)
+        self.fail(f"{v!r}: choose torch, onnx or onnx-int8", param, ctx)
+
+
 def _set_backend(ctx, param, value):
+    STATE.legacy_index_type = None
+    if value in INDEX_TYPES:
+        STATE.legacy_index_type, value = value, "torch"
     STATE.backend = value or "torch"
     return value
 

@@ -47,23 +47,31 @@ def _precheck_out(out, corpus, overwrite):
 @click.option("--shard-size", type=POSITIVE, default=4096, show_default=True, help="Texts per shard (a kill loses at most one).")
 @batch_size_option()
 @json_option
-def encode(model, device, corpus, out, overwrite, shard_size, batch_size, as_json):
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Encode on Ray (pip install 'embedkit[ray]'): alone = local Ray or $RAY_ADDRESS; or a cluster address.")
+@click.option("--shard", default=None, metavar="I/N", help="Encode only part I of N (I from 0); N runs fill one --out folder.")
+def encode(model, device, corpus, out, overwrite, shard_size, batch_size, as_json, ray_address, shard):
     """Encode a corpus into float32 .npy shards; rerun the same command to resume after a kill.
 
     \b
     Example:
       embedkit encode --corpus ../shared/data/retrieval/scifact --out scifact_emb
+      embedkit encode --corpus big.jsonl.gz --out emb --shard 0/4      # one of 4 parts (e.g. a Slurm array job)
+      embedkit encode --corpus big.jsonl.gz --out emb --ray             # on a local Ray or $RAY_ADDRESS
     """
     from embedkit.data import read_corpus
-    from embedkit.encoding import encode_to_shards
+    from embedkit.encoding import encode_command, parse_partition
 
+    parse_partition(shard)  # a bad --shard fails before anything is read
     check_input(corpus, "--corpus")
     _precheck_out(out, corpus, overwrite)
     check_model(model)
     ids, texts, _ = read_corpus(corpus)
     enc = load_model(model, device)
-    manifest = encode_to_shards(enc, texts, out, ids=ids, shard_size=shard_size, batch_size=batch_size,
-                                show_progress=show_progress(), overwrite=overwrite, inputs=[corpus])
+    manifest = encode_command(enc, texts, out, ids=ids, ray=ray_address, shard=shard, shard_size=shard_size,
+                              batch_size=batch_size, show_progress=show_progress(), overwrite=overwrite, inputs=[corpus])
+    if not manifest.get("complete", True):
+        info(f"part {shard} done; run the other parts to finish")
     if as_json:
         print_json(manifest)
     else:

@@ -71,28 +71,53 @@ _STRICT_HELP = "Refuse blank documents (empty or whitespace only) instead of ski
 @corpus_option()
 @out_option(help="Index folder to write (a new or empty folder; --overwrite replaces an earlier index).")
 @option("--spec", "-s", default="float", show_default=True, help="Compression spec, e.g. binary, int8, mrl:128,binary.")
-@click.option("--backend", type=click.Choice(["flat", "hnsw", "ivf"]), default="flat", show_default=True)
+@option("--index-type", "index_type", type=click.Choice(["flat", "hnsw", "ivf"]), default=None,
+        help="FAISS structure: flat (exact over codes), hnsw or ivf [flat]. (`--backend ivf` still works.)")
+@click.option("--nprobe", type=POSITIVE, default=None, metavar="N", help="IVF lists searched per query [measured default].")
+@click.option("--ef-search", type=POSITIVE, default=None, metavar="N", help="HNSW efSearch [128].")
+@click.option("--embeddings", default=None, metavar="DIR",
+              help="Build from `embedkit encode` shards instead of encoding (IVF lists written to disk).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="With --embeddings: write each shard's lists as Ray tasks (pip install 'embedkit[ray]').")
 @click.option("--rescore", type=POSITIVE, default=None, metavar="N", help="Keep float16 vectors and rescore N*k candidates (e.g. 4).")
 @click.option("--nlist", type=POSITIVE, default=None, metavar="N", help="IVF lists (default ~4*sqrt(n); at most the number of documents).")
 @batch_size_option()
 @click.option("--strict", is_flag=True, help=_STRICT_HELP)
 @json_option
-def build(model, device, corpus, out, overwrite, spec, backend, rescore, nlist, batch_size, strict, as_json):
+def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_search, embeddings, ray_address, rescore,
+          nlist, batch_size, strict, as_json):
     """Encode a corpus, compress it and save an index folder.
 
     \b
     Example:
       embedkit index build --corpus ../shared/data/retrieval/scifact --out scifact_idx --spec binary --rescore 4
-      embedkit index build --corpus docs.txt --out docs_idx --backend hnsw -m ./my-model
+      embedkit index build --corpus docs.txt --out docs_idx --index-type hnsw -m ./my-model
+      embedkit encode --corpus big.jsonl.gz --out emb && \\
+        embedkit index build --embeddings emb --corpus big.jsonl.gz --out big_idx --index-type ivf --spec binary --rescore 8
     """
+    from embedkit.cli._common import STATE
+
+    backend = index_type or STATE.legacy_index_type or "flat"
     from embedkit.data import read_corpus
     from embedkit.retrieval.index import EmbeddingIndex, directory_size
 
     # cheap checks first: nothing is loaded before every argument is known to be usable
     spec = check_spec(spec)
     check_input(corpus, "--corpus")
-    target = prepare_output(out, "index", overwrite=overwrite, inputs=[corpus])
+    target = prepare_output(out, "index", overwrite=overwrite, inputs=[corpus, embeddings])
     check_model(model)
+    if embeddings is not None:
+        from embedkit.retrieval.sharded import build_command
+
+        check_input(embeddings, "--embeddings", kind="dir")
+        summary = build_command(embeddings, corpus, target, spec=spec, backend=backend, rescore=rescore, nlist=nlist,
+                                nprobe=nprobe, ef_search=ef_search, model=model, overwrite=overwrite, ray=ray_address)
+        if as_json:
+            print_json(summary)
+        else:
+            click.echo(f"built {out} from {embeddings}: " + ", ".join(f"{k} {v}" for k, v in summary.items()
+                                                                        if k in ("documents", "spec", "backend")))
+        return
     ids, texts, meta = read_corpus(corpus)
     if nlist is not None and backend == "ivf" and nlist > len(texts):
         raise EmbedkitError(f"--nlist {nlist} is more than the {len(texts)} documents of {corpus}; "
@@ -101,6 +126,7 @@ def build(model, device, corpus, out, overwrite, spec, backend, rescore, nlist, 
     enc = load_model(model, device)
     t = time.perf_counter()
     idx = EmbeddingIndex.build(texts, ids, meta, model=enc, spec=spec, backend=backend, rescore=rescore, nlist=nlist,
+                               nprobe=nprobe, ef_search=ef_search,
                                batch_size=batch_size, show_progress=show_progress(),
                                on_empty="error" if strict else "skip")
     idx.save(target)
