@@ -53,13 +53,12 @@ def suite_tasks(d: Path):
 
 def equality_checks(model, d: Path) -> dict:
     from embedkit.cache import encode_cached
-    from embedkit.data import read_sts_tsv
+    from embedkit.data import read_beir, read_sts_tsv
     from embedkit.evaluation import mteb_tasks as mt
     from embedkit.evaluation.retrieval import evaluate_index
     from embedkit.evaluation.sts import spearman_cosine
     from embedkit.evaluation.suite import run_suite
     from embedkit.retrieval.index import EmbeddingIndex
-    from embedkit.data import read_beir
 
     out: dict = {"sts": {}}
     for name in ("stsb", "sickr"):

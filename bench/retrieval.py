@@ -22,7 +22,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-
 import numpy as np  # noqa: E402
 
 from embedkit.compression.base import l2_normalize  # noqa: E402
@@ -150,7 +149,7 @@ def synthetic(n: int, dim: int = 384, nq: int = 200, seed: int = 0):
             build_s = time.perf_counter() - t
             path = os.path.join(tmp, spec)
             idx.save(path)
-            lat = measure_latency(lambda q, k: idx.search_embeddings(q, k), Q, k=10)
+            lat = measure_latency(lambda q, k, idx=idx: idx.search_embeddings(q, k), Q, k=10)
             out.append({"system": "embedkit", "config": f"{spec} flat", "n": n, **lat, "build_seconds": build_s,
                         "index_faiss_bytes": os.path.getsize(os.path.join(path, "index.faiss")),
                         "bytes_per_vector": idx.bytes_per_vector})
@@ -158,7 +157,8 @@ def synthetic(n: int, dim: int = 384, nq: int = 200, seed: int = 0):
         for precision, corpus in (("float32", X), ("ubinary", quantize_embeddings(X, "ubinary"))):
             kw = dict(corpus_precision=precision, rescore=False, exact=True)
             _, _, index = semantic_search_faiss(Q[:1], corpus_embeddings=corpus, top_k=10, output_index=True, **kw)
-            lat = measure_latency(lambda q, k: semantic_search_faiss(q, corpus_index=index, top_k=k, **kw), Q, k=10)
+            lat = measure_latency(lambda q, k, index=index, kw=kw: semantic_search_faiss(q, corpus_index=index, top_k=k, **kw),
+                                  Q, k=10)
             out.append({"system": "anchor (sentence-transformers)", "config": f"{precision} flat", "n": n, **lat})
     return out
 

@@ -24,7 +24,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402,F401  (sets offline env vars)
-
 from transformers import TrainerCallback  # noqa: E402
 
 from embedkit.evaluation.sts import STANDARD_STS, evaluate_sts  # noqa: E402
@@ -230,7 +229,7 @@ def main() -> None:
         print("\n| model | " + " | ".join(s.split(".")[0] for s in sets) + " | steps/s | vs anchor |")
         print("|---|" + "---|" * (len(sets) + 2))
         print("| base (before) | " + " | ".join(f"{before[s]:.2f}" for s in sets) + " | | |")
-        for key, r in results.items():
+        for r in results.values():
             print(f"| {r['label']} | " + " | ".join(f"{r['sts_after'][s]:.2f}" for s in sets)
                   + f" | {r['steps_per_second']:.3f} | {r['rate_vs_anchor']:.2f}x |")
     else:

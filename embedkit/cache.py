@@ -47,9 +47,8 @@ def text_key(text: str) -> bytes:
 
 def model_namespace(model, prompt: str | None = None) -> str:
     """Cache namespace of a SentenceTransformer: weights fingerprint + output-relevant settings."""
-    from embedkit.models.loading import model_fingerprint
-
     from embedkit.models.identity import identity
+    from embedkit.models.loading import model_fingerprint
 
     fp = model_fingerprint(model)
     backend = identity(model).backend

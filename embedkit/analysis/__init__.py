@@ -19,7 +19,13 @@ from embedkit.analysis.length_collapse import (
     token_lengths,
 )
 from embedkit.analysis.rankme import rankme, rankme_from_spectrum, singular_values
-from embedkit.analysis.separability import SeparabilityResult, fisher_ratio, h0_persistence, persistence_score, separability
+from embedkit.analysis.separability import (
+    SeparabilityResult,
+    fisher_ratio,
+    h0_persistence,
+    persistence_score,
+    separability,
+)
 
 __all__ = [
     "AnalysisInputError",

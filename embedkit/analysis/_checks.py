@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from embedkit.errors import EmbedkitError, AnalysisInputError
-
+from embedkit.errors import AnalysisInputError
 
 
 def check_embeddings(X, *, name: str = "embeddings", min_rows: int = 1, dtype=np.float64) -> np.ndarray:

@@ -20,8 +20,8 @@ writes no model — a 0.001 change on 80 texts is noise, not a repair.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import numpy as np
 

@@ -27,12 +27,12 @@ trace(S_B) / trace(S_W) (between-class over within-class scatter), :func:`fisher
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
-from embedkit.analysis._checks import AnalysisInputError, check_embeddings, check_labels, l2_normalize
+from embedkit.analysis._checks import check_embeddings, check_labels, l2_normalize
 
 __all__ = ["h0_persistence", "persistence_score", "separability", "fisher_ratio", "SeparabilityResult"]
 

@@ -17,11 +17,11 @@ equalize pairs that are not in the gender-specific list come out differently (se
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from embedkit.errors import EmbedkitError, NotFittedError, DebiasInputError
+from embedkit.errors import DebiasInputError, NotFittedError
 
 __all__ = ["HardDebias", "equalize_candidates"]
 
@@ -95,7 +95,7 @@ class HardDebias:
         self.n_components = n_components
 
     # -- fit ------------------------------------------------------------------------------
-    def fit(self, X, words: Sequence[str] | None = None, y=None) -> "HardDebias":
+    def fit(self, X, words: Sequence[str] | None = None, y=None) -> HardDebias:
         """Learn the bias direction from the definitional pairs.
 
         Raises:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

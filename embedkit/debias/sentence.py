@@ -15,7 +15,7 @@ of pairs to equalise.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

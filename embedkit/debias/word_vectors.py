@@ -9,7 +9,7 @@ rows, no context at all).
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -68,7 +68,6 @@ def encoder_word_vectors(model, words: Iterable[str], *, method: str = "encode",
         V = encode_cached(model, words, batch_size=256, show_progress=show_progress, desc="encoding words")
         return to_keyed_vectors(words, V)
     if method == "input_embedding":
-        import torch
 
         first = model[0]
         hf = getattr(first, "auto_model", None) or getattr(first, "model", None)

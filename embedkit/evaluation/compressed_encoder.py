@@ -145,9 +145,8 @@ def model_meta_for(model, spec: str = "float"):
     from mteb.models import ModelMeta
     from mteb.models.model_meta import ScoringFunction
 
-    from embedkit.models.loading import DEFAULT_MODEL_NAME, default_model_path, model_fingerprint
-
     from embedkit.models.identity import identity
+    from embedkit.models.loading import DEFAULT_MODEL_NAME, default_model_path, model_fingerprint
 
     source = identity(model).source
     if source is None or str(source) == default_model_path():

@@ -20,7 +20,7 @@ position-embedding limit), cutting tokens before the final special token so [SEP
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 

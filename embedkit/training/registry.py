@@ -178,11 +178,10 @@ def _no_duplicates(texts, model, config, *, show_progress=False) -> SamplerPlan:
 
 @register_sampler("gsimclr")
 def _gsimclr(texts, model, config, *, show_progress=False) -> SamplerPlan:
-    from embedkit.training.samplers import gsimclr_batch_sampler, pseudo_labels
-
     import numpy as np
 
     from embedkit.training import distributed
+    from embedkit.training.samplers import gsimclr_batch_sampler, pseudo_labels
 
     s, t = config["sampler"], config["training"]
     k = t["batch_size"] * distributed.world_size()  # the global batch is what must be cluster-distinct

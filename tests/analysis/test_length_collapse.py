@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tiny_models import tiny_bert_sentence_transformer
 
 from embedkit.analysis import AnalysisInputError, length_collapse, mean_pairwise_cosine, search_temperature
-from tiny_models import tiny_bert_sentence_transformer
 
 
 def test_mean_pairwise_cosine_matches_loop():

@@ -114,9 +114,9 @@ def test_tempscale_command(st_dir, texts, tmp_path, capsys):
 
 def test_tempscale_writes_no_model_when_nothing_to_repair(tmp_path, monkeypatch):
     """A tau search without a significant gain reports "nothing to repair" and writes no folder."""
-    from click.testing import CliRunner
-
     import importlib
+
+    from click.testing import CliRunner
 
     from embedkit.cli.main import cli
     from embedkit.testing import make_tiny_model

@@ -9,7 +9,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
 from tiny_models import tiny_bert_sentence_transformer  # noqa: E402
 
-from embedkit.debias.sentence import BiasProjection, debias_sentence_encoder, fit_sentence_bias_subspace, templated_pairs  # noqa: E402
+from embedkit.debias.sentence import (  # noqa: E402
+    BiasProjection,
+    debias_sentence_encoder,
+    fit_sentence_bias_subspace,
+    templated_pairs,
+)
 from embedkit.errors import EmbedkitError  # noqa: E402
 
 PAIRS = [("woman", "man"), ("she", "he"), ("her", "his"), ("queen", "king")]
