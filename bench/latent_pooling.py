@@ -128,7 +128,7 @@ def main():
               file=sys.stderr)
         results["untrained"] = evaluate(load_encoder(device="cpu"), sci, a.sts_pairs)
         data = {"inbatch": {"train": str(common.scifact_dir()), "format": "beir"},
-                "mined": {"train": triplets, "format": "pairs"}}
+                "mined": {"train": str(triplets), "format": "pairs"}}
         for pooling in ("mean", "latent_attention"):
             for neg, d in data.items():
                 name = f"{pooling}+{neg}"
