@@ -181,6 +181,8 @@ def _coerce(value, types, where: str, src: str):
         if bool in types:
             return value
         raise RecipeError(f"{src}: {where}: must be {_type_name(types)}, got {value!r}")
+    if str in types and isinstance(value, os.PathLike):  # recipes built in Python may hold Path objects
+        return os.fspath(value)
     if float in types and isinstance(value, (int, float)):
         return float(value)
     if float in types and isinstance(value, str):  # YAML 1.1 reads 3e-5 (no dot) as a string
