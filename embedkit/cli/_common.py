@@ -110,6 +110,11 @@ def model_option(f=None, *, required: bool = False, help: str | None = None, ali
     """``-m/--model`` and ``--device`` for every command that loads a model."""
 
     def deco(func):
+        func = click.option("--dim", type=click.IntRange(min=1), default=None, metavar="D", expose_value=False,
+                            callback=_set_dim, help="Use the model's first D embedding dimensions (renormalised).")(func)
+        func = click.option("--layers", type=click.IntRange(min=1), default=None, metavar="L", expose_value=False,
+                            callback=_set_layers,
+                            help="Use only the model's first L transformer layers (a Matryoshka / Starbucks sub-model).")(func)
         func = click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N", expose_value=False,
                             callback=_set_threads, help="CPU threads for encoding [the cores this process may use].")(func)
         func = click.option("--backend", type=_BackendType(), default="torch",
@@ -162,6 +167,8 @@ class _State:
     backend = "torch"
     threads = None
     legacy_index_type = None
+    layers = None
+    dim = None
 
 
 STATE = _State()
@@ -193,6 +200,16 @@ def _set_backend(ctx, param, value):
     if value in INDEX_TYPES:
         STATE.legacy_index_type, value = value, "torch"
     STATE.backend = value or "torch"
+    return value
+
+
+def _set_layers(ctx, param, value):
+    STATE.layers = value
+    return value
+
+
+def _set_dim(ctx, param, value):
+    STATE.dim = value
     return value
 
 
@@ -414,6 +431,10 @@ def load_model(model, device=None, **kwargs):
     if device is not None:
         kwargs["device"] = device
     kwargs.setdefault("backend", STATE.backend)
+    if STATE.layers is not None:
+        kwargs.setdefault("layers", STATE.layers)
+    if STATE.dim is not None:
+        kwargs.setdefault("dim", STATE.dim)
     if STATE.threads is not None:
         kwargs.setdefault("threads", STATE.threads)
     return loading.load_encoder(model, **kwargs)

@@ -52,8 +52,13 @@ def _load_index(index_dir, model, device, force):
     t0 = time.perf_counter()
     enc = None
     if model is not None or device is not None:
-        source = model if model is not None else EmbeddingIndex.read_manifest(index_dir, verify=False)["model"]["source"]
-        enc = load_model(source, device)
+        opts = {}
+        if model is None:  # the recorded model, rebuilt as it was (sub-model size, backend)
+            recorded = EmbeddingIndex.read_manifest(index_dir, verify=False)["model"]
+            source, opts = recorded["source"], dict(recorded.get("options") or {})
+        else:
+            source = model
+        enc = load_model(source, device, **opts)
     t1 = time.perf_counter()
     idx = EmbeddingIndex.load(index_dir, model=enc, force=force)
     t2 = time.perf_counter()

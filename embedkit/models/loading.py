@@ -228,6 +228,23 @@ def model_description(model) -> str:
     return base or type(model).__name__
 
 
+def model_load_options(model) -> dict:
+    """The ``load_encoder`` keywords that rebuild ``model`` from its source: sub-model size, backend.
+
+    Recorded in index manifests, so an index built with ``layers=2, dim=64`` or ``backend="onnx-int8"``
+    reloads the same model for its queries."""
+    ident = identity(model)
+    out = {}
+    sub = ident.extra.get("submodel") or {}
+    if sub.get("layers") is not None and sub.get("layers") != sub.get("full_layers"):
+        out["layers"] = int(sub["layers"])
+    if sub.get("dim") is not None and sub.get("dim") != sub.get("full_dim"):
+        out["dim"] = int(sub["dim"])
+    if ident.backend != "torch":
+        out["backend"] = ident.backend
+    return out
+
+
 def load_causal_lm(name_or_path: str | os.PathLike, *, device: str | None = "cpu"):
     """Load a causal language model and its tokenizer (for CHES); returns ``(model, tokenizer)``.
 

@@ -161,6 +161,7 @@ class EmbeddingIndex:
         self._model_lock = threading.Lock()
         self._lock = ReadWriteLock()
         self.model_source: str | None = None
+        self.model_options: dict = {}
         self.model_fingerprint: str | None = None
         if model is not None and not isinstance(model, (str, os.PathLike)):
             self._set_model(model)
@@ -250,11 +251,12 @@ class EmbeddingIndex:
 
     # -- model ----------------------------------------------------------------------------------
     def _set_model(self, model) -> None:
-        from embedkit.models.loading import model_description, model_fingerprint
+        from embedkit.models.loading import model_description, model_fingerprint, model_load_options
 
         self._model = model
         self.model_fingerprint = model_fingerprint(model)
         self.model_source = model_description(model)
+        self.model_options = model_load_options(model)
 
     @property
     def model(self):
@@ -264,7 +266,7 @@ class EmbeddingIndex:
                 if self._model is None:
                     from embedkit.models.loading import load_encoder, model_fingerprint
 
-                    model = load_encoder(self.model_source)
+                    model = load_encoder(self.model_source, **(getattr(self, "model_options", None) or {}))
                     fp = model_fingerprint(model)
                     if self.model_fingerprint is None:
                         self.model_fingerprint = fp
@@ -625,7 +627,8 @@ class EmbeddingIndex:
                 self._docs.save(tmp / "docs.sqlite")
                 mark_output(tmp, "index")
                 write_manifest(tmp, {
-                    "model": {"source": self.model_source, "fingerprint": self.model_fingerprint},
+                    "model": {"source": self.model_source, "fingerprint": self.model_fingerprint,
+                              **({"options": self.model_options} if getattr(self, "model_options", None) else {})},
                     "spec": self.compression.spec,
                     "backend": self.backend,
                     "nlist": self.nlist,
@@ -686,6 +689,7 @@ class EmbeddingIndex:
             raise IndexFormatError(f"{path}: the manifest describes an index this embedkit cannot build ({e})") from e
         index._force = bool(force)
         index.model_source = manifest["model"]["source"]
+        index.model_options = dict(manifest["model"].get("options") or {})
         index.model_fingerprint = manifest["model"]["fingerprint"]
         index.dim = manifest["dim"]
         index.build_seconds = manifest.get("build_seconds")

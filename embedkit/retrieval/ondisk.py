@@ -736,7 +736,8 @@ class DiskIndex(EmbeddingIndex):
 
     def _manifest_fields(self, segments: list[dict], removed_file: str | None, generation: int, files: dict) -> dict:
         return {
-            "model": {"source": self.model_source, "fingerprint": self.model_fingerprint},
+            "model": {"source": self.model_source, "fingerprint": self.model_fingerprint,
+                              **({"options": self.model_options} if getattr(self, "model_options", None) else {})},
             "spec": self.compression.spec, "backend": self.backend, "nlist": self.nlist, "hnsw_m": self.hnsw_m,
             "nprobe": self.nprobe, "ef_search": self.ef_search, "dim": self.dim, "code_size": self.bytes_per_vector,
             "count": len(self), "metric": "cosine", "rescore": self.rescore,
@@ -865,6 +866,7 @@ class DiskIndex(EmbeddingIndex):
             raise IndexFormatError(f"{path}: the manifest describes an index this embedkit cannot build ({e})") from e
         index._force = bool(force)
         index.model_source = manifest["model"]["source"]
+        index.model_options = dict(manifest["model"].get("options") or {})
         index.model_fingerprint = manifest["model"]["fingerprint"]
         index.dim = manifest["dim"]
         index.build_seconds = manifest.get("build_seconds")

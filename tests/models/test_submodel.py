@@ -75,3 +75,29 @@ def test_encode_ladder_equals_each_submodel(tiny):
     got = encode_ladder(full, TEXTS, [(1, 8), (2, 16), (3, 32)], batch_size=2)
     for (L, D), E in got.items():
         np.testing.assert_allclose(E, load_encoder(tiny, layers=L, dim=D).encode(TEXTS), atol=1e-5)
+
+
+def test_index_built_with_a_submodel_reloads_it_for_queries(tiny, tmp_path):
+    from embedkit.retrieval.index import EmbeddingIndex
+
+    sub = load_encoder(tiny, layers=2, dim=16)
+    idx = EmbeddingIndex.build(TEXTS, ["a", "b", "c"], model=sub, spec="float")
+    idx.save(tmp_path / "idx")
+    again = EmbeddingIndex.load(tmp_path / "idx")  # no model given: the recorded sub-model is rebuilt
+    hits = again.search("the cat is on the mat", k=1)
+    assert hits[0].id == "a" and again.model_options == {"layers": 2, "dim": 16}
+    assert model_fingerprint(again.model) == model_fingerprint(sub)
+
+
+def test_cli_index_build_with_layers_and_dim(tiny, tmp_path):
+    from click.testing import CliRunner
+
+    from embedkit.cli.main import cli
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(TEXTS) + "\n")
+    r = CliRunner().invoke(cli, ["index", "build", "-m", tiny, "--layers", "1", "--dim", "8", "-c", str(corpus),
+                                 "-o", str(tmp_path / "i"), "--json"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["index", "search", str(tmp_path / "i"), "a dog", "-k", "1", "--json"])
+    assert r.exit_code == 0, r.output
