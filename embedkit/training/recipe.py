@@ -127,6 +127,8 @@ SCHEMA: dict[str, Any] = {
         "bf16": Key(bool, False),
         "use_cpu": Key((bool, _NONE), None),
         "ddp_timeout": Key(int, 600, low=1, hint="seconds a collective waits for the other processes"),
+        "prompts": Key((dict, str, _NONE), None,
+                       hint="instruction prepended to a column, e.g. {anchor: 'Instruct: ...\\nQuery: '}"),
     },
     "eval": {
         "sets": Key((list, _NONE), None),
@@ -280,6 +282,9 @@ class Recipe:
             raise RecipeError(
                 f"{src}: sampler.name: unknown sampler {c['sampler']['name']!r}; choose one of {', '.join(SAMPLERS)}")
         self._check_loss_and_data(c, src)
+        prompts = c["training"]["prompts"]
+        if isinstance(prompts, dict) and not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+            raise RecipeError(f"{src}: training.prompts: must map column names to instruction strings, got {prompts!r}")
         pool = c["pooling"]
         if pool["name"] == "latent_attention" and not self._stage_model_pending:
             from embedkit.models.submodel import model_shape

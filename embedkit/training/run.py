@@ -274,6 +274,9 @@ def train_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
         logging_steps=t["logging_steps"],
         report_to="none",
         ddp_timeout=t["ddp_timeout"],
+        # query-side instructions (NV-Embed): prepended to the named columns; pooling modules with
+        # include_prompt=False (mean pooling set by `pooling`, latent attention) leave their tokens out
+        prompts=t["prompts"],
         disable_tqdm=not show_progress,
         dataloader_drop_last=True,
         batch_sampler=plan.batch_sampler,

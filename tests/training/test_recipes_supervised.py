@@ -141,3 +141,30 @@ def test_two_stages_with_latent_pooling_and_extra_data(recipe_dict, pair_files, 
     assert type(model[1]).__name__ == "LatentAttentionPooling"
     # resuming a finished two-stage run skips both stages
     assert train_recipe(rec, resume=True, show_progress=False) is None
+
+
+def test_instruction_prompt_is_excluded_from_the_pool(recipe_dict, pair_files, tiny_model_path):
+    """A query instruction is prepended at train time and its tokens are left out of latent-attention pooling;
+    at encode time `prompt=` does the same, so the pooled vector equals pooling the text tokens alone."""
+    import numpy as np
+
+    from embedkit.models.loading import load_encoder
+
+    r = _recipe(recipe_dict, pair_files, pooling={"name": "latent_attention", "num_latents": 4, "num_heads": 2})
+    r["training"]["prompts"] = {"anchor": "Instruct: find the cat\nQuery: "}
+    rec = validate_recipe(r, "r.yaml")
+    train_recipe(rec, show_progress=False)
+    model = load_encoder(rec.output, device="cpu")
+    pool = model[1]
+    assert type(pool).__name__ == "LatentAttentionPooling" and pool.include_prompt is False
+    with_prompt = model.encode(["the cat"], prompt="find the cat ")
+    pool.include_prompt = True
+    counted = model.encode(["the cat"], prompt="find the cat ")
+    assert not np.allclose(with_prompt, counted, atol=1e-6)  # the instruction tokens really were left out
+
+
+def test_bad_prompts_key(recipe_dict, pair_files):
+    r = _recipe(recipe_dict, pair_files)
+    r["training"]["prompts"] = {"anchor": 3}
+    with pytest.raises(RecipeError, match="training.prompts: must map column names to instruction strings"):
+        validate_recipe(r, "bad.yaml")
