@@ -96,12 +96,14 @@ def test_debias_cli(kv, tmp_path, capsys):
     (lists / "equalize_pairs.json").write_text(json.dumps([list(p) for p in EQ]))
     (lists / "gender_specific_full.json").write_text(json.dumps(SPECIFIC))
     (lists / "professions.json").write_text(json.dumps([[w, 0.0, 0.0] for w in NEUTRAL]))
-    main(["debias", "--vectors", str(src), "--lists", str(lists), "--out", str(tmp_path / "out.txt"), "--json"])
+    with pytest.raises(SystemExit) as ok:  # the console entry point exits with the command's status
+        main(["debias", "--vectors", str(src), "--lists", str(lists), "--out", str(tmp_path / "out.txt"), "--json"])
+    assert ok.value.code == 0
     s = json.loads(capsys.readouterr().out)
     assert s["direct_bias_after"] < 1e-6 < s["direct_bias_before"]
     (lists / "definitional_pairs.json").write_text(json.dumps([["she"]]))
     with pytest.raises(SystemExit) as e:
-        main(["debias", "--vectors", str(src), "--lists", str(lists), "--out", str(tmp_path / "out.txt")])
+        main(["debias", "--vectors", str(src), "--lists", str(lists), "--out", str(tmp_path / "out2.txt")])
     assert e.value.code == 2 and "item 0" in capsys.readouterr().err
 
 

@@ -81,9 +81,11 @@ class ESimCSELoss(nn.Module):
         second column is the second view. Word repetition is applied to the second view only.
 
     Example:
-        >>> loss = ESimCSELoss(model)
-        >>> trainer = SentenceTransformerTrainer(model=model, train_dataset=ds, loss=loss,
-        ...                                      callbacks=loss.callbacks())  # doctest: +SKIP
+        .. code-block:: python
+
+            loss = ESimCSELoss(model)
+            trainer = SentenceTransformerTrainer(model=model, train_dataset=ds, loss=loss,
+                                                 callbacks=loss.callbacks())
     """
 
     def __init__(self, model, temperature: float = 0.05, dup_rate: float = 0.32, max_dup: int = 10,

@@ -84,11 +84,13 @@ class SimCSELoss(nn.Module):
         +-----------------------------------+--------+
 
     Example:
-        >>> from datasets import Dataset
-        >>> from sentence_transformers import SentenceTransformerTrainer
-        >>> loss = SimCSELoss(model)
-        >>> trainer = SentenceTransformerTrainer(model=model, train_dataset=Dataset.from_dict({"text": sentences}),
-        ...                                      loss=loss)  # doctest: +SKIP
+        .. code-block:: python
+
+            from datasets import Dataset
+            from sentence_transformers import SentenceTransformerTrainer
+            loss = SimCSELoss(model)
+            trainer = SentenceTransformerTrainer(model=model, train_dataset=Dataset.from_dict({"text": sentences}),
+                                                 loss=loss)
     """
 
     def __init__(self, model, temperature: float = 0.05, gather_across_devices: bool = True) -> None:
