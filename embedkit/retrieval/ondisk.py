@@ -46,6 +46,8 @@ from pathlib import Path
 import numpy as np
 
 from embedkit._io import atomic_directory, atomic_save_npy, mark_output, prepare_output
+from embedkit._io import fsync_path as _fsync
+from embedkit._io import fsync_path as _fsync_dir
 from embedkit.compression.base import check_matrix, l2_normalize, single_thread_for_small_batches
 from embedkit.compression.pipeline import CompressionPipeline
 from embedkit.compression.rescore import rescore as rescore_candidates
@@ -968,22 +970,6 @@ class DiskIndex(EmbeddingIndex):
         return idx
 
 
-def _fsync(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _clean_unreferenced(folder: Path, referenced: set[str]) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from embedkit._io import file_mode
+from embedkit._io import fsync_path as _fsync_dir
 from embedkit.errors import WriteLogError
 
 __all__ = ["WriteLog", "LogRecord", "log_path_for", "encode_vectors", "decode_vectors"]
@@ -99,13 +100,6 @@ def _line(record: LogRecord) -> bytes:
     return b"%08x " % zlib.crc32(body) + body + b"\n"
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 class WriteLog:
