@@ -213,7 +213,7 @@ def pretrain_smae(model_path: str, texts: Sequence[str], out: str | os.PathLike,
                 torch.save({"decoder": model.decoder_layer.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "step": step + 1,
                             "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
-            logger.info("SMAE step %d/%d loss %.4f", step + 1, steps, float(loss))
+            logger.info("SMAE step %d/%d loss %.4f", step + 1, steps, float(loss.detach()))
         if _stop_after is not None and step + 1 >= _stop_after:  # tests: an interruption after a checkpoint
             return None
     final = out / "final"
