@@ -385,12 +385,12 @@ def enable_reconstruct(index) -> None:
     """Give an IVF index (possibly wrapped in a pre-transform) a direct map so rows can be rebuilt."""
     import faiss
 
-    ivf = _ivf_of(index)
+    ivf = ivf_of(index)
     if ivf is not None:
         ivf.set_direct_map_type(faiss.DirectMap.Array)
 
 
-def _ivf_of(index):
+def ivf_of(index):
     """The IVF index inside ``index`` (binary, plain or pre-transformed), or None."""
     import faiss
 
@@ -404,15 +404,22 @@ def _ivf_of(index):
         return None
 
 
-def _set_search_params(index, backend: str, k: int) -> None:
+def hnsw_of(index):
+    """The index holding the HNSW graph inside ``index`` (plain or wrapped), or None."""
     import faiss
 
+    inner = index
+    while not hasattr(inner, "hnsw") and hasattr(inner, "index"):
+        inner = faiss.downcast_index(inner.index)
+    return inner if hasattr(inner, "hnsw") else None
+
+
+
+def _set_search_params(index, backend: str, k: int) -> None:
     if backend == "hnsw":
-        inner = index
-        while not hasattr(inner, "hnsw") and hasattr(inner, "index"):
-            inner = faiss.downcast_index(inner.index)
-        if hasattr(inner, "hnsw"):
+        inner = hnsw_of(index)
+        if inner is not None:
             inner.hnsw.efSearch = max(int(inner.hnsw.efSearch), 2 * k, 64)
     elif backend == "ivf":
-        ivf = _ivf_of(index)
+        ivf = ivf_of(index)
         ivf.nprobe = max(int(ivf.nprobe), min(16, int(ivf.nlist)))

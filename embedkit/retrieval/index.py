@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from embedkit._io import atomic_directory, atomic_save_npy, mark_output, prepare_output, recover_directory
-from embedkit.compression.base import BACKENDS, check_matrix, l2_normalize
+from embedkit.compression.base import BACKENDS, check_matrix, hnsw_of, ivf_of, l2_normalize
 from embedkit.compression.pipeline import CompressionPipeline
 from embedkit.compression.rescore import rescore as rescore_candidates
 from embedkit.compression.spec import quantizer_from_spec
@@ -216,18 +216,7 @@ class EmbeddingIndex:
 
     def _faiss_ivf(self):
         index = getattr(self._code_index, "index", None)
-        if index is None:
-            return None
-        import faiss
-
-        if isinstance(index, faiss.IndexBinaryIVF):
-            return index
-        if isinstance(index, faiss.IndexBinary):
-            return None
-        try:
-            return faiss.extract_index_ivf(index)
-        except RuntimeError:
-            return None
+        return None if index is None else ivf_of(index)
 
     def _apply_search_params(self) -> None:
         """Set nprobe / efSearch on the FAISS index (searches then use at least these)."""
@@ -239,15 +228,9 @@ class EmbeddingIndex:
             if ivf is not None:
                 ivf.nprobe = min(int(self.nprobe), int(ivf.nlist))
         elif self.backend == "hnsw":
-            import faiss
-
-            inner = index
-            while not hasattr(inner, "hnsw") and hasattr(inner, "index"):
-                inner = faiss.downcast_index(inner.index)
-            if hasattr(inner, "hnsw"):
+            inner = hnsw_of(index)
+            if inner is not None:
                 inner.hnsw.efSearch = int(self.ef_search)
-        elif getattr(self._code_index, "nlist", None) is not None and self._nprobe is not None:
-            pass  # BEBR keeps its own search structure
 
     # -- model ----------------------------------------------------------------------------------
     def _set_model(self, model) -> None:
@@ -627,8 +610,7 @@ class EmbeddingIndex:
                 self._docs.save(tmp / "docs.sqlite")
                 mark_output(tmp, "index")
                 write_manifest(tmp, {
-                    "model": {"source": self.model_source, "fingerprint": self.model_fingerprint,
-                              **({"options": self.model_options} if getattr(self, "model_options", None) else {})},
+                    "model": self._manifest_model(),
                     "spec": self.compression.spec,
                     "backend": self.backend,
                     "nlist": self.nlist,
@@ -651,6 +633,32 @@ class EmbeddingIndex:
     def read_manifest(path: str | os.PathLike, *, verify: bool | str = True) -> dict:
         """Read and check ``manifest.json`` (see :func:`embedkit.retrieval.manifest.read_manifest`)."""
         return read_manifest(path, verify=verify)
+
+    def _manifest_model(self) -> dict:
+        """The manifest's ``model`` entry: where the model came from, its fingerprint and load options."""
+        out = {"source": self.model_source, "fingerprint": self.model_fingerprint}
+        if self.model_options:
+            out["options"] = self.model_options
+        return out
+
+    @classmethod
+    def _from_manifest_fields(cls, path: Path, manifest: dict, *, force: bool = False):
+        """An empty index of ``cls`` configured from a checked manifest (shared by both index formats)."""
+        try:
+            index = cls(None, manifest["spec"], backend=manifest["backend"], rescore=manifest.get("rescore"),
+                        nlist=manifest.get("nlist"), hnsw_m=manifest.get("hnsw_m", 32),
+                        nprobe=manifest.get("nprobe"), ef_search=manifest.get("ef_search"))
+        except EmbedkitError as e:
+            raise IndexFormatError(f"{path}: the manifest describes an index this embedkit cannot build ({e})") from e
+        index._force = bool(force)
+        index.model_source = manifest["model"]["source"]
+        index.model_options = dict(manifest["model"].get("options") or {})
+        index.model_fingerprint = manifest["model"]["fingerprint"]
+        index.dim = manifest["dim"]
+        index.build_seconds = manifest.get("build_seconds")
+        skipped = manifest.get("skipped_empty") or {"count": 0, "ids": []}
+        index.skipped_count, index.skipped_ids = skipped["count"], list(skipped["ids"])
+        return index
 
     @classmethod
     def load(cls, path: str | os.PathLike, model=None, *, force: bool = False, verify: bool | str = True,
@@ -681,20 +689,7 @@ class EmbeddingIndex:
             from embedkit.retrieval.ondisk import load_disk_index
 
             return load_disk_index(path, manifest, model, force=force)
-        try:
-            index = cls(None, manifest["spec"], backend=manifest["backend"], rescore=manifest.get("rescore"),
-                        nlist=manifest.get("nlist"), hnsw_m=manifest.get("hnsw_m", 32),
-                        nprobe=manifest.get("nprobe"), ef_search=manifest.get("ef_search"))
-        except EmbedkitError as e:
-            raise IndexFormatError(f"{path}: the manifest describes an index this embedkit cannot build ({e})") from e
-        index._force = bool(force)
-        index.model_source = manifest["model"]["source"]
-        index.model_options = dict(manifest["model"].get("options") or {})
-        index.model_fingerprint = manifest["model"]["fingerprint"]
-        index.dim = manifest["dim"]
-        index.build_seconds = manifest.get("build_seconds")
-        skipped = manifest.get("skipped_empty") or {"count": 0, "ids": []}
-        index.skipped_count, index.skipped_ids = skipped["count"], list(skipped["ids"])
+        index = cls._from_manifest_fields(path, manifest, force=force)
         try:
             index.compression = CompressionPipeline.load(path, "quantizer")
             index._code_index = index.compression.index_from_bytes((path / "index.faiss").read_bytes(), index.backend)

@@ -48,7 +48,7 @@ import numpy as np
 from embedkit._io import atomic_directory, atomic_save_npy, mark_output, prepare_output
 from embedkit._io import fsync_path as _fsync
 from embedkit._io import fsync_path as _fsync_dir
-from embedkit.compression.base import check_matrix, l2_normalize, single_thread_for_small_batches
+from embedkit.compression.base import check_matrix, hnsw_of, ivf_of, l2_normalize, single_thread_for_small_batches
 from embedkit.compression.pipeline import CompressionPipeline
 from embedkit.compression.rescore import rescore as rescore_candidates
 from embedkit.data.documents import MAX_LISTED_IDS
@@ -75,19 +75,6 @@ _OWNED = re.compile(r"^(seg-\d{5}\.(faiss|ivfdata|f16\.npy|sqlite)|removed-\d{5}
 
 
 # -- FAISS helpers ---------------------------------------------------------------------------------
-def _ivf_of(index):
-    import faiss
-
-    if isinstance(index, faiss.IndexBinaryIVF):
-        return index
-    if isinstance(index, faiss.IndexBinary):
-        return None
-    try:
-        return faiss.extract_index_ivf(index)
-    except RuntimeError:
-        return None
-
-
 def _is_binary(index) -> bool:
     import faiss
 
@@ -145,7 +132,7 @@ def _ondisk_header(index, ntotal: int) -> bytes:
     import faiss
 
     clone = _deserialize(_serialize(index), _is_binary(index))
-    ivf = _ivf_of(clone)
+    ivf = ivf_of(clone)
     placeholder = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, "")
     ivf.replace_invlists(placeholder, True)
     placeholder.this.disown()
@@ -208,7 +195,7 @@ def _lists_of(index) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """(sizes, codes per list, ids per list) of an in-memory IVF index."""
     import faiss
 
-    ivf = _ivf_of(index)
+    ivf = ivf_of(index)
     il, cs = ivf.invlists, ivf.code_size
     sizes = np.array([il.list_size(i) for i in range(ivf.nlist)], dtype=np.int64)
     codes, ids = [], []
@@ -229,7 +216,7 @@ def write_shard_lists(empty_index, inputs: np.ndarray, first_label: int, path: s
     import faiss
 
     index = _deserialize(_serialize(empty_index), _is_binary(empty_index))
-    ivf = _ivf_of(index)
+    ivf = ivf_of(index)
     ivf.set_direct_map_type(faiss.DirectMap.NoMap)
     labels = np.arange(first_label, first_label + len(inputs), dtype=np.int64)
     index.add_with_ids(inputs, labels)
@@ -270,7 +257,7 @@ def write_ondisk_lists(empty_index, sources, faiss_path: str | os.PathLike, ivfd
     ``file_entries`` of both files (hashed while writing).
     """
     faiss_path, ivfdata_path = Path(faiss_path), Path(ivfdata_path)
-    ivf = _ivf_of(empty_index)
+    ivf = ivf_of(empty_index)
     nlist, cs = int(ivf.nlist), int(ivf.code_size)
     in_memory = not isinstance(sources, (list, tuple))
     if in_memory:
@@ -544,26 +531,22 @@ class DiskIndex(EmbeddingIndex):
     # -- search parameters -----------------------------------------------------------------------
     def _faiss_ivf(self):
         if self._segments:
-            return _ivf_of(self._segments[0].index)
+            return ivf_of(self._segments[0].index)
         if self._empty_bytes is not None:
-            return _ivf_of(_deserialize(self._empty_bytes, self._binary))
+            return ivf_of(_deserialize(self._empty_bytes, self._binary))
         return None
 
     def _apply_search_params(self) -> None:
         pass  # applied at each search: every segment is searched with the index's nprobe / ef_search
 
     def _segment_search(self, seg: _Segment, X, k: int):
-        import faiss
-
         index = seg.index
         if self.backend == "ivf":
-            ivf = _ivf_of(index)
+            ivf = ivf_of(index)
             ivf.nprobe = min(int(self._nprobe or default_nprobe(self._base_nlist)), int(ivf.nlist))
         elif self.backend == "hnsw":
-            inner = index
-            while not hasattr(inner, "hnsw") and hasattr(inner, "index"):
-                inner = faiss.downcast_index(inner.index)
-            if hasattr(inner, "hnsw"):
+            inner = hnsw_of(index)
+            if inner is not None:
                 inner.hnsw.efSearch = max(int(self.ef_search or DEFAULT_EF_SEARCH), k)
         with seg.lock, single_thread_for_small_batches(len(X)):
             D, labels = index.search(X, k)
@@ -738,8 +721,7 @@ class DiskIndex(EmbeddingIndex):
 
     def _manifest_fields(self, segments: list[dict], removed_file: str | None, generation: int, files: dict) -> dict:
         return {
-            "model": {"source": self.model_source, "fingerprint": self.model_fingerprint,
-                              **({"options": self.model_options} if getattr(self, "model_options", None) else {})},
+            "model": self._manifest_model(),
             "spec": self.compression.spec, "backend": self.backend, "nlist": self.nlist, "hnsw_m": self.hnsw_m,
             "nprobe": self.nprobe, "ef_search": self.ef_search, "dim": self.dim, "code_size": self.bytes_per_vector,
             "count": len(self), "metric": "cosine", "rescore": self.rescore,
@@ -860,20 +842,7 @@ class DiskIndex(EmbeddingIndex):
     @classmethod
     def from_manifest(cls, path: Path, manifest: dict, *, force: bool = False) -> DiskIndex:
         """Open the disk-backed index folder ``path`` whose checked manifest is ``manifest``."""
-        try:
-            index = cls(None, manifest["spec"], backend=manifest["backend"], rescore=manifest.get("rescore"),
-                        nlist=manifest.get("nlist"), hnsw_m=manifest.get("hnsw_m", 32),
-                        nprobe=manifest.get("nprobe"), ef_search=manifest.get("ef_search"))
-        except EmbedkitError as e:
-            raise IndexFormatError(f"{path}: the manifest describes an index this embedkit cannot build ({e})") from e
-        index._force = bool(force)
-        index.model_source = manifest["model"]["source"]
-        index.model_options = dict(manifest["model"].get("options") or {})
-        index.model_fingerprint = manifest["model"]["fingerprint"]
-        index.dim = manifest["dim"]
-        index.build_seconds = manifest.get("build_seconds")
-        skipped = manifest.get("skipped_empty") or {"count": 0, "ids": []}
-        index.skipped_count, index.skipped_ids = skipped["count"], list(skipped["ids"])
+        index = cls._from_manifest_fields(path, manifest, force=force)
         index._rescore_full_dim = bool(manifest.get("rescore_full_dim", False))
         try:
             index.compression = CompressionPipeline.load(path, "quantizer")
@@ -952,7 +921,7 @@ class DiskIndex(EmbeddingIndex):
             fx = _deserialize(_serialize(src), idx._binary)
             if idx.backend == "ivf":
                 empty = _deserialize(_serialize(src), idx._binary)
-                _ivf_of(empty).set_direct_map_type(faiss.DirectMap.NoMap)
+                ivf_of(empty).set_direct_map_type(faiss.DirectMap.NoMap)
                 empty.reset()
                 idx._empty_bytes = _serialize(empty)
             conn = _new_memory_db()

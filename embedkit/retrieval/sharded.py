@@ -177,9 +177,9 @@ def _build_ivf(shards, target: Path, docs, *, spec, rescore, nlist, hnsw_m, npro
     import faiss
 
     empty = code_index.index
-    from embedkit.retrieval.ondisk import _ivf_of
+    from embedkit.compression.base import ivf_of
 
-    _ivf_of(empty).set_direct_map_type(faiss.DirectMap.NoMap)
+    ivf_of(empty).set_direct_map_type(faiss.DirectMap.NoMap)
     index._empty_bytes = _serialize(empty)
     _record_model(index, shards, model)
     if model is not None and not isinstance(model, (str, os.PathLike)):
