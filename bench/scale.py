@@ -1,8 +1,13 @@
 """Corpora beyond RAM (issue 18): streamed IVF builds from embedding shards, disk-backed serving.
 
 Real vectors: sentences of ``unlabeled/`` (Reuters + wiki) encoded with the default model (through the
-embedding cache). Scale: ``--n`` 384-d vectors from a seeded generator with the real vectors' mean and
-covariance spectrum (PCA fit on the real ones), written as ``embedkit encode`` shards. For float-IVF,
+embedding cache). Scale: ``--n`` 384-d vectors from a seeded generator fitted on the real ones, written
+as ``embedkit encode`` shards: a Gaussian mixture whose means are k-means centres of the real vectors
+(drawn with the clusters' frequencies) and whose shared covariance is the real vectors' within-cluster
+covariance (its full eigen-spectrum), so the total spectrum and the cluster structure both follow the
+real vectors (a single Gaussian with the real spectrum has no neighbourhoods: every method's recall
+collapses on it). The JSON records both spectra and the query-to-nearest-neighbour cosines of real and
+generated vectors. The corpus is a JSON Lines file streamed into the docstore (never held in memory). For float-IVF,
 PQ-IVF and binary-IVF + rescoring: build time and peak RSS (``VmHWM`` of the building process), index
 load time and RSS before the first query, p50/p99 single-query latency and peak RSS while serving,
 recall@10 against exact float search; anchor in the same run: the same FAISS index built the usual
@@ -60,7 +65,42 @@ def real_sentences(limit: int) -> list[str]:
     return out
 
 
-def write_shards(folder: Path, n: int, mean, basis, scales, seed: int, shard_size: int = 4096) -> None:
+class Generator:
+    """Gaussian mixture fitted on real vectors: k-means centres + the shared within-cluster covariance."""
+
+    def __init__(self, real: np.ndarray, k: int, seed: int = 0):
+        import faiss
+
+        km = faiss.Kmeans(real.shape[1], k, niter=20, seed=seed, max_points_per_centroid=10_000)
+        km.train(real.astype(np.float32))
+        _, assign = km.index.search(real.astype(np.float32), 1)
+        assign = assign[:, 0]
+        self.centres = km.centroids.astype(np.float64)
+        self.weights = np.bincount(assign, minlength=k) / len(real)
+        resid = real - self.centres[assign]
+        evals, self.basis = np.linalg.eigh(np.cov(resid, rowvar=False))
+        self.scales = np.sqrt(np.maximum(evals, 0))
+
+    def sample(self, n: int, rng) -> np.ndarray:
+        c = rng.choice(len(self.centres), size=n, p=self.weights)
+        X = self.centres[c] + (rng.standard_normal((n, len(self.scales))) * self.scales) @ self.basis.T
+        return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+
+
+def spectrum(X: np.ndarray, top: int = 10) -> dict:
+    ev = np.sort(np.linalg.eigvalsh(np.cov(X, rowvar=False)))[::-1]
+    return {"top_eigenvalues": [round(float(v), 6) for v in ev[:top]], "trace": round(float(ev.sum()), 6),
+            "top10_share": round(float(ev[:10].sum() / ev.sum()), 4)}
+
+
+def nn_cosines(Q: np.ndarray, X: np.ndarray) -> dict:
+    S = Q @ X.T
+    S.sort(axis=1)
+    return {"top1_mean": round(float(S[:, -1].mean()), 4), "top10_mean": round(float(S[:, -10].mean()), 4),
+            "corpus": len(X)}
+
+
+def write_shards(folder: Path, n: int, gen: Generator, seed: int, shard_size: int = 4096) -> None:
     """Seeded synthetic vectors in `embedkit encode`'s shard format (manifest + checksums + ids.json)."""
     from embedkit._io import atomic_write_json, mark_output, sha256_file
     from embedkit.encoding import FORMAT, _texts_digest
@@ -71,8 +111,7 @@ def write_shards(folder: Path, n: int, mean, basis, scales, seed: int, shard_siz
     sums = {}
     for s in range(-(-n // shard_size)):
         m = min(n, (s + 1) * shard_size) - s * shard_size
-        X = mean + (rng.standard_normal((m, len(scales))) * scales) @ basis.T
-        X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+        X = gen.sample(m, rng)
         name = f"shard-{s:05d}.npy"
         np.save(folder / name, X)
         sums[name] = sha256_file(folder / name)
@@ -81,7 +120,14 @@ def write_shards(folder: Path, n: int, mean, basis, scales, seed: int, shard_siz
     atomic_write_json(folder / "manifest.json", {
         "format": FORMAT, "model": {"source": "synthetic (bench/scale.py)", "fingerprint": None},
         "texts_sha256": "synthetic", "ids_sha256": _texts_digest(ids), "count": n, "shard_size": shard_size,
-        "dim": int(basis.shape[0]), "shard_sha256": sums})
+        "dim": int(gen.basis.shape[0]), "shard_sha256": sums})
+
+
+def write_corpus(path: Path, n: int) -> None:
+    """The documents of ids 0..n-1 as JSON Lines (what `index build --corpus` streams)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(json.dumps({"_id": str(i), "text": f"document {i}"}) + "\n")
 
 
 def exact_topk(shards_dir: Path, Q: np.ndarray, k: int = 10) -> np.ndarray:
@@ -107,11 +153,9 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 def child_build(a) -> dict:
     from embedkit.retrieval.sharded import build_index_from_shards
 
-    ids = json.loads((Path(a.shards) / "ids.json").read_text())
-    texts = [f"document {i}" for i in ids]
     base = status("VmRSS")
     t = time.perf_counter()
-    idx = build_index_from_shards(a.shards, a.out, ids=ids, texts=texts, spec=a.spec, rescore=a.rescore,
+    idx = build_index_from_shards(a.shards, a.out, corpus=a.corpus, spec=a.spec, rescore=a.rescore,
                                   nlist=a.nlist, sample_size=a.sample, nprobe=a.nprobe, overwrite=True)
     secs = time.perf_counter() - t
     return {"build_seconds": secs, "peak_rss_bytes": status("VmHWM"), "rss_before_build_bytes": base,
@@ -207,6 +251,10 @@ def main() -> None:
     ap.add_argument("--rescore", type=int, default=None)
     ap.add_argument("--body", default=None)
     ap.add_argument("--qfile")
+    ap.add_argument("--corpus")
+    ap.add_argument("--clusters", type=int, default=None, help="mixture components of the generator "
+                    "(default: real vectors / 100, at least 16)")
+    ap.add_argument("--binary-rescore", type=int, default=None, help="rescore factor of binary-IVF (default: CONFIGS)")
     a = ap.parse_args()
     if a.child:
         fn = {"build": child_build, "anchor": child_anchor, "serve": child_serve}[a.child]
@@ -229,21 +277,28 @@ def main() -> None:
     real = real / np.linalg.norm(real, axis=1, keepdims=True)
     real = real[np.random.default_rng(0).permutation(len(real))]  # held-out queries from both sources
     encode_s = time.perf_counter() - t
-    # generator: the real vectors' mean and covariance spectrum
-    mean = real.mean(0)
-    evals, evecs = np.linalg.eigh(np.cov(real - mean, rowvar=False))
-    scales = np.sqrt(np.maximum(evals, 0))
     nq = a.queries
+    held = real[-nq:]
+    corpus = real[:-nq]
+    # generator: a Gaussian mixture fitted on the real vectors (held-out queries excluded)
+    k = a.clusters or max(16, len(corpus) // 100)
+    gen = Generator(corpus, k)
     nlist = a.nlist or default_nlist(a.n)
     nprobe = a.nprobe or default_nprobe(nlist)
     shards = work / "shards"
     t = time.perf_counter()
-    write_shards(shards, a.n, mean, evecs, scales, seed=1)
+    write_shards(shards, a.n, gen, seed=1)
+    write_corpus(work / "corpus.jsonl", a.n)
     gen_s = time.perf_counter() - t
-    rng = np.random.default_rng(2)
-    Q = mean + (rng.standard_normal((nq, len(scales))) * scales) @ evecs.T
-    Q = (Q / np.linalg.norm(Q, axis=1, keepdims=True)).astype(np.float32)
+    Q = gen.sample(nq, np.random.default_rng(2))
     np.save(work / "q.npy", Q)
+    from embedkit.encoding import open_shards
+
+    synth_sample = open_shards(shards).read_rows(np.arange(min(a.n, len(corpus))))
+    fidelity = {"clusters": k, "real": {**spectrum(corpus), "nn": nn_cosines(held, corpus)},
+                "generated": {**spectrum(synth_sample), "nn": nn_cosines(Q, synth_sample)}}
+    del synth_sample
+    print("generator fidelity:", json.dumps(fidelity), file=sys.stderr, flush=True)
     truth = exact_topk(shards, Q)
     float_bytes = a.n * real.shape[1] * 4
     result = {
@@ -253,11 +308,9 @@ def main() -> None:
                     "note": "sizes reduced to finish in ~10 minutes on a shared 2-core machine" if a.n < 2_000_000 else None},
         "n": a.n, "dim": int(real.shape[1]), "nlist": nlist, "nprobe": nprobe, "sample": a.sample,
         "float_vectors_bytes": float_bytes, "real_encode_seconds": encode_s, "generate_seconds": gen_s,
-        "configs": {},
+        "generator": fidelity, "configs": {},
     }
     # real-data check: recall of the streamed index against exact search on real vectors
-    held = real[-nq:]
-    corpus = real[:-nq]
     real_dir = work / "real_shards"
     from embedkit._io import atomic_write_json, mark_output, sha256_file
     from embedkit.encoding import FORMAT, _texts_digest
@@ -275,13 +328,16 @@ def main() -> None:
                                                    "count": len(corpus), "shard_size": 4096, "dim": corpus.shape[1],
                                                    "shard_sha256": sums})
     np.save(work / "real_q.npy", held.astype(np.float32))
+    write_corpus(work / "real_corpus.jsonl", len(corpus))
     real_truth = np.argsort(-(held @ corpus.T), axis=1)[:, :10]
     for name in a.configs.split(","):
         spec, rescore, body = CONFIGS[name]
+        if name.startswith("binary") and a.binary_rescore:
+            rescore = a.binary_rescore
         out = work / f"idx-{name}"
         print(f"[{name}] build", file=sys.stderr, flush=True)
-        b = run_child("build", shards=shards, out=out, spec=spec, rescore=rescore, nlist=nlist, sample=a.sample,
-                      nprobe=nprobe)
+        b = run_child("build", shards=shards, out=out, corpus=work / "corpus.jsonl", spec=spec, rescore=rescore,
+                      nlist=nlist, sample=a.sample, nprobe=nprobe)
         s = run_child("serve", out=out, qfile=work / "q.npy")
         print(f"[{name}] anchor", file=sys.stderr, flush=True)
         an = run_child("anchor", shards=shards, nlist=nlist, sample=a.sample or min(a.n, 40 * nlist), nprobe=nprobe,
@@ -299,7 +355,8 @@ def main() -> None:
             an_found = np.take_along_axis(cand, np.argsort(-sc, axis=1, kind="stable")[:, :10], 1)
         else:
             an_found = np.array(an["found"])
-        run_child("build", shards=real_dir, out=work / f"real-{name}", spec=spec, rescore=rescore,
+        run_child("build", shards=real_dir, out=work / f"real-{name}", corpus=work / "real_corpus.jsonl", spec=spec,
+                  rescore=rescore,
                        nlist=default_nlist(len(corpus)), nprobe=None)
         rs = run_child("serve", out=work / f"real-{name}", qfile=work / "real_q.npy")
         disk = dir_bytes(out)

@@ -49,6 +49,7 @@ def bias_report(model, lists_dir: str | os.PathLike | None = None) -> dict:
         "direct_bias_after": direct_bias(out, g, prof),
         "projections": bias_projections(kv, g, prof),
         "projections_after": bias_projections(out, g, prof),
+        "positive_side": ", ".join(a for a, _ in hd.definitional_pairs_used_[:3]),
     }
 
 
@@ -114,7 +115,13 @@ def diagnose_texts(model, texts: Sequence[str], *, labels: Sequence | None = Non
         check_labels(labels, len(texts))
     logger.info("encoding %d texts ...", len(texts))
     E = encode_cached(model, texts, desc="encoding", show_progress=show_progress)
-    summary = diagnose_embeddings(E, lengths=token_lengths(model, texts), labels=labels, max_points=max_points)
+    lengths = token_lengths(model, texts)
+    summary = diagnose_embeddings(E, lengths=lengths, labels=labels, max_points=max_points)
+    cap = getattr(model, "max_seq_length", None)
+    if cap:  # texts cut at the model's window: their length beyond it is invisible to the model
+        summary.setdefault("length_collapse", {})
+        summary["length_collapse"]["token_cap"] = int(cap)
+        summary["length_collapse"]["texts_at_token_cap"] = int((np.asarray(lengths) >= cap).sum())
     if bias:
         try:
             summary["bias"] = bias_report(model, bias_lists)

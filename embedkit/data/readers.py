@@ -22,7 +22,7 @@ from embedkit.data.texts import is_blank
 from embedkit.errors import DataFormatError
 
 __all__ = [
-    "BeirDataset", "Corpus", "StsDataset", "read_beir", "read_corpus", "read_labelled_tsv", "read_qrels",
+    "BeirDataset", "Corpus", "StsDataset", "iter_corpus", "read_beir", "read_corpus", "read_labelled_tsv", "read_qrels",
     "read_queries", "read_sts_tsv", "read_text_lines",
 ]
 
@@ -360,20 +360,13 @@ def read_corpus(path: str | os.PathLike) -> Corpus:
     if p.name.endswith((".jsonl", ".jsonl.gz")):
         ids, texts, meta = [], [], []
         seen: set[str] = set()
-        for i, obj in iter_jsonl(p):
-            where = f"{p.name}:{i}"
-            if "text" not in obj:
-                raise DataFormatError(f"{where}: a document needs a 'text' field")
-            key = "_id" if "_id" in obj else "id" if "id" in obj else None
-            did = _id_field(obj, key, where) if key else str(i)
+        for where, did, text, m in _iter_jsonl_corpus(p, id_key=None):
             if did in seen:
                 raise DataFormatError(f"{where}: duplicate document id {did!r}")
             seen.add(did)
-            text = _text_field(obj, "text", where)
-            title = _text_field(obj, "title", where, required=False)
             ids.append(did)
-            texts.append((title + " " + text).strip())
-            meta.append({"title": title} if title else None)
+            texts.append(text)
+            meta.append(m)
         if not texts:
             raise DataFormatError(f"{p.name}: no documents")
         return Corpus(ids, texts, meta)
@@ -381,3 +374,44 @@ def read_corpus(path: str | os.PathLike) -> Corpus:
     if not lines:
         raise DataFormatError(f"{p.name}: no text lines found")
     return Corpus([str(i) for i, _ in lines], [t for _, t in lines], [None] * len(lines))
+
+
+def _iter_jsonl_corpus(p: Path, id_key: str | None) -> Iterator[tuple[str, str, str, dict | None]]:
+    """``(file:line, id, title + " " + text, metadata)`` of a JSON Lines corpus, one line at a time.
+
+    ``id_key`` ``"_id"`` requires that key (BEIR); ``None`` takes ``_id``, else ``id``, else the line number.
+    """
+    for i, obj in iter_jsonl(p):
+        where = f"{p.name}:{i}"
+        if "text" not in obj or (id_key is not None and id_key not in obj):
+            raise DataFormatError(f"{where}: a document needs " + (f"'{id_key}' and 'text'" if id_key else "a 'text' field"))
+        key = id_key or ("_id" if "_id" in obj else "id" if "id" in obj else None)
+        did = _id_field(obj, key, where) if key else str(i)
+        text = _text_field(obj, "text", where)
+        title = _text_field(obj, "title", where, required=False)
+        yield where, did, (title + " " + text).strip(), ({"title": title} if title else None)
+
+
+def iter_corpus(path: str | os.PathLike) -> Iterator[tuple[str, str, str, dict | None]]:
+    """Stream a corpus one document at a time: ``(where, id, text, metadata)``, ``where`` = ``file:line``.
+
+    The same formats, ids, texts and metadata as :func:`read_corpus`, without holding the corpus in
+    memory (for corpora of many millions of documents). Unlike :func:`read_corpus` it does not check
+    ids for duplicates (that needs every id in memory): callers compare the ids with a record that
+    was checked when it was written (e.g. the shards' ``ids_sha256``). Blank documents are yielded.
+
+    Raises:
+        DataFormatError: as :func:`read_corpus`, when the malformed line is reached.
+
+    Example:
+        >>> for where, did, text, meta in iter_corpus("corpus.jsonl"):  # doctest: +SKIP
+        ...     print(where, did, text[:20])
+    """
+    p = Path(path)
+    if p.is_dir():
+        yield from _iter_jsonl_corpus(_find(p, "corpus.jsonl", "corpus.jsonl.gz"), id_key="_id")
+    elif p.name.endswith((".jsonl", ".jsonl.gz")):
+        yield from _iter_jsonl_corpus(p, id_key=None)
+    else:
+        for i, t in _text_lines(p, skip_empty=True):
+            yield f"{p.name}:{i}", str(i), t, None

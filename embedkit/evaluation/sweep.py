@@ -67,11 +67,13 @@ def _run_dict(scores, rows, doc_ids, query_ids) -> dict[str, dict[str, float]]:
 def evaluate_method(method: SweepMethod, docs: np.ndarray, queries: np.ndarray, doc_ids: Sequence[str],
                     query_ids: Sequence[str], qrels: Mapping[str, Mapping[str, int]], *, k: int = 100,
                     oversample: int = 4, rescore: Sequence[bool] = (False, True), repeat: int = 2,
-                    cache: dict | None = None) -> list[dict[str, Any]]:
+                    cache: dict | None = None, fit_vectors: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Fit, index and search one method; one result row per rescoring setting.
 
     ``cache`` (a dict) reuses fitted pipelines between methods with the same spec and quantizer
     settings (e.g. one BEBR model searched with both scorings); reused fits report their fit time.
+    ``fit_vectors`` (default: ``docs``) are what every learned codec is fitted on, e.g. the corpus
+    plus other unlabelled text of the same encoder; anchors given as ``build`` see only ``docs``.
     """
     from embedkit.compression.spec import quantizer_from_spec
     from embedkit.retrieval.metrics import ndcg_at_k, recall_at_k
@@ -91,7 +93,7 @@ def evaluate_method(method: SweepMethod, docs: np.ndarray, queries: np.ndarray, 
         else:
             pipe = quantizer_from_spec(method.spec)
             pipe.quantizer.set_params(**method.quantizer_kwargs)
-            pipe.fit(docs)
+            pipe.fit(docs if fit_vectors is None else np.ascontiguousarray(fit_vectors, dtype=np.float32))
             if cache is not None:
                 cache[key] = (pipe, time.perf_counter() - t0)
         index = pipe.quantizer.new_index("flat", **method.index_kwargs)
@@ -168,23 +170,28 @@ def _float_label(rows: Sequence[Mapping[str, Any]], float_ndcg: float, float_byt
 
 
 def plot_figure(rows: Sequence[Mapping[str, Any]], *, rescore: bool = False, float_ndcg: float | None = None,
-                float_bytes: int | None = None, title: str = ""):
+                float_bytes: int | None = None, title: str = "", anchors: Sequence[str] = (), caption: str = ""):
     """The matplotlib figure of :func:`plot` (the caller closes it).
 
     ``float_bytes`` labels the float line; by default the bytes of the sweep's ``float`` row (4 per
-    dimension), omitted when there is none.
+    dimension), omitted when there is none. Methods named in ``anchors`` (other libraries' methods)
+    are drawn dashed with hollow markers and labelled "(anchor)"; every method gets its own marker so
+    that coinciding points stay visible. ``caption`` is printed under the axes (data, subset, protocol).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(8.5, 6.0 if caption else 5.5))
     names = list(dict.fromkeys(r["method"] for r in rows if r["rescore"] == rescore and r["method"] != "float"))
-    for name in names:
+    markers = "osD^vP*Xhp<>"
+    for i, name in enumerate(names):
         pts = sorted((r["bytes"], r["ndcg@10"]) for r in rows if r["method"] == name and r["rescore"] == rescore)
-        style = "-o" if name.startswith("bebr") else "--s"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=name, lw=2 if name.startswith("bebr") else 1.2, ms=5)
+        anchor = name in anchors
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], ls="--" if anchor else "-", marker=markers[i % len(markers)],
+                mfc="none" if anchor else None, ms=8 if anchor else 5, lw=1.2 if anchor else 2,
+                label=f"{name} (anchor)" if anchor else name, zorder=3 if anchor else 2)
     if float_ndcg is not None:
         ax.axhline(float_ndcg, color="k", ls=":", lw=1, label=_float_label(rows, float_ndcg, float_bytes))
     ax.set_xscale("log", base=2)
@@ -193,12 +200,16 @@ def plot_figure(rows: Sequence[Mapping[str, Any]], *, rescore: bool = False, flo
     ax.set_title(title or f"nDCG@10 vs bytes per vector ({'with' if rescore else 'without'} float rescoring)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    if caption:
+        fig.text(0.01, 0.01, caption, fontsize=7.5, ha="left", va="bottom", wrap=True)
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
+    else:
+        fig.tight_layout()
     return fig
 
 
 def plot(rows: Sequence[Mapping[str, Any]], path, *, rescore: bool = False, float_ndcg: float | None = None,
-         float_bytes: int | None = None, title: str = "") -> None:
+         float_bytes: int | None = None, title: str = "", anchors: Sequence[str] = (), caption: str = "") -> None:
     """nDCG@10 against bytes per vector (log scale), one line per method; written atomically to ``path``."""
     import io
     from pathlib import Path
@@ -207,7 +218,8 @@ def plot(rows: Sequence[Mapping[str, Any]], path, *, rescore: bool = False, floa
 
     from embedkit._io import atomic_write_bytes
 
-    fig = plot_figure(rows, rescore=rescore, float_ndcg=float_ndcg, float_bytes=float_bytes, title=title)
+    fig = plot_figure(rows, rescore=rescore, float_ndcg=float_ndcg, float_bytes=float_bytes, title=title,
+                      anchors=anchors, caption=caption)
     try:
         buf = io.BytesIO()
         fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=120)

@@ -15,7 +15,8 @@ CAPTIONS = {
     "spectrum": "Singular values of the embedding matrix; RankMe = exp(entropy of the normalised spectrum).",
     "barcode": "H0 persistence (minimum-spanning-tree edge lengths of L2-normalised embeddings).",
     "length": "Mean pairwise cosine and RankMe per length bucket; rising cosine with length = collapse.",
-    "bias": "Projection of profession words on the gender direction, before and after hard-debias.",
+    "bias": "Projection of profession words on the gender direction (oriented so that + leans to the first word "
+            "of the definitional pairs), before and after hard-debias (which neutralises them to about 0).",
 }
 
 
@@ -47,16 +48,20 @@ def write_diagnose_report(path: str | os.PathLike | None, summary: Mapping[str, 
         }
         lc = summary.get("length_collapse", {}) or {}
         if "buckets" in lc:
-            imgs["length"] = plot_length_collapse(lc["buckets"], d / "length.png")
+            cap = (lc["texts_at_token_cap"], summary["n_texts"], lc["token_cap"]) if lc.get("token_cap") else None
+            imgs["length"] = plot_length_collapse(lc["buckets"], d / "length.png", at_cap=cap)
         b = summary.get("bias", {}) or {}
         if "projections" in b:
-            imgs["bias"] = plot_bias_projections(b["projections"], d / "bias.png", after=b["projections_after"])
+            imgs["bias"] = plot_bias_projections(b["projections"], d / "bias.png", after=b["projections_after"],
+                                                 positive=b.get("positive_side") or "the first word of each definitional pair")
         rows = {"texts": summary["n_texts"], "dimension": summary["dim"], "RankMe": summary["rankme"],
                 "PH separability": summary["separability"]["separability"]}
         if "fisher_ratio" in summary:
             rows["Fisher ratio (labels)"] = summary["fisher_ratio"]
         if "collapse" in lc:
             rows["length collapse"] = lc["collapse"]
+        if lc.get("token_cap"):
+            rows[f"texts at the {lc['token_cap']}-token cap"] = f"{lc['texts_at_token_cap']} of {summary['n_texts']}"
         if "direct_bias" in b:
             rows["direct gender bias (professions)"] = b["direct_bias"]
         slim = {k: v for k, v in summary.items() if k != "bias"}

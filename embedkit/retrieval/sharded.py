@@ -17,6 +17,7 @@ Other backends (``flat``, ``hnsw``) load the vectors and build in memory, then s
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sqlite3
@@ -76,8 +77,9 @@ def _shard_job(work: Path, shards_dir: Path, s: int, path: str) -> int:
     return write_shard_lists(empty, proto.to_input(Xt), first, path)
 
 
-def build_index_from_shards(embeddings: str | os.PathLike, out: str | os.PathLike, *, ids: Sequence[str],
-                            texts: Sequence[str], metadata: Sequence[dict | None] | None = None,
+def build_index_from_shards(embeddings: str | os.PathLike, out: str | os.PathLike, *, ids: Sequence[str] | None = None,
+                            texts: Sequence[str] | None = None, metadata: Sequence[dict | None] | None = None,
+                            corpus: str | os.PathLike | None = None,
                             spec: str = "float", backend: str = "ivf", rescore: int | None = None,
                             nlist: int | None = None, hnsw_m: int = 32, nprobe: int | None = None,
                             ef_search: int | None = None, sample_size: int | None = None, seed: int = 0,
@@ -90,6 +92,10 @@ def build_index_from_shards(embeddings: str | os.PathLike, out: str | os.PathLik
         embeddings: a finished ``embedkit encode`` folder (every shard present).
         ids, texts, metadata: the corpus the shards were encoded from, in the same order (the ids
             must equal the shards' ``ids.json``).
+        corpus: instead of ``ids``/``texts``/``metadata``, the corpus file or BEIR folder (any shape
+            :func:`~embedkit.data.read_corpus` reads). With ``backend="ivf"`` it is streamed twice
+            (checked, then written to the docstore in batches), so the documents are never all in
+            memory: their ids are compared with the shards' recorded ``ids_sha256``.
         spec, backend, rescore, nlist, hnsw_m, nprobe, ef_search: as for :meth:`EmbeddingIndex.build`.
         sample_size: vectors the compression and the coarse quantizer are trained on (default
             :func:`default_sample_size`), drawn with ``seed``.
@@ -112,13 +118,27 @@ def build_index_from_shards(embeddings: str | os.PathLike, out: str | os.PathLik
 
     t0 = time.perf_counter()
     shards = open_shards(embeddings)
-    target = prepare_output(out, "index", overwrite=overwrite, inputs=[embeddings, *inputs])
-    shards.check_ids(list(ids), corpus_name)
-    if len(texts) != shards.count:
-        raise EmbedkitError(f"{corpus_name}: {len(texts)} texts for {shards.count} ids")
-    from embedkit.data.documents import validate_documents
+    target = prepare_output(out, "index", overwrite=overwrite, inputs=[embeddings, *inputs, *([corpus] if corpus else [])])
+    if (corpus is None) == (texts is None) or (corpus is not None and (ids is not None or metadata is not None)):
+        raise EmbedkitError("give either corpus= (a file or BEIR folder) or ids= and texts= (the documents), not both")
+    if corpus is not None and backend != "ivf":
+        from embedkit.data import read_corpus
 
-    docs = validate_documents(texts, ids, metadata, on_empty="error")
+        corpus_name = str(corpus)
+        ids, texts, metadata = read_corpus(corpus)
+        corpus = None
+    if corpus is not None:
+        docs = _StreamedCorpus(corpus)
+        docs.check(shards)
+    else:
+        if ids is None:
+            raise EmbedkitError("ids= is required with texts= (the shards' ids, in order)")
+        shards.check_ids(list(ids), corpus_name)
+        if len(texts) != shards.count:
+            raise EmbedkitError(f"{corpus_name}: {len(texts)} texts for {shards.count} ids")
+        from embedkit.data.documents import validate_documents
+
+        docs = validate_documents(texts, ids, metadata, on_empty="error")
     fp = shards.model.get("fingerprint")
     if model is not None and not isinstance(model, (str, os.PathLike)):
         from embedkit.models.loading import model_fingerprint
@@ -245,9 +265,66 @@ def _build_ivf(shards, target: Path, docs, *, spec, rescore, nlist, hnsw_m, npro
                                else None, verify=False)
 
 
-def _write_docs(path: Path, docs) -> None:
+def _doc_rows(docs):
+    """Docstore rows ``(key, id, text, metadata JSON)`` of in-memory documents, in batches."""
     import json
 
+    for s in range(0, len(docs), _DOC_BATCH):
+        yield [(s + j, i, t, json.dumps(m) if m is not None else None) for j, (i, t, m) in
+               enumerate(zip(docs.ids[s: s + _DOC_BATCH], docs.texts[s: s + _DOC_BATCH], docs.metadata[s: s + _DOC_BATCH]))]
+
+
+class _StreamedCorpus:
+    """A corpus file read twice, one document at a time: :meth:`check`, then :meth:`batches` for the docstore."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def check(self, shards) -> None:
+        """Refuse (one line, naming file:line) a blank or malformed document, or ids other than the shards'."""
+        from embedkit.data import is_blank, iter_corpus
+        from embedkit.encoding import IDS_FILE
+
+        recorded = shards.manifest.get("ids_sha256")
+        if recorded is None:  # shards of an older embedkit: no digest to compare with, so compare the lists
+            shards.check_ids([d for _, d, _, _ in iter_corpus(self.path)], str(self.path))
+        h, n = hashlib.sha256(), 0
+        for where, did, text, _ in iter_corpus(self.path):
+            if is_blank(text):
+                raise EmbedkitError(f"{where}: document {did!r} is blank; an index cannot hold it, but the shards "
+                                    "have a vector for it: remove it from the corpus and re-encode")
+            h.update(did.encode())
+            h.update(b"\0")
+            n += 1
+        if n != shards.count or (recorded is not None and h.hexdigest() != recorded):
+            if n != shards.count:
+                raise EmbedkitError(f"{shards.folder / IDS_FILE}: {shards.count} embeddings but {self.path} has {n} "
+                                    "documents; encode this corpus (embedkit encode) or pass the corpus it was encoded from")
+            shards.check_ids([d for _, d, _, _ in iter_corpus(self.path)], str(self.path))  # names the first difference
+            raise EmbedkitError(f"{self.path}: its ids differ from those {shards.folder} was encoded from; "
+                                "pass the corpus the embeddings were encoded from")
+        self.count = n
+
+    def batches(self):
+        import json
+
+        from embedkit.data import iter_corpus
+
+        batch = []
+        for key, (_, did, text, meta) in enumerate(iter_corpus(self.path)):
+            batch.append((key, did, text, json.dumps(meta) if meta is not None else None))
+            if len(batch) == _DOC_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+def _write_docs(path: Path, docs) -> None:
     from embedkit.retrieval.docstore import SCHEMA
 
     conn = sqlite3.connect(str(path))
@@ -255,11 +332,8 @@ def _write_docs(path: Path, docs) -> None:
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute(SCHEMA)
-        for s in range(0, len(docs), _DOC_BATCH):
-            conn.executemany("INSERT INTO docs (key, id, text, metadata) VALUES (?, ?, ?, ?)",
-                             [(s + j, i, t, json.dumps(m) if m is not None else None) for j, (i, t, m) in
-                              enumerate(zip(docs.ids[s: s + _DOC_BATCH], docs.texts[s: s + _DOC_BATCH],
-                                            docs.metadata[s: s + _DOC_BATCH]))])
+        for rows in (docs.batches() if isinstance(docs, _StreamedCorpus) else _doc_rows(docs)):
+            conn.executemany("INSERT INTO docs (key, id, text, metadata) VALUES (?, ?, ?, ?)", rows)
         conn.commit()
         conn.execute("PRAGMA synchronous=FULL")
     finally:
@@ -279,14 +353,12 @@ def build_command(embeddings: str | os.PathLike, corpus: str | os.PathLike, out:
 
     Returns the summary the CLI prints (``--json``).
     """
-    from embedkit.data import read_corpus
     from embedkit.retrieval.manifest import directory_size
 
-    ids, texts, meta = read_corpus(corpus)
     t = time.perf_counter()
-    idx = build_index_from_shards(embeddings, out, ids=ids, texts=texts, metadata=meta, spec=spec, backend=backend,
+    idx = build_index_from_shards(embeddings, out, corpus=corpus, spec=spec, backend=backend,
                                   rescore=rescore, nlist=nlist, nprobe=nprobe, ef_search=ef_search, model=model,
-                                  overwrite=overwrite, inputs=[corpus], corpus_name=str(corpus),
+                                  overwrite=overwrite, corpus_name=str(corpus),
                                   ray_address=None if ray is None else ("local" if ray in ("", "local") else ray))
     return {"out": str(out), "documents": len(idx), "skipped_documents": 0, "spec": idx.compression.spec,
             "backend": backend, "rescore": rescore, "nprobe": idx.nprobe, "ef_search": idx.ef_search,

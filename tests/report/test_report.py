@@ -47,3 +47,59 @@ def test_diagnose_report_writer(tmp_path):
     assert not is_embedkit_report(tmp_path / "mine.html") and not is_embedkit_report(tmp_path / "none.html")
     # plots only, no HTML
     assert set(write_diagnose_report(None, summary, arrays, plots_dir=plots)) == {"spectrum", "barcode", "length"}
+
+
+def _capture(monkeypatch):
+    import embedkit.report.plots as P
+
+    figs = []
+
+    def keep(fig, path):
+        figs.append(fig)
+        return path
+
+    monkeypatch.setattr(P, "_save", keep)
+    return figs
+
+
+def test_length_plot_draws_a_tiny_difference_small_and_says_how_many_texts_hit_the_cap(tmp_path, monkeypatch):
+    figs = _capture(monkeypatch)
+    buckets = [{"mean_length": 40, "mean_cosine": 0.1215, "rankme": 30.0},
+               {"mean_length": 256, "mean_cosine": 0.1204, "rankme": 29.6}]
+    plot_length_collapse(buckets, tmp_path / "l.png", at_cap=(363, 400, 256))
+    fig = figs[0]
+    lo, hi = fig.axes[0].get_ylim()
+    assert hi - lo >= 0.1  # a 0.0011 change is not a cliff spanning the whole axis
+    assert "-0.0011" in fig.axes[0].get_title()
+    assert any("363 of 400 texts reach the model's 256-token cap" in t.get_text() for t in fig.texts)
+    # a real collapse still fills the axis
+    plot_length_collapse([{"mean_length": 10, "mean_cosine": 0.1, "rankme": 30},
+                          {"mean_length": 300, "mean_cosine": 0.7, "rankme": 10}], tmp_path / "m.png")
+    lo, hi = figs[1].axes[0].get_ylim()
+    assert lo <= 0.1 and hi >= 0.7 and hi - lo < 0.8
+
+
+def test_bias_plot_shows_the_after_values_and_the_sign_convention(tmp_path, monkeypatch):
+    figs = _capture(monkeypatch)
+    before = {"nurse": 0.3, "engineer": -0.25, "teacher": 0.1}
+    after = {"nurse": 2e-8, "engineer": -1e-8, "teacher": 0.0}
+    plot_bias_projections(before, tmp_path / "b.png", after=after, positive="woman, girl, she")
+    ax = figs[0].axes[0]
+    marks = [ln for ln in ax.get_lines() if "after hard-debias" in ln.get_label()]
+    assert marks and len(marks[0].get_xdata()) == 3 and marks[0].get_marker() == "D"
+    assert "2.0e-08" in marks[0].get_label()
+    assert "+ leans to woman, girl, she" in ax.get_xlabel()
+
+
+def test_diagnose_texts_counts_the_texts_at_the_token_cap(tiny_model, isolated_cache):
+    from embedkit.analysis.diagnose import diagnose_texts
+
+    old = tiny_model.max_seq_length
+    tiny_model.max_seq_length = 8
+    try:
+        texts = [" ".join(["word"] * n) for n in (1, 2, 3, 4, 20, 30, 40)] * 3
+        out = diagnose_texts(tiny_model, texts, bias=False, show_progress=False)
+    finally:
+        tiny_model.max_seq_length = old
+    assert out["length_collapse"]["token_cap"] == 8
+    assert out["length_collapse"]["texts_at_token_cap"] == 9  # 20, 30 and 40 words, three times each

@@ -235,6 +235,54 @@ def test_bad_shards_give_one_line_errors_naming_the_file(tmp_path, corpus):
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
+def _jsonl(path: Path, ids, texts) -> Path:
+    path.write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in zip(ids, texts)))
+    return path
+
+
+def test_a_corpus_file_is_streamed_not_read_whole_and_gives_the_same_index(tmp_path, corpus, monkeypatch):
+    import embedkit.data
+    from embedkit.retrieval.sharded import build_command
+
+    X, ids, texts = corpus
+    emb = write_shards(tmp_path / "emb", X, ids)
+    path = _jsonl(tmp_path / "corpus.jsonl", ids, texts)
+
+    def whole(*a, **k):
+        raise AssertionError("read_corpus holds the whole corpus in memory")
+
+    monkeypatch.setattr(embedkit.data, "read_corpus", whole)
+    summary = build_command(emb, path, tmp_path / "streamed", spec="binary", rescore=4, nlist=8)
+    assert summary["documents"] == len(X)
+    monkeypatch.undo()
+    mem = build(tmp_path, corpus, "binary", 4, name="lists")
+    streamed = EmbeddingIndex.load(tmp_path / "streamed")
+    Q = rand_unit(20, seed=3)
+    a, b = streamed.search(Q, k=5), mem.search(Q, k=5)
+    assert [[(h.id, h.text) for h in r] for r in a] == [[(h.id, h.text) for h in r] for r in b]
+    assert a[0][0].text.startswith("document number")
+
+
+def test_a_streamed_corpus_that_does_not_match_the_shards_is_refused_naming_the_line(tmp_path, corpus):
+    from embedkit.retrieval.sharded import build_index_from_shards
+
+    X, ids, texts = corpus
+    emb = write_shards(tmp_path / "emb", X, ids)
+    wrong = list(ids)
+    wrong[7] = "zzz"
+    with pytest.raises(EmbedkitError, match=r"emb/ids\.json: row 7 is id 'd7' but .*c1\.jsonl has 'zzz' there"):
+        build_index_from_shards(emb, tmp_path / "o", corpus=_jsonl(tmp_path / "c1.jsonl", wrong, texts))
+    with pytest.raises(EmbedkitError, match=r"600 embeddings but .*c2\.jsonl has 599 documents"):
+        build_index_from_shards(emb, tmp_path / "o", corpus=_jsonl(tmp_path / "c2.jsonl", ids[:-1], texts[:-1]))
+    blank = list(texts)
+    blank[3] = "  "
+    with pytest.raises(EmbedkitError, match=r"^c3\.jsonl:4: document 'd3' is blank"):
+        build_index_from_shards(emb, tmp_path / "o", corpus=_jsonl(tmp_path / "c3.jsonl", ids, blank))
+    with pytest.raises(EmbedkitError, match="either corpus= .* or ids= and texts="):
+        build_index_from_shards(emb, tmp_path / "o", corpus=tmp_path / "c1.jsonl", ids=ids, texts=texts)
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
 def test_disk_manifest_is_checked(tmp_path, corpus):
     from embedkit.retrieval.manifest import manifest_digest
 
