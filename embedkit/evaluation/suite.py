@@ -219,8 +219,11 @@ def summary_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_summary(result: dict[str, Any], path: str | os.PathLike) -> str:
-    """PNG: one panel per task, main score (x100) against bytes per vector (log scale), specs labelled."""
+def plot_summary(result: dict[str, Any], path: str | os.PathLike, *, caption: str = "") -> str:
+    """PNG: one panel per task, main score (x100) against bytes per vector (log scale), specs labelled.
+
+    ``caption`` (printed under the panels) says what data each task used, e.g. which subset.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -246,7 +249,11 @@ def plot_summary(result: dict[str, Any], path: str | os.PathLike) -> str:
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle(f"{result['model']}: quality vs bytes per vector", fontsize=10)
-    fig.tight_layout()
+    if caption:
+        fig.text(0.01, 0.005, caption, fontsize=7.5, ha="left", va="bottom", wrap=True)
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+    else:
+        fig.tight_layout()
     import io
 
     from embedkit._io import atomic_write_bytes

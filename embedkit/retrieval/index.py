@@ -48,6 +48,7 @@ from embedkit.compression.rescore import rescore as rescore_candidates
 from embedkit.compression.spec import quantizer_from_spec
 from embedkit.data.documents import MAX_LISTED_IDS, validate_documents
 from embedkit.errors import EmbedkitError, IndexFormatError, IndexStateError, ModelMismatchError
+from embedkit.retrieval._growable import Growable
 from embedkit.retrieval.docstore import DocStore
 from embedkit.retrieval.locking import ReadWriteLock
 from embedkit.retrieval.manifest import (
@@ -172,6 +173,10 @@ class EmbeddingIndex:
         self._docs = DocStore()
         self._keys = np.zeros(0, dtype=np.int64)
         self._rescore_vecs: np.ndarray | None = None
+        # spare capacity behind _keys and _rescore_vecs (None until the first add after a load or
+        # remove): an add appends in place instead of copying every earlier row
+        self._keys_grow: Growable | None = None
+        self._rescore_grow: Growable | None = None
         self._rescore_full_dim = False
         self._broken: str | None = None
         #: ids of blank documents skipped by ``add``/``build`` (at most 1,000 listed) and their count
@@ -372,13 +377,22 @@ class EmbeddingIndex:
         codes = compression.transform(X)
         start = self._docs.next_key()
         keys = np.arange(start, start + len(X), dtype=np.int64)
-        new_keys = np.concatenate([self._keys, keys])
+        # appended in place past the rows readers see (amortised doubling: many small adds stay linear)
+        if self._keys_grow is None:
+            self._keys_grow = Growable.from_array(self._keys)
+        n_before = len(self._keys)
+        self._keys_grow.append(keys)
+        new_keys = self._keys_grow.view()
         new_vecs = self._rescore_vecs
         if self.rescore:
             # rescoring vectors live at the spec's dimension (mrl:128 -> 128-d), so their bytes are what the
             # spec promises; the rescoring query goes through the same float transforms
             f16 = (X if self._rescore_full_dim else np.asarray(codes)).astype(np.float16)
-            new_vecs = f16 if self._rescore_vecs is None else np.concatenate([np.asarray(self._rescore_vecs), f16])
+            if self._rescore_grow is None:
+                self._rescore_grow = Growable.from_array(
+                    np.zeros((0, f16.shape[1]), np.float16) if self._rescore_vecs is None else self._rescore_vecs)
+            self._rescore_grow.append(f16)
+            new_vecs = self._rescore_grow.view()
         before = code_index.ntotal
         try:
             with self._docs.transaction():
@@ -386,6 +400,9 @@ class EmbeddingIndex:
                 code_index.add(codes)
         except BaseException:
             self._undo_add(code_index, before, first)
+            self._keys_grow.truncate(n_before)
+            if self._rescore_grow is not None:
+                self._rescore_grow.truncate(n_before)
             raise
         # nothing below can fail: the new state becomes visible to the next reader at once
         if first:
@@ -455,6 +472,7 @@ class EmbeddingIndex:
                 raise
             self._keys = new_keys
             self._rescore_vecs = new_vecs
+            self._keys_grow = self._rescore_grow = None
 
     # -- consistency ------------------------------------------------------------------------------
     def _check_not_broken(self) -> None:

@@ -53,6 +53,7 @@ from embedkit.compression.pipeline import CompressionPipeline
 from embedkit.compression.rescore import rescore as rescore_candidates
 from embedkit.data.documents import MAX_LISTED_IDS
 from embedkit.errors import EmbedkitError, IndexFormatError, IndexStateError
+from embedkit.retrieval._growable import Growable
 from embedkit.retrieval.docstore import SCHEMA, sqlite_readonly_uri
 from embedkit.retrieval.index import DEFAULT_EF_SEARCH, EmbeddingIndex, default_nprobe
 from embedkit.retrieval.manifest import (
@@ -323,29 +324,6 @@ def write_ondisk_lists(empty_index, sources, faiss_path: str | os.PathLike, ivfd
 
 
 # -- segments --------------------------------------------------------------------------------------
-class _Growable:
-    """A float16 matrix that grows by appending (amortised doubling, not a copy per add)."""
-
-    def __init__(self, dim: int):
-        self.buf = np.zeros((0, dim), dtype=np.float16)
-        self.n = 0
-
-    def append(self, X: np.ndarray) -> None:
-        need = self.n + len(X)
-        if need > len(self.buf):
-            new = np.zeros((max(need, 2 * len(self.buf), 1024), self.buf.shape[1]), dtype=np.float16)
-            new[: self.n] = self.buf[: self.n]
-            self.buf = new
-        self.buf[self.n: need] = X
-        self.n = need
-
-    def truncate(self, n: int) -> None:
-        self.n = n
-
-    def view(self) -> np.ndarray:
-        return self.buf[: self.n]
-
-
 class _Segment:
     """One segment: a FAISS index over keys ``start .. start+count-1``, its rescoring vectors and documents."""
 
@@ -360,7 +338,7 @@ class _Segment:
         return int(self.index.ntotal)
 
     def rescore_vectors(self) -> np.ndarray | None:
-        return self.vecs.view() if isinstance(self.vecs, _Growable) else self.vecs
+        return self.vecs.view() if isinstance(self.vecs, Growable) else self.vecs
 
     def docs(self, keys: Sequence[int]) -> dict:
         import json
@@ -609,7 +587,7 @@ class DiskIndex(EmbeddingIndex):
         if last is not None and not last.saved:
             return last
         name = f"seg-{self._generation + 1:05d}"
-        vecs = _Growable(self.rescore_dim if not self._rescore_full_dim else self.dim) if self.rescore else None
+        vecs = Growable((self.rescore_dim if not self._rescore_full_dim else self.dim,), np.float16) if self.rescore else None
         seg = _Segment(name, self._next_key, self._new_segment_index(X), _new_memory_db(), vecs, ivfdata=False,
                        saved=False)
         self._segments.append(seg)
@@ -931,7 +909,7 @@ class DiskIndex(EmbeddingIndex):
             conn.commit()
             vecs = None
             if idx.rescore:
-                vecs = _Growable(mem._rescore_vecs.shape[1])
+                vecs = Growable((mem._rescore_vecs.shape[1],), np.float16)
                 vecs.append(np.asarray(mem._rescore_vecs))
         idx._segments.append(_Segment("seg-00001", 0, fx, conn, vecs, ivfdata=False, saved=False))
         idx._next_key = fx.ntotal
