@@ -55,16 +55,17 @@ def ubinary_anchor(docs):
     return codes.shape[1], search
 
 
-def methods():
+def methods(budgets=BUDGETS):
     from embedkit.evaluation.sweep import SweepMethod as M
 
     out = [M("float", "float"), M("st-ubinary", build=ubinary_anchor, label="quantize_embeddings ubinary")]
-    out += [M("lsh", f"lsh:{8 * b}") for b in BUDGETS]
-    out += [M("itq", f"itq:{8 * b}") for b in BUDGETS if 8 * b <= 384]
-    out += [M("pq", f"pq:{b}x8") for b in BUDGETS]
-    out += [M("opq", f"opq:{b}x8") for b in (16, 48, 96)]  # OPQ training is ~100 s per budget here
-    out += [M("rabitq", f"rabitq:{bits}") for bits in (1, 2, 3, 4)]
-    for b in BUDGETS:
+    out += [M("lsh", f"lsh:{8 * b}") for b in budgets]
+    out += [M("itq", f"itq:{8 * b}") for b in budgets if 8 * b <= 384]
+    out += [M("pq", f"pq:{b}x8") for b in budgets]
+    out += [M("opq", f"opq:{b}x8") for b in (16, 48, 96) if b in budgets]  # OPQ training is ~100 s per budget here
+    bits = (1, 2, 3, 4) if set(budgets) == set(BUDGETS) else tuple(b // 48 for b in budgets if b % 48 == 0)
+    out += [M("rabitq", f"rabitq:{n}") for n in bits]  # n bits per dimension: 48 n + 8 bytes
+    for b in budgets:
         u, w = BEBR_SHAPES[b]
         spec = f"bebr:{u}" + (f"x{w}" if w else "")
         out += [M("bebr", spec, {"show_progress": False}), M("bebr-adc", spec, {"show_progress": False}, {"scoring": "adc"})]
@@ -72,7 +73,7 @@ def methods():
     return out
 
 
-def targets(rows, float_ndcg, speed):
+def targets(rows, float_ndcg, speed, budgets=BUDGETS):
     def get(method, nbytes, rescore=False):
         # matched on code bytes: BEBR's SDC index also stores one float32 per document ("bytes")
         r = [x for x in rows if x["method"] == method and x.get("code_bytes", x["bytes"]) == nbytes
@@ -102,18 +103,19 @@ def targets(rows, float_ndcg, speed):
                 "bebr-adc": a48["ndcg@10"], "rivals": {k: (v["ndcg@10"] if v else None) for k, v in rivals.items()}})
     for variant in ("bebr", "bebr-adc"):
         on_front = []
-        for b in BUDGETS:
+        for b in budgets:
             mine = get(variant, b)
             pts = [(r["bytes"], r["ndcg@10"]) for r in rows if r["method"] in ("pq", "opq", "rabitq") and not r["rescore"]]
             pts.append((mine["bytes"], mine["ndcg@10"]))
             if len(pts) - 1 in pareto_front(pts):
                 on_front.append(b)
-        out.append({"target": f"{variant} on the Pareto front vs PQ/OPQ/RaBitQ at >= 2 of 5 budgets",
+        out.append({"target": f"{variant} on the Pareto front vs PQ/OPQ/RaBitQ at >= 2 of {len(budgets)} budgets",
                     "met": len(on_front) >= 2, "budgets_on_front": on_front})
-    out.append({"target": f"BEBR SDC search no slower than FAISS PQ ADC at 48 code bytes on {speed['n_codes']:,} codes",
-                "met": speed["bebr_sdc_ms_per_query"] <= speed["pq_adc_ms_per_query"],
-                "ratio_pq_over_sdc": round(speed["pq_adc_ms_per_query"] / speed["bebr_sdc_ms_per_query"], 3),
-                **{k: v for k, v in speed.items() if k.endswith("_ms_per_query")}})
+    if speed:
+        out.append({"target": f"BEBR SDC search no slower than FAISS PQ ADC at 48 code bytes on {speed['n_codes']:,} codes",
+                    "met": speed["bebr_sdc_ms_per_query"] <= speed["pq_adc_ms_per_query"],
+                    "ratio_pq_over_sdc": round(speed["pq_adc_ms_per_query"] / speed["bebr_sdc_ms_per_query"], 3),
+                    **{k: v for k, v in speed.items() if k.endswith("_ms_per_query")}})
     return out
 
 
@@ -174,34 +176,44 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fit-extra", type=int, default=20000, help="unlabelled sentences added to every codec's fitting set")
     ap.add_argument("--speed-n", type=int, default=200_000, help="codes in the search-speed measurement")
+    ap.add_argument("--fit-on", choices=("extended", "corpus"), default="extended",
+                    help="extended: corpus + train queries + --fit-extra sentences; corpus: the 5,183 corpus vectors only")
+    ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)), help="bytes per vector to sweep")
+    ap.add_argument("--name", default="compression", help="results name (bench/results/NAME.json and .png)")
     args = ap.parse_args()
+    budgets = tuple(int(b) for b in args.budgets.split(","))
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ds, doc_ids, docs, q_ids, queries, model = scifact()
-    fit_vectors, fit_counts = fit_set(model, docs, args.fit_extra)
+    if args.fit_on == "corpus":
+        fit_vectors, fit_counts = docs, {"corpus": len(docs), "train_queries": 0, "unlabeled": 0}
+    else:
+        fit_vectors, fit_counts = fit_set(model, docs, args.fit_extra)
     qrels = {q: dict(v) for q, v in ds.qrels.items()}
     cache = {}
-    rows = sweep(methods(), docs, queries, doc_ids, q_ids, qrels, k=100, oversample=4, cache=cache, fit_vectors=fit_vectors)
+    rows = sweep(methods(budgets), docs, queries, doc_ids, q_ids, qrels, k=100, oversample=4, cache=cache, fit_vectors=fit_vectors)
     float_ndcg = next(r["ndcg@10"] for r in rows if r["method"] == "float" and not r["rescore"])
-    bebr48 = cache[("bebr:1", (("show_progress", "False"),))][0]
-    speed = speed_at_scale(bebr48, fit_vectors, docs, queries, n=args.speed_n)
-    print("search speed at scale:", speed)
-    tg = targets(rows, float_ndcg, speed)
+    speed = None
+    if args.speed_n:
+        bebr48 = cache[("bebr:1", (("show_progress", "False"),))][0]
+        speed = speed_at_scale(bebr48, fit_vectors, docs, queries, n=args.speed_n)
+        print("search speed at scale:", speed)
+    tg = targets(rows, float_ndcg, speed, budgets)
     for t in tg:
         print(("MET    " if t["met"] else "MISSED ") + t["target"], {k: v for k, v in t.items() if k not in ("target", "met")})
-    caption = (f"SciFact test, full corpus (5,183 docs, 300 queries), all-MiniLM-L6-v2. Codecs fitted on corpus + "
-               f"{fit_counts['train_queries']} train queries + {fit_counts['unlabeled']:,} unlabelled sentences. "
+    fitted = ("the corpus only" if args.fit_on == "corpus" else
+              f"corpus + {fit_counts['train_queries']} train queries + {fit_counts['unlabeled']:,} unlabelled sentences")
+    caption = (f"SciFact test, full corpus (5,183 docs, 300 queries), all-MiniLM-L6-v2. Codecs fitted on {fitted}. "
                "Anchors (other libraries): sentence-transformers ubinary, FAISS PQ/OPQ/RaBitQ. "
                "bebr = symmetric (binary query), bebr-adc = float query. x = bytes stored per vector.")
-    plot(rows, RESULTS / "compression.png", rescore=False, float_ndcg=float_ndcg, anchors=ANCHORS, caption=caption,
+    plot(rows, RESULTS / f"{args.name}.png", rescore=False, float_ndcg=float_ndcg, anchors=ANCHORS, caption=caption,
          title="SciFact, default model: nDCG@10 vs bytes/vector (no rescoring)")
-    plot(rows, RESULTS / "compression_rescored.png", rescore=True, float_ndcg=float_ndcg, anchors=ANCHORS,
+    plot(rows, RESULTS / f"{args.name}_rescored.png", rescore=True, float_ndcg=float_ndcg, anchors=ANCHORS,
          caption=caption, title="SciFact, default model: nDCG@10 vs bytes/vector (float rescoring of top 400)")
-    write_results("compression", {
+    write_results(args.name, {
         "dataset": "scifact test (5183 docs, 300 queries)", "model": str(getattr(model, "name", model)),
         "command": "python bench/compression.py " + " ".join(sys.argv[1:]),
-        "protocol": "all learned codecs fitted on the same set (corpus + SciFact train queries + unlabelled sentences, "
-                    "no test queries); flat indexes; k=100; rescoring = exact float inner product over the top 400 "
+        "protocol": f"all learned codecs fitted on the same set ({fitted}; no test queries); flat indexes; k=100; rescoring = exact float inner product over the top 400 "
                     "candidates; search time = best of 2, 300 queries, 2 cores",
         "fit_set": fit_counts, "float_ndcg@10": float_ndcg, "rows": rows, "targets": tg, "speed_at_scale": speed,
     })

@@ -302,6 +302,9 @@ class FaissCodeIndex(CodeIndex):
         self.binary = binary
         self.nbits = nbits
         self.backend = backend
+        #: True when the owner (e.g. an EmbeddingIndex) set nprobe / efSearch itself: searches then use
+        #: them as they are (efSearch at least k), not raised to the floors bare code indexes get
+        self.fixed_search_params = False
 
     @property
     def ntotal(self) -> int:
@@ -311,7 +314,7 @@ class FaissCodeIndex(CodeIndex):
         self.index.add(self.to_input(X))
 
     def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        _set_search_params(self.index, self.backend, k)
+        _set_search_params(self.index, self.backend, k, fixed=self.fixed_search_params)
         X = self.to_input(Q)
         import faiss
 
@@ -415,11 +418,14 @@ def hnsw_of(index):
 
 
 
-def _set_search_params(index, backend: str, k: int) -> None:
+def _set_search_params(index, backend: str, k: int, *, fixed: bool = False) -> None:
+    """Search effort of a bare code index: efSearch >= max(2k, 64), nprobe >= 16 (FAISS' defaults,
+    16 and 1, lose most neighbours). With ``fixed`` (set by the owner) only efSearch >= k is enforced."""
     if backend == "hnsw":
         inner = hnsw_of(index)
         if inner is not None:
-            inner.hnsw.efSearch = max(int(inner.hnsw.efSearch), 2 * k, 64)
-    elif backend == "ivf":
+            floor = k if fixed else max(2 * k, 64)
+            inner.hnsw.efSearch = max(int(inner.hnsw.efSearch), floor)
+    elif backend == "ivf" and not fixed:
         ivf = ivf_of(index)
         ivf.nprobe = max(int(ivf.nprobe), min(16, int(ivf.nlist)))

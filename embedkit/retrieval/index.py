@@ -228,6 +228,7 @@ class EmbeddingIndex:
         index = getattr(self._code_index, "index", None)
         if index is None:
             return
+        self._code_index.fixed_search_params = True  # the index's nprobe / ef_search, not the bare floors
         if self.backend == "ivf":
             ivf = self._faiss_ivf()
             if ivf is not None:

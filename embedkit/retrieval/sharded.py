@@ -186,7 +186,8 @@ def _build_ivf(shards, target: Path, docs, *, spec, rescore, nlist, hnsw_m, npro
         raise EmbedkitError(f"nlist {nlist} needs at least {nlist} training vectors; sample_size is {sample_size}")
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(n, size=sample_size, replace=False))
-    sample = l2_normalize(shards.read_rows(rows))
+    sample = shards.read_rows(rows)  # normalised in place: no second copy of the sample at peak
+    sample /= np.maximum(np.sqrt(np.einsum("ij,ij->i", sample, sample)), 1e-12)[:, None]
     index = DiskIndex(None, spec, backend="ivf", rescore=rescore, nlist=nlist, hnsw_m=hnsw_m, nprobe=nprobe,
                       ef_search=ef_search)
     index.compression = quantizer_from_spec(spec).fit(sample)

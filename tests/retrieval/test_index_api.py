@@ -185,3 +185,15 @@ def test_rescoring_vectors_are_stored_at_the_spec_dimension(tmp_path):
     np.testing.assert_allclose(scores[0], want, rtol=1e-4, atol=1e-4)
     again = EmbeddingIndex.load(tmp_path / "i")
     np.testing.assert_array_equal(again.search_embeddings(q, 5)[1], rows)
+
+
+def test_an_explicit_small_nprobe_is_used_as_given_not_raised_to_a_floor():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((600, 16)).astype(np.float32)
+    idx = EmbeddingIndex.build([f"t{i}" for i in range(600)], embeddings=X, backend="ivf", nlist=24, nprobe=2)
+    idx.search_embeddings(X[:3], 5)
+    assert idx._faiss_ivf().nprobe == 2  # was silently raised to 16 at search time
+    one, _ = idx.search_embeddings(X[:50], 10)
+    idx.nprobe = 24
+    every, _ = idx.search_embeddings(X[:50], 10)
+    assert (one <= every + 1e-6).all() and (one < every - 1e-6).any()  # fewer lists probed: some worse hits
