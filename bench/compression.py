@@ -24,13 +24,12 @@ import logging
 import os
 import random
 import sys
-import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np  # noqa: E402
-from common import RESULTS, data_dir, scifact, scifact_dir, write_results  # noqa: E402
+from common import RESULTS, data_dir, scifact, scifact_dir, timed, write_results  # noqa: E402
 
 ANCHORS = ("st-ubinary", "pq", "opq", "rabitq")
 
@@ -138,15 +137,6 @@ def fit_set(model, docs, extra_n: int, seed: int = 0):
     return np.concatenate(parts).astype(np.float32), {"corpus": len(docs), "train_queries": len(tq), "unlabeled": len(extra)}
 
 
-def best_time(fn, repeat=2):
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def speed_at_scale(bebr_pipe, fit_vectors, docs, queries, n=200_000, k=100, seed=0):
     """ms/query of BEBR SDC and ADC vs FAISS IndexPQ ADC (48 code bytes) on ``n`` resampled corpus vectors."""
     import faiss
@@ -164,9 +154,8 @@ def speed_at_scale(bebr_pipe, fit_vectors, docs, queries, n=200_000, k=100, seed
     pq.train(fit_vectors)
     pq.add(X)
     out = {"n_codes": n, "queries": len(queries), "k": k, "code_bytes": 48, "threads": faiss.omp_get_max_threads()}
-    out["bebr_sdc_ms_per_query"] = round(1000 * best_time(lambda: sdc.search(tq, k)) / len(queries), 4)
-    out["bebr_adc_ms_per_query"] = round(1000 * best_time(lambda: adc.search(queries, k)) / len(queries), 4)
-    out["pq_adc_ms_per_query"] = round(1000 * best_time(lambda: pq.search(queries, k)) / len(queries), 4)
+    for key, index, Q in (("bebr_sdc", sdc, tq), ("bebr_adc", adc, queries), ("pq_adc", pq, queries)):
+        out[f"{key}_ms_per_query"] = round(1000 * timed(index.search, Q, k, repeat=2)[1] / len(queries), 4)
     return out
 
 

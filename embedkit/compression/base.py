@@ -78,8 +78,14 @@ def check_matrix(X, dim: int | None = None, what: str = "embeddings") -> np.ndar
     return X
 
 
-def l2_normalize(X: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (all-zero rows stay zero), as float32."""
+def l2_normalize(X: np.ndarray, *, copy: bool = True) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero), as float32.
+
+    ``copy=False`` scales a float32 ``X`` in place (no temporary of its size: for large samples).
+    """
+    if not copy and X.dtype == np.float32:
+        X /= np.maximum(np.sqrt(np.einsum("ij,ij->i", X, X)), 1e-12)[:, None]
+        return X
     n = np.linalg.norm(X, axis=1, keepdims=True)
     return (X / np.maximum(n, 1e-12)).astype(np.float32, copy=False)
 

@@ -17,7 +17,6 @@ Other backends (``flat``, ``hnsw``) load the vectors and build in memory, then s
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sqlite3
@@ -186,8 +185,7 @@ def _build_ivf(shards, target: Path, docs, *, spec, rescore, nlist, hnsw_m, npro
         raise EmbedkitError(f"nlist {nlist} needs at least {nlist} training vectors; sample_size is {sample_size}")
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(n, size=sample_size, replace=False))
-    sample = shards.read_rows(rows)  # normalised in place: no second copy of the sample at peak
-    sample /= np.maximum(np.sqrt(np.einsum("ij,ij->i", sample, sample)), 1e-12)[:, None]
+    sample = l2_normalize(shards.read_rows(rows), copy=False)  # in place: no second copy of the sample at peak
     index = DiskIndex(None, spec, backend="ivf", rescore=rescore, nlist=nlist, hnsw_m=hnsw_m, nprobe=nprobe,
                       ef_search=ef_search)
     index.compression = quantizer_from_spec(spec).fit(sample)
@@ -288,27 +286,30 @@ class _StreamedCorpus:
     def check(self, shards) -> None:
         """Refuse (one line, naming file:line) a blank or malformed document, or ids other than the shards'."""
         from embedkit.data import is_blank, iter_corpus
-        from embedkit.encoding import IDS_FILE
+        from embedkit.encoding import IDS_FILE, _texts_digest
 
         recorded = shards.manifest.get("ids_sha256")
         if recorded is None:  # shards of an older embedkit: no digest to compare with, so compare the lists
             shards.check_ids([d for _, d, _, _ in iter_corpus(self.path)], str(self.path))
-        h, n = hashlib.sha256(), 0
-        for where, did, text, _ in iter_corpus(self.path):
-            if is_blank(text):
-                raise EmbedkitError(f"{where}: document {did!r} is blank; an index cannot hold it, but the shards "
-                                    "have a vector for it: remove it from the corpus and re-encode")
-            h.update(did.encode())
-            h.update(b"\0")
-            n += 1
-        if n != shards.count or (recorded is not None and h.hexdigest() != recorded):
-            if n != shards.count:
-                raise EmbedkitError(f"{shards.folder / IDS_FILE}: {shards.count} embeddings but {self.path} has {n} "
-                                    "documents; encode this corpus (embedkit encode) or pass the corpus it was encoded from")
+        self.count = 0
+
+        def checked_ids():
+            for where, did, text, _ in iter_corpus(self.path):
+                if is_blank(text):
+                    raise EmbedkitError(f"{where}: document {did!r} is blank; an index cannot hold it, but the shards "
+                                        "have a vector for it: remove it from the corpus and re-encode")
+                self.count += 1
+                yield did
+
+        digest = _texts_digest(checked_ids())  # the digest `embedkit encode` recorded, computed the same way
+        if self.count != shards.count:
+            raise EmbedkitError(f"{shards.folder / IDS_FILE}: {shards.count} embeddings but {self.path} has "
+                                f"{self.count} documents; encode this corpus (embedkit encode) or pass the corpus it "
+                                "was encoded from")
+        if recorded is not None and digest != recorded:
             shards.check_ids([d for _, d, _, _ in iter_corpus(self.path)], str(self.path))  # names the first difference
             raise EmbedkitError(f"{self.path}: its ids differ from those {shards.folder} was encoded from; "
                                 "pass the corpus the embeddings were encoded from")
-        self.count = n
 
     def batches(self):
         import json
