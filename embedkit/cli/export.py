@@ -22,7 +22,7 @@ def export(model, layers, dim, out, overwrite, device, as_json):
       embedkit export runs/starbucks/final --layers 2 --dim 64 --out starbucks-2x64
     """
     from embedkit.cli._common import prepare_output
-    from embedkit.models.submodel import export_submodel
+    from embedkit.models.export import export_submodel
 
     check_model(model)
     prepare_output(out, "model", overwrite=overwrite, inputs=[model])

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from embedkit.errors import BackendError
+from embedkit.models.identity import fingerprint, identity
 from embedkit.models.onnx_export import (
     BACKENDS,
     check_backend,
@@ -50,15 +51,13 @@ from embedkit.models.onnx_export import (
     source_digest,
     verify_export,
 )
+from embedkit.models.resolve import resolve_model
+from embedkit.models.tokenizer import DEFAULT_TOKEN_BUDGET, FastTokenizer
 
 __all__ = ["BACKENDS", "DEFAULT_TOKEN_BUDGET", "FastTokenizer", "OnnxEncoder", "default_threads", "describe",
            "export_info", "load_onnx_encoder", "onnx_encoder_from_model"]
 
 logger = logging.getLogger(__name__)
-
-#: Default most padded tokens per batch (32 texts of 256 tokens).
-DEFAULT_TOKEN_BUDGET = 8192
-
 
 def default_threads() -> int:
     """The cores this process may run on (``sched_getaffinity``; ``os.cpu_count()`` elsewhere)."""
@@ -66,48 +65,6 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - macOS / Windows
         return max(1, os.cpu_count() or 1)
-
-
-class FastTokenizer:
-    """The model's ``tokenizers`` tokenizer with sentence-transformers' settings: special tokens added,
-    ``longest_first`` truncation at ``max_length``, padding to the longest text of a batch."""
-
-    def __init__(self, path: str | os.PathLike, max_length: int, *, pad_id: int = 0, pad_side: str = "right"):
-        from tokenizers import Tokenizer
-
-        self._tok = Tokenizer.from_file(str(path))
-        self._tok.no_padding()
-        self.pad_id = int(pad_id)
-        self.pad_side = pad_side
-        self.max_length = int(max_length)
-
-    @property
-    def max_length(self) -> int:
-        return self._max_length
-
-    @max_length.setter
-    def max_length(self, value: int) -> None:
-        self._max_length = int(value)
-        self._tok.enable_truncation(self._max_length, strategy="longest_first")
-
-    def encode(self, texts: Sequence[str]) -> list:
-        """``tokenizers.Encoding`` objects (truncated, not padded)."""
-        return self._tok.encode_batch(list(texts), add_special_tokens=True)
-
-    def pad(self, encodings: Sequence) -> dict[str, np.ndarray]:
-        """int64 ``input_ids``, ``attention_mask``, ``token_type_ids`` padded to the longest encoding."""
-        n = len(encodings)
-        width = max((len(e.ids) for e in encodings), default=0)
-        ids = np.full((n, width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((n, width), dtype=np.int64)
-        types = np.zeros((n, width), dtype=np.int64)
-        for i, e in enumerate(encodings):
-            k = len(e.ids)
-            sl = slice(width - k, width) if self.pad_side == "left" else slice(0, k)
-            ids[i, sl] = e.ids
-            mask[i, sl] = 1
-            types[i, sl] = e.type_ids
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
 class OnnxEncoder:
@@ -139,7 +96,6 @@ class OnnxEncoder:
                  meta: dict | None = None):
         import onnxruntime as ort
 
-        from embedkit.models.identity import identity
         from embedkit.validation import check_positive_int
 
         self.export_dir = Path(folder)
@@ -366,8 +322,6 @@ def load_onnx_encoder(name_or_path: str | os.PathLike | None = None, *, backend:
         BackendError: unknown backend, a GPU device, or a model the exporter cannot handle.
         ModelNotFoundError: as :func:`~embedkit.models.loading.load_encoder`.
     """
-    from embedkit.models.loading import resolve_model
-
     check_backend(backend)
     if backend == "torch":
         raise BackendError("load_onnx_encoder(backend='torch'): use load_encoder(backend='torch')")
@@ -386,10 +340,9 @@ def load_onnx_encoder(name_or_path: str | os.PathLike | None = None, *, backend:
             if meta is not None:
                 logger.info("using the cached ONNX export %s", folder)
                 return OnnxEncoder(folder, threads=threads, token_budget=token_budget, meta=meta)
-    from embedkit.models.identity import fingerprint
-    from embedkit.models.loading import load_encoder
+    from embedkit.models.st import load_st_encoder
 
-    model = load_encoder(target, device="cpu", temperature=temperature, trust_remote_code=trust_remote_code,
+    model = load_st_encoder(target, device="cpu", temperature=temperature, trust_remote_code=trust_remote_code,
                          layers=layers, dim=dim)
     fp = fingerprint(model)
     folder, meta = ensure_export(model, backend, root=root, source=target, fingerprint=fp)
@@ -407,8 +360,6 @@ def onnx_encoder_from_model(model, backend: str = "onnx", *, threads: int | None
     cached beside the folder the model was loaded from when that is writable, else in
     ``$EMBEDKIT_CACHE/onnx``.
     """
-    from embedkit.models.identity import identity
-
     check_backend(backend)
     if backend == "torch":
         raise BackendError("onnx_encoder_from_model(backend='torch'): the model already is a torch model")

@@ -279,7 +279,7 @@ def export_onnx(model, folder: str | os.PathLike, *, source: str | None = None) 
                            "use backend='torch'") from e
     # the saved tokenizer must give sentence-transformers' tokens
     tok.save_pretrained(str(folder / "tokenizer"))
-    from embedkit.models.onnx import FastTokenizer
+    from embedkit.models.tokenizer import FastTokenizer
 
     fast = FastTokenizer(folder / "tokenizer" / "tokenizer.json", max_len, pad_id=tok.pad_token_id or 0,
                          pad_side=getattr(tok, "padding_side", "right"))

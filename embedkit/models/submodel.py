@@ -6,7 +6,7 @@ works at every (layers, dims) size of its ladder. :func:`truncate_encoder` turns
 model), and the pooled embedding is cut to its first D dimensions and renormalised. The result is a
 plain sentence-transformers model — Transformer, Pooling, a Dense layer holding the D x H identity
 slice (ST's own module, so ``SentenceTransformer(folder)`` loads an exported folder without embedkit),
-and Normalize — so :func:`export_submodel` writes a standalone folder.
+and Normalize — so :func:`embedkit.models.export.export_submodel` writes a standalone folder.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import os
 from pathlib import Path
 
 from embedkit.errors import EmbedkitError
+from embedkit.models.resolve import resolve_model
 
-__all__ = ["truncate_encoder", "export_submodel", "layer_stack", "model_depth", "model_width", "model_shape",
+__all__ = ["truncate_encoder", "layer_stack", "model_depth", "model_width", "model_shape",
            "layer_sentence_embeddings", "encode_ladder"]
 
 logger = logging.getLogger(__name__)
@@ -63,8 +64,6 @@ def model_width(model) -> int:
 def model_shape(name_or_path) -> tuple[int, int] | None:
     """``(layers, width)`` of a local sentence-transformers folder read from its configs (no weights
     loaded), or None when it cannot be read (a hub name, an unusual layout)."""
-    from embedkit.models.loading import resolve_model
-
     try:
         folder = Path(resolve_model(name_or_path))
         if not folder.is_dir():
@@ -150,30 +149,6 @@ def truncate_encoder(model, *, layers: int | None = None, dim: int | None = None
     ident = identity(model)
     ident.extra["submodel"] = {"layers": L, "dim": D, "full_layers": depth, "full_dim": width}
     return model
-
-
-def export_submodel(model_path: str | os.PathLike | None, out: str | os.PathLike, *, layers: int | None = None,
-                    dim: int | None = None, overwrite: bool = False, device: str | None = "cpu") -> Path:
-    """Write a standalone sentence-transformers folder of the (layers, dim) sub-model of ``model_path``.
-
-    The folder loads with plain ``SentenceTransformer(out)``; ``embedkit_submodel.json`` records the
-    source and the size. Written atomically; an existing folder is replaced only with ``overwrite``
-    and only if it is an embedkit model export.
-    """
-    from embedkit._io import atomic_directory, atomic_write_json, mark_output, prepare_output
-    from embedkit.models.loading import load_encoder, model_fingerprint, resolve_model
-
-    target = prepare_output(out, "model", overwrite=overwrite,
-                            inputs=[model_path] if model_path and Path(str(model_path)).exists() else ())
-    model = load_encoder(model_path, device=device, layers=layers, dim=dim)
-    info = dict(model_identity_extra(model))
-    info.update(source=resolve_model(model_path), fingerprint=model_fingerprint(model))
-    with atomic_directory(target) as tmp:
-        model.save(str(tmp))
-        atomic_write_json(tmp / "embedkit_submodel.json", info)
-        mark_output(tmp, "model")
-    logger.info("exported a %s-layer, %s-dim sub-model to %s", info.get("layers"), info.get("dim"), target)
-    return target
 
 
 def model_identity_extra(model) -> dict:

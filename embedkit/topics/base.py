@@ -34,7 +34,7 @@ from embedkit.validation import check_is_fitted
 logger = logging.getLogger(__name__)
 
 __all__ = ["COLLAPSE_COSINE", "COLLAPSE_JACCARD", "FORMAT", "FORMAT_VERSION", "MANIFEST", "KeywordTopics",
-           "cosine", "load_lbl2vec", "read_manifest", "unit"]
+           "cosine", "read_manifest", "unit"]
 
 FORMAT = "embedkit-lbl2vec"
 FORMAT_VERSION = 1
@@ -45,9 +45,6 @@ OUTPUT_KIND = "lbl2vec"
 COLLAPSE_JACCARD = 0.95
 #: two labels whose label vectors have a cosine above this have collapsed
 COLLAPSE_COSINE = 0.99
-
-_KINDS: dict[str, type] = {}
-
 
 # ---------------------------------------------------------------------------------------------
 # small helpers
@@ -133,11 +130,6 @@ class KeywordTopics:
     """
 
     _kind = ""
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if cls._kind:
-            _KINDS[cls._kind] = cls
 
     # -- subclass hooks
     def _keyword_centroids(self, keywords: list[list[str]]) -> np.ndarray:  # pragma: no cover
@@ -440,31 +432,3 @@ def read_manifest(path: str | os.PathLike) -> tuple[Path, dict]:
     if version > FORMAT_VERSION:
         raise DataFormatError(f"{mp}: format version {version} is newer than this embedkit reads")
     return folder, manifest
-
-
-def model_kind(path: str | os.PathLike) -> str:
-    """The kind of saved Lbl2Vec model at ``path``: ``"doc2vec"`` or ``"transformer"``."""
-    _, manifest = read_manifest(path)
-    return str(manifest.get("kind"))
-
-
-def load_lbl2vec(path: str | os.PathLike, **kwargs):
-    """Load a folder written by :meth:`Lbl2Vec.save` or :meth:`Lbl2TransformerVec.save`.
-
-    Keyword arguments go to that class's ``load``: ``tokenizer=`` for a Doc2Vec model,
-    ``model=`` and ``force=`` for a transformer model (``model=None`` means the stored encoder).
-    """
-    import embedkit.topics.doc2vec  # noqa: F401  (registers the kinds)
-    import embedkit.topics.transformer  # noqa: F401
-
-    _, manifest = read_manifest(path)
-    cls = _KINDS.get(manifest.get("kind"))
-    if cls is None:
-        raise DataFormatError(f"{path}: unknown model kind {manifest.get('kind')!r}")
-    if cls._kind == "doc2vec":
-        if kwargs.get("model") is not None:
-            raise EmbedkitError(f"{path}: a Doc2Vec Lbl2Vec model has its own vectors; --model/model= applies "
-                                "to transformer models only")
-        kwargs.pop("model", None)
-        kwargs.pop("force", None)
-    return cls.load(path, **kwargs)

@@ -48,11 +48,10 @@ from embedkit.topics.base import (
     MANIFEST,
     KeywordTopics,
     cosine,
-    load_lbl2vec,
-    model_kind,
     read_manifest,
 )
 from embedkit.topics.doc2vec import Lbl2Vec, UnknownKeywordWarning, simple_tokenize
+from embedkit.topics.load import load_lbl2vec, model_kind
 from embedkit.topics.scoring import score_labels
 from embedkit.topics.transformer import Lbl2TransformerVec, split_chunks
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from embedkit.errors import EmbedkitError
+from embedkit.models.export import export_submodel
 from embedkit.models.loading import load_encoder, model_fingerprint
-from embedkit.models.submodel import export_submodel, model_depth
+from embedkit.models.submodel import model_depth
 from embedkit.testing import make_tiny_model
 
 
