@@ -66,6 +66,6 @@ def start_server(index_dir, token_file, port, *extra) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": "1", "EMBEDKIT_NO_CACHE": "1"}
     env.pop("EMBEDKIT_TOKEN", None)
-    cmd = [sys.executable, "-m", "embedkit.serve", str(index_dir), "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "embedkit", "serve", str(index_dir), "--host", "127.0.0.1", "--port", str(port),
            "--token-file", str(token_file), "-q", *extra]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
