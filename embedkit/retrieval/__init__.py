@@ -1,5 +1,10 @@
-"""Retrieval: the persistent compressed index (:class:`EmbeddingIndex`; disk-backed :class:`DiskIndex`, built
-from embedding shards by :func:`build_index_from_shards`), its docstore, manifest and metrics.
+"""Retrieval: the persistent compressed index, its docstore, manifest and metrics.
+
+One contract (:class:`IndexBase`, ``base.py``), two storage formats: :class:`EmbeddingIndex` (in memory,
+``index.py``; its ``load`` opens either format) and :class:`DiskIndex` (segments on disk, ``ondisk.py``
+over ``segments.py`` and ``lists.py``; also built from embedding shards by :func:`build_index_from_shards`).
+Shared below both: ``common.py`` (search-effort defaults, :class:`Hit`, id checks), ``manifest.py``,
+``docstore.py``, ``locking.py``.
 
 Names are imported lazily, so ``import embedkit.retrieval.metrics`` stays light.
 """
@@ -8,13 +13,14 @@ from __future__ import annotations
 
 _LAZY = {
     "EmbeddingIndex": "embedkit.retrieval.index",
-    "Hit": "embedkit.retrieval.index",
+    "Hit": "embedkit.retrieval.common",
+    "IndexBase": "embedkit.retrieval.base",
     "directory_size": "embedkit.retrieval.manifest",
     "read_manifest": "embedkit.retrieval.manifest",
     "DiskIndex": "embedkit.retrieval.ondisk",
     "build_index_from_shards": "embedkit.retrieval.sharded",
-    "default_nprobe": "embedkit.retrieval.index",
-    "DEFAULT_EF_SEARCH": "embedkit.retrieval.index",
+    "default_nprobe": "embedkit.retrieval.common",
+    "DEFAULT_EF_SEARCH": "embedkit.retrieval.common",
     "DocStore": "embedkit.retrieval.docstore",
     "ReadWriteLock": "embedkit.retrieval.locking",
     "retrieval_scores": "embedkit.retrieval.metrics",

@@ -30,27 +30,23 @@ lock makes every search see the index as it was before or after a write, never i
 from __future__ import annotations
 
 import copy
-import logging
 import os
-import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from embedkit._io import atomic_directory, atomic_save_npy, mark_output, prepare_output, recover_directory
-from embedkit.compression.base import BACKENDS, check_matrix, hnsw_of, ivf_of, l2_normalize
+from embedkit.compression.base import check_matrix, hnsw_of, ivf_of, l2_normalize
 from embedkit.compression.pipeline import CompressionPipeline
 from embedkit.compression.rescore import rescore as rescore_candidates
-from embedkit.compression.spec import quantizer_from_spec
-from embedkit.data.documents import MAX_LISTED_IDS, validate_documents
-from embedkit.errors import EmbedkitError, IndexFormatError, IndexStateError, ModelMismatchError
+from embedkit.data.documents import MAX_LISTED_IDS
+from embedkit.errors import EmbedkitError, IndexFormatError, IndexStateError
 from embedkit.retrieval._growable import Growable
+from embedkit.retrieval.base import IndexBase
+from embedkit.retrieval.common import DEFAULT_EF_SEARCH, Hit, check_ids, default_nprobe
 from embedkit.retrieval.docstore import DocStore
-from embedkit.retrieval.locking import ReadWriteLock
 from embedkit.retrieval.manifest import (
     FORMAT,
     RESCORE_FILE,
@@ -60,59 +56,13 @@ from embedkit.retrieval.manifest import (
     read_manifest,
     write_manifest,
 )
-from embedkit.validation import check_positive_int
+from embedkit.retrieval.ondisk import DiskIndex, load_disk_index
 
 __all__ = ["EmbeddingIndex", "Hit", "FORMAT", "directory_size", "DEFAULT_EF_SEARCH", "default_nprobe"]
 
-logger = logging.getLogger(__name__)
 
-#: HNSW efSearch used unless ``ef_search`` is given (searches use at least k)
-DEFAULT_EF_SEARCH = 128
-
-
-def default_nprobe(nlist: int) -> int:
-    """IVF lists visited per query unless ``nprobe`` is given: ``ceil(1.7 * nlist**0.7)``, at most ``nlist``.
-
-    Measured on 20,000 real sentence embeddings of the default model (``unlabeled/``, held-out
-    sentences as queries): float-IVF reaches recall@10 >= 0.99 of exact search at nprobe 48 of 128
-    lists and 128 of 507 lists; this rule gives 51 and 134 (2,828 lists: 444; 5,657: 720).
-
-    Example:
-        >>> default_nprobe(128), default_nprobe(507), default_nprobe(4)
-        (51, 134, 4)
-    """
-    import math
-
-    nlist = int(nlist)
-    return max(1, min(nlist, math.ceil(1.7 * nlist ** 0.7)))
-
-
-@dataclass
-class Hit:
-    """One search result."""
-
-    id: str
-    score: float
-    text: str
-    metadata: dict[str, Any] | None = field(default=None)
-
-
-def _check_ids(ids) -> list[str]:
-    if isinstance(ids, str):
-        return [ids]
-    out = []
-    for i in ids:
-        if isinstance(i, str):
-            out.append(i)
-        elif hasattr(i, "__index__") and not isinstance(i, bool):
-            out.append(str(int(i)))
-        else:
-            raise EmbedkitError(f"document ids must be strings, got {i!r}")
-    return out
-
-
-class EmbeddingIndex:
-    """Encode, compress and index a corpus; search it; save and load it.
+class EmbeddingIndex(IndexBase):
+    """Encode, compress and index a corpus; search it; save and load it (in memory, format ``embedkit.index/1``).
 
     Args:
         model: a SentenceTransformer, a model path/name, or ``None`` for the default
@@ -147,28 +97,8 @@ class EmbeddingIndex:
 
     def __init__(self, model=None, spec: str = "float", *, backend: str = "flat", rescore: int | None = None,
                  nlist: int | None = None, hnsw_m: int = 32, nprobe: int | None = None, ef_search: int | None = None):
-        if backend not in BACKENDS:
-            raise EmbedkitError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        self.rescore = None if rescore is None else check_positive_int(rescore, "rescore (oversampling factor)")
-        self.nlist = None if nlist is None else check_positive_int(nlist, "nlist")
-        self.hnsw_m = check_positive_int(hnsw_m, "hnsw_m", minimum=2)
-        self._nprobe = None if nprobe is None else check_positive_int(nprobe, "nprobe (IVF lists per query, --nprobe)")
-        self._ef_search = None if ef_search is None else check_positive_int(ef_search, "ef_search (HNSW, --ef-search)")
-        self.spec = spec
-        self.backend = backend
-        self.compression: CompressionPipeline = quantizer_from_spec(spec)
-        self._model = None
-        self._force = False
-        self._model_lock = threading.Lock()
-        self._lock = ReadWriteLock()
-        self.model_source: str | None = None
-        self.model_options: dict = {}
-        self.model_fingerprint: str | None = None
-        if model is not None and not isinstance(model, (str, os.PathLike)):
-            self._set_model(model)
-        elif model is not None:
-            self.model_source = str(model)
-        self.dim: int | None = None
+        super().__init__(model, spec, backend=backend, rescore=rescore, nlist=nlist, hnsw_m=hnsw_m, nprobe=nprobe,
+                         ef_search=ef_search)
         self._code_index = None
         self._docs = DocStore()
         self._keys = np.zeros(0, dtype=np.int64)
@@ -177,119 +107,7 @@ class EmbeddingIndex:
         # remove): an add appends in place instead of copying every earlier row
         self._keys_grow: Growable | None = None
         self._rescore_grow: Growable | None = None
-        self._rescore_full_dim = False
-        self._broken: str | None = None
-        #: ids of blank documents skipped by ``add``/``build`` (at most 1,000 listed) and their count
-        self.skipped_ids: list[str] = []
-        self.skipped_count = 0
-        self.build_seconds: float | None = None
 
-    def __repr__(self) -> str:
-        model = self.model_source if self.model_source is not None else "default (all-MiniLM-L6-v2)"
-        return (f"EmbeddingIndex(count={len(self)}, dim={self.dim}, spec={self.compression.spec!r}, "
-                f"backend={self.backend!r}, rescore={self.rescore}, model={model!r})")
-
-    # -- search effort --------------------------------------------------------------------------
-    @property
-    def nprobe(self) -> int | None:
-        """IVF lists visited per query (``None`` for other backends until set); settable at any time."""
-        if self._nprobe is not None or self.backend != "ivf":
-            return self._nprobe
-        nlist = self._ivf_nlist()
-        return None if nlist is None else default_nprobe(nlist)
-
-    @nprobe.setter
-    def nprobe(self, value) -> None:
-        self._nprobe = None if value is None else check_positive_int(value, "nprobe (IVF lists per query, --nprobe)")
-        self._apply_search_params()
-
-    @property
-    def ef_search(self) -> int | None:
-        """HNSW search breadth (``None`` for other backends until set); settable at any time."""
-        if self._ef_search is not None or self.backend != "hnsw":
-            return self._ef_search
-        return DEFAULT_EF_SEARCH
-
-    @ef_search.setter
-    def ef_search(self, value) -> None:
-        self._ef_search = None if value is None else check_positive_int(value, "ef_search (HNSW, --ef-search)")
-        self._apply_search_params()
-
-    def _ivf_nlist(self) -> int | None:
-        ivf = self._faiss_ivf()
-        return None if ivf is None else int(ivf.nlist)
-
-    def _faiss_ivf(self):
-        index = getattr(self._code_index, "index", None)
-        return None if index is None else ivf_of(index)
-
-    def _apply_search_params(self) -> None:
-        """Set nprobe / efSearch on the FAISS index (searches then use at least these)."""
-        index = getattr(self._code_index, "index", None)
-        if index is None:
-            return
-        self._code_index.fixed_search_params = True  # the index's nprobe / ef_search, not the bare floors
-        if self.backend == "ivf":
-            ivf = self._faiss_ivf()
-            if ivf is not None:
-                ivf.nprobe = min(int(self.nprobe), int(ivf.nlist))
-        elif self.backend == "hnsw":
-            inner = hnsw_of(index)
-            if inner is not None:
-                inner.hnsw.efSearch = int(self.ef_search)
-
-    # -- model ----------------------------------------------------------------------------------
-    def _set_model(self, model) -> None:
-        from embedkit.models.loading import model_description, model_fingerprint, model_load_options
-
-        self._model = model
-        self.model_fingerprint = model_fingerprint(model)
-        self.model_source = model_description(model)
-        self.model_options = model_load_options(model)
-
-    @property
-    def model(self):
-        """The encoder (loaded on first use from the recorded source, and checked against the fingerprint)."""
-        if self._model is None:
-            with self._model_lock:
-                if self._model is None:
-                    from embedkit.models.loading import load_encoder, model_fingerprint
-
-                    model = load_encoder(self.model_source, **(getattr(self, "model_options", None) or {}))
-                    fp = model_fingerprint(model)
-                    if self.model_fingerprint is None:
-                        self.model_fingerprint = fp
-                    elif fp != self.model_fingerprint:
-                        msg = (f"the model at {self.model_source!r} (fingerprint {fp}) is not the one this index was "
-                               f"built with ({self.model_fingerprint})")
-                        if not self._force:
-                            raise ModelMismatchError(f"{msg}; pass the original model, or force=True (--force) to query anyway")
-                        logger.warning("%s; querying anyway (force)", msg)
-                    self._model = model
-        return self._model
-
-    def _check_model(self, model, force: bool) -> None:
-        from embedkit.models.loading import load_encoder, model_description, model_fingerprint
-
-        if isinstance(model, (str, os.PathLike)):
-            model = load_encoder(model)
-        fp = model_fingerprint(model)
-        if self.model_fingerprint is None:
-            # built from precomputed embeddings without a model object: nothing to compare with
-            logger.warning("this index does not record the fingerprint of the model that encoded its documents "
-                           "(built from precomputed embeddings); querying with %s (fingerprint %s)",
-                           model_description(model), fp)
-            self.model_fingerprint = fp
-            self.model_source = model_description(model)
-        elif fp != self.model_fingerprint:
-            msg = (f"this index was built with model {self.model_source!r} (fingerprint {self.model_fingerprint}); "
-                   f"the given model has fingerprint {fp}")
-            if not force:
-                raise ModelMismatchError(f"{msg}. Use the original model, or force=True (--force) to query anyway")
-            logger.warning("%s; querying anyway (force)", msg)
-        self._model = model
-
-    # -- building -------------------------------------------------------------------------------
     @classmethod
     def build(cls, texts: Sequence[str], ids: Sequence[str] | None = None, metadata: Sequence[dict | None] | None = None,
               *, model=None, spec: str = "float", backend: str = "flat", rescore: int | None = None,
@@ -312,51 +130,24 @@ class EmbeddingIndex:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def __contains__(self, doc_id) -> bool:
-        return bool(self.present_ids([doc_id]))
+    def _faiss_ivf(self):
+        index = getattr(self._code_index, "index", None)
+        return None if index is None else ivf_of(index)
 
-    def present_ids(self, ids: Sequence[str]) -> list[str]:
-        """The ones among ``ids`` that are in the index (searchable)."""
-        ids = _check_ids(ids)
-        with self._lock.read():
-            return self._docs.existing_ids(ids)
-
-    def add(self, texts: Sequence[str], ids: Sequence[str] | None = None, metadata: Sequence[dict | None] | None = None,
-            *, embeddings: np.ndarray | None = None, batch_size: int = 64, show_progress: bool = False, cache=None,
-            on_empty: str = "skip") -> None:
-        """Add documents (encoded with the index's model unless ``embeddings`` are given).
-
-        All or nothing: every document is validated (texts, ids, JSON-encodable metadata, embeddings)
-        before the index is touched, and a failure in a later step rolls back what was done. The first
-        call fits the compression on these documents' embeddings.
-
-        Args:
-            on_empty: ``"skip"`` (default) leaves out blank documents (empty, whitespace, zero-width or
-                control characters only) with a warning naming them; they are recorded in
-                :attr:`skipped_ids` / :attr:`skipped_count` and in the saved manifest.
-                ``"error"`` refuses the whole batch instead.
-
-        Raises:
-            EmbedkitError: empty corpus, blank document (``on_empty="error"``), duplicate or existing
-                id, metadata that is not a JSON-encodable dict, embeddings of the wrong shape or with
-                NaN/inf, ``nlist`` above the number of documents.
-        """
-        docs = validate_documents(texts, ids, metadata, on_empty=on_empty, id_start=self._docs.next_key())
-        n_input = len(docs) + len(docs.skipped_ids)
-        if embeddings is None:
-            from embedkit.cache import encode_cached
-
-            X = encode_cached(self.model, docs.texts, batch_size=batch_size, show_progress=show_progress, cache=cache,
-                              desc="encoding corpus")
-        else:
-            X = check_matrix(embeddings, self.dim, "document embeddings")
-            if len(X) != n_input:
-                raise EmbedkitError(f"got {len(X)} embeddings for {n_input} documents")
-            if docs.skipped_ids:
-                X = X[np.asarray(docs.positions, dtype=np.int64)]
-        X = l2_normalize(check_matrix(X, self.dim, "document embeddings"))
-        with self._lock.write():
-            self._add_locked(docs, X)
+    def _apply_search_params(self) -> None:
+        """Set nprobe / efSearch on the FAISS index (searches then use at least these)."""
+        index = getattr(self._code_index, "index", None)
+        if index is None:
+            return
+        self._code_index.fixed_search_params = True  # the index's nprobe / ef_search, not the bare floors
+        if self.backend == "ivf":
+            ivf = self._faiss_ivf()
+            if ivf is not None:
+                ivf.nprobe = min(int(self.nprobe), int(ivf.nlist))
+        elif self.backend == "hnsw":
+            inner = hnsw_of(index)
+            if inner is not None:
+                inner.hnsw.efSearch = int(self.ef_search)
 
     def _add_locked(self, docs, X: np.ndarray) -> None:
         self._check_not_broken()
@@ -423,17 +214,6 @@ class EmbeddingIndex:
         if code_index.ntotal != before:  # pragma: no cover
             self._broken = "a failed add could not be rolled back"
 
-    def _record_skipped(self, skipped: list[str], added: list[str]) -> None:
-        if added and self.skipped_ids:
-            back = set(added) & set(self.skipped_ids)
-            if back:
-                self.skipped_ids = [i for i in self.skipped_ids if i not in back]
-                self.skipped_count -= len(back)
-        if skipped:
-            self.skipped_count += len(skipped)
-            room = MAX_LISTED_IDS - len(self.skipped_ids)
-            self.skipped_ids += skipped[: max(room, 0)]
-
     def remove(self, ids: Sequence[str]) -> None:
         """Remove documents by id; they never come back in results, and are gone from disk after save.
 
@@ -443,7 +223,7 @@ class EmbeddingIndex:
         Raises:
             EmbedkitError: an id that is not in the index.
         """
-        ids = _check_ids(ids)
+        ids = check_ids(ids)
         with self._lock.write():
             self._check_not_broken()
             if self._code_index is None:
@@ -475,11 +255,6 @@ class EmbeddingIndex:
             self._rescore_vecs = new_vecs
             self._keys_grow = self._rescore_grow = None
 
-    # -- consistency ------------------------------------------------------------------------------
-    def _check_not_broken(self) -> None:
-        if self._broken:
-            raise IndexStateError(f"this index is inconsistent ({self._broken}); load it again from disk")
-
     def _counts(self) -> dict[str, int]:
         counts = {"faiss": 0 if self._code_index is None else int(self._code_index.ntotal),
                   "keys": len(self._keys), "docs": len(self._docs)}
@@ -497,13 +272,6 @@ class EmbeddingIndex:
         if self.rescore and self._rescore_vecs is None:
             raise IndexStateError("this index is inconsistent (rescoring vectors missing); load it again from disk")
 
-    # -- search ---------------------------------------------------------------------------------
-    def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
-        for i, q in enumerate(queries):
-            if not isinstance(q, str) or not q.strip():
-                raise EmbedkitError(f"query {i} is empty; give some text to search for")
-        return np.asarray(self.model.encode(list(queries), convert_to_numpy=True, show_progress_bar=False), dtype=np.float32)
-
     def _search_rows(self, Q, k: int, rescore: bool | None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows); the caller holds the read lock."""
         if self._code_index is None or len(self._keys) == 0:
@@ -519,78 +287,6 @@ class EmbeddingIndex:
             scores, rows = rescore_candidates(Q if self._rescore_full_dim else Qt, vecs, rows, k)
         return scores[:, :k], rows[:, :k]
 
-    def search_embeddings(self, Q, k: int = 10, *, rescore: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Search with query embeddings. Returns ``(scores, rows)``, each ``(nq, min(k, len))``; -1 pads.
-
-        Rows are positions in the index at the time of the search (they shift after ``remove``).
-
-        Raises:
-            EmbedkitError: wrong dimension, NaN/inf, k not a whole number >= 1, empty index.
-        """
-        k = check_positive_int(k, "k")
-        with self._lock.read():
-            return self._search_rows(Q, k, rescore)
-
-    def search_ids(self, Q, k: int = 10, *, rescore: bool | None = None) -> tuple[np.ndarray, list[list[str]]]:
-        """Like :meth:`search_embeddings` but returns ``(scores, ids)``: document ids, no text lookup."""
-        k = check_positive_int(k, "k")
-        with self._lock.read():
-            scores, rows = self._search_rows(Q, k, rescore)
-            keys = self._keys
-            flat = np.unique(rows[rows >= 0])
-            key_to_id = self._docs.ids_for_keys(keys[flat].tolist())
-        ids = [[key_to_id[int(keys[r])] for r in row if r >= 0] for row in rows]
-        return scores, ids
-
-    def search(self, query, k: int = 10, *, rescore: bool | None = None):
-        """Search with a query string (returns ``list[Hit]``), a list of strings or an embedding
-        matrix (returns one ``list[Hit]`` per query)."""
-        k = check_positive_int(k, "k")
-        single = isinstance(query, str)
-        if single or (isinstance(query, (list, tuple)) and query and isinstance(query[0], str)):
-            Q = self.encode_queries([query] if single else list(query))
-        elif isinstance(query, (list, tuple)) and not query:
-            raise EmbedkitError("no queries given")
-        else:
-            Q = query
-        with self._lock.read():
-            scores, rows = self._search_rows(Q, k, rescore)
-            keys = self._keys
-            docs = self._docs.get(keys[np.unique(rows[rows >= 0])].tolist())
-        results = []
-        for row, sc in zip(rows, scores):
-            hits = []
-            for r, s in zip(row, sc):
-                if r < 0:
-                    continue
-                did, text, meta = docs[int(keys[r])]
-                hits.append(Hit(did, float(s), text, meta))
-            results.append(hits)
-        return results[0] if single else results
-
-    # -- stats ----------------------------------------------------------------------------------
-    @property
-    def bytes_per_vector(self) -> int:
-        """Bytes per document in the FAISS codes (without rescoring vectors)."""
-        return int(self.compression.code_size)
-
-    @property
-    def rescore_dim(self) -> int | None:
-        """Dimension of the float16 rescoring vectors: the spec's output dimension (``mrl:128`` -> 128)."""
-        if self.compression is None or self.dim is None:
-            return None
-        probe = np.zeros((1, self.dim), dtype=np.float32)
-        probe[0, 0] = 1.0
-        return int(np.asarray(self.compression.transform(probe)).shape[1])
-
-    @property
-    def rescore_bytes_per_vector(self) -> int:
-        """Bytes per document of the float16 rescoring vectors kept on disk (0 without rescoring)."""
-        if not self.rescore:
-            return 0
-        return 2 * int((self.dim if self._rescore_full_dim else self.rescore_dim) or 0)
-
-    # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, layout: str | None = None) -> Path:
         """Write the index folder atomically (temporary folder + recoverable rename).
 
@@ -612,8 +308,6 @@ class EmbeddingIndex:
         if layout not in (None, "memory", "disk"):
             raise EmbedkitError(f"layout must be 'memory' or 'disk', not {layout!r}")
         if layout == "disk":
-            from embedkit.retrieval.ondisk import DiskIndex
-
             with self._lock.read():
                 self.check_consistency()
                 disk = DiskIndex.from_memory(self)
@@ -648,37 +342,6 @@ class EmbeddingIndex:
                 })
         return Path(path)
 
-    @staticmethod
-    def read_manifest(path: str | os.PathLike, *, verify: bool | str = True) -> dict:
-        """Read and check ``manifest.json`` (see :func:`embedkit.retrieval.manifest.read_manifest`)."""
-        return read_manifest(path, verify=verify)
-
-    def _manifest_model(self) -> dict:
-        """The manifest's ``model`` entry: where the model came from, its fingerprint and load options."""
-        out = {"source": self.model_source, "fingerprint": self.model_fingerprint}
-        if self.model_options:
-            out["options"] = self.model_options
-        return out
-
-    @classmethod
-    def _from_manifest_fields(cls, path: Path, manifest: dict, *, force: bool = False):
-        """An empty index of ``cls`` configured from a checked manifest (shared by both index formats)."""
-        try:
-            index = cls(None, manifest["spec"], backend=manifest["backend"], rescore=manifest.get("rescore"),
-                        nlist=manifest.get("nlist"), hnsw_m=manifest.get("hnsw_m", 32),
-                        nprobe=manifest.get("nprobe"), ef_search=manifest.get("ef_search"))
-        except EmbedkitError as e:
-            raise IndexFormatError(f"{path}: the manifest describes an index this embedkit cannot build ({e})") from e
-        index._force = bool(force)
-        index.model_source = manifest["model"]["source"]
-        index.model_options = dict(manifest["model"].get("options") or {})
-        index.model_fingerprint = manifest["model"]["fingerprint"]
-        index.dim = manifest["dim"]
-        index.build_seconds = manifest.get("build_seconds")
-        skipped = manifest.get("skipped_empty") or {"count": 0, "ids": []}
-        index.skipped_count, index.skipped_ids = skipped["count"], list(skipped["ids"])
-        return index
-
     @classmethod
     def load(cls, path: str | os.PathLike, model=None, *, force: bool = False, verify: bool | str = True,
              mmap: bool = True) -> EmbeddingIndex:
@@ -705,8 +368,6 @@ class EmbeddingIndex:
         recover_directory(path)
         manifest = read_manifest(path, verify=verify)
         if manifest["format"] != FORMAT:
-            from embedkit.retrieval.ondisk import load_disk_index
-
             return load_disk_index(path, manifest, model, force=force)
         index = cls._from_manifest_fields(path, manifest, force=force)
         try:

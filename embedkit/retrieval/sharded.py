@@ -64,13 +64,13 @@ def _shard_job(work: Path, shards_dir: Path, s: int, path: str) -> int:
 
     from embedkit.compression.pipeline import CompressionPipeline
     from embedkit.encoding import open_shards
-    from embedkit.retrieval.ondisk import _deserialize, write_shard_lists
+    from embedkit.retrieval.lists import deserialize_index, write_shard_lists
 
     meta = json.loads((work / "build.json").read_text())
     shards = open_shards(shards_dir)
     compression = CompressionPipeline.load(work, "quantizer")
     proto = compression.new_index("flat")
-    empty = _deserialize((work / "trained.faiss").read_bytes(), bool(meta["binary"]))
+    empty = deserialize_index((work / "trained.faiss").read_bytes(), bool(meta["binary"]))
     first, X = next(shards.iter_shards([s]))
     Xt = compression.transform(l2_normalize(X))
     return write_shard_lists(empty, proto.to_input(Xt), first, path)
@@ -175,7 +175,8 @@ def _build_ivf(shards, target: Path, docs, *, spec, rescore, nlist, hnsw_m, npro
     import json
 
     from embedkit.retrieval.index import EmbeddingIndex
-    from embedkit.retrieval.ondisk import DiskIndex, ListsFile, _serialize, write_ondisk_lists
+    from embedkit.retrieval.lists import ListsFile, serialize_index, write_ondisk_lists
+    from embedkit.retrieval.ondisk import DiskIndex
 
     n = shards.count
     nlist = check_nlist(nlist, n)
@@ -199,7 +200,7 @@ def _build_ivf(shards, target: Path, docs, *, spec, rescore, nlist, hnsw_m, npro
     from embedkit.compression.base import ivf_of
 
     ivf_of(empty).set_direct_map_type(faiss.DirectMap.NoMap)
-    index._empty_bytes = _serialize(empty)
+    index._empty_bytes = serialize_index(empty)
     _record_model(index, shards, model)
     if model is not None and not isinstance(model, (str, os.PathLike)):
         index._set_model(model)
@@ -225,7 +226,7 @@ def _build_ivf(shards, target: Path, docs, *, spec, rescore, nlist, hnsw_m, npro
             for s, (first, X) in enumerate(shards.iter_shards()):
                 Xt = index.compression.transform(l2_normalize(X))
                 if ray_address is None:
-                    from embedkit.retrieval.ondisk import write_shard_lists
+                    from embedkit.retrieval.lists import write_shard_lists
 
                     write_shard_lists(empty, proto.to_input(Xt), first, list_paths[s])
                 if rf is not None:

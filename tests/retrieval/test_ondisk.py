@@ -366,7 +366,7 @@ def test_kill_during_a_shard_build_leaves_the_previous_index(tmp_path, corpus):
     ready = tmp_path / "ready"
     _run_and_kill(f"""
         import json, time, pathlib
-        import embedkit.retrieval.ondisk as od
+        import embedkit.retrieval.lists as od
         from embedkit.retrieval.sharded import build_index_from_shards
         real = od.write_shard_lists
         def slow(*a, **k):
