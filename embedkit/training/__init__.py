@@ -1,9 +1,14 @@
-"""Training text embedding models from YAML recipes: SimCSE, ESimCSE, G-SimCLR batching.
+"""Training text embedding models from YAML recipes: unsupervised (SimCSE, ESimCSE, G-SimCLR batching),
+supervised pairs and retrieval pairs with mined hard negatives, Matryoshka / 2DMSE / Starbucks (one
+model, many layer x dim sizes, with SMAE pre-training), NV-Embed latent-attention pooling and
+multi-stage recipes; one or several processes (torchrun).
 
-Layout: :mod:`~embedkit.training.recipe` (schema, loading, validation), :mod:`~embedkit.training.run`
-(running a recipe), :mod:`~embedkit.training.registry` (loss and sampler builders by name),
-:mod:`~embedkit.training.trainer` (the trainer with atomic checkpoints), ``losses/``,
-:mod:`~embedkit.training.samplers`, :mod:`~embedkit.training.augment`.
+Layout: :mod:`~embedkit.training.recipe` (schema, loading, validation), :mod:`~embedkit.training.recipes`
+(the shipped recipe names), :mod:`~embedkit.training.run` (running a recipe and its stages),
+:mod:`~embedkit.training.registry` (loss and sampler builders by name), :mod:`~embedkit.training.trainer`
+(the trainer with atomic checkpoints), ``losses/`` (one file per loss), :mod:`~embedkit.training.samplers`,
+:mod:`~embedkit.training.augment`, :mod:`~embedkit.training.mining` (TopK-PercPos hard negatives),
+:mod:`~embedkit.training.smae`, :mod:`~embedkit.training.distributed` (torchrun).
 
 Importing this package loads neither torch nor sentence-transformers.
 """
