@@ -32,7 +32,7 @@ from pathlib import Path
 
 import click
 
-from embedkit.errors import EmbedkitError, OutputExistsError
+from embedkit.errors import EmbedkitError
 
 logger = logging.getLogger("embedkit.cli")
 
@@ -417,6 +417,14 @@ def check_spec(spec: str, option_name: str = "--spec") -> str:
     return spec
 
 
+def local_model(model) -> Path | None:
+    """``--model`` when it names a local folder (an input no output may lie inside), else None."""
+    if model is None:
+        return None
+    p = Path(str(model)).expanduser()
+    return p if p.exists() else None
+
+
 def check_model(model) -> None:
     """A model path that cannot exist fails now, not after other work (``None``: the default model)."""
     from embedkit.models.loading import resolve_model
@@ -447,25 +455,11 @@ def prepare_output(path, kind: str, *, overwrite: bool = False, inputs=(), optio
     return _prepare(path, kind, overwrite=overwrite, inputs=[i for i in inputs if i is not None], option=option_name)
 
 
-def prepare_output_file(path, *, overwrite: bool = False, inputs=(), option_name: str = "--out",
+def prepare_output_file(path, *, kind: str, overwrite: bool = False, inputs=(), option_name: str = "--out",
                         is_ours=None) -> Path:
-    """For a command that writes one file: refuse a folder, an input, or an existing file unless
-    ``overwrite`` (and, when ``is_ours`` is given, unless ``is_ours(path)`` says embedkit wrote it)."""
-    raw = str(path)
-    if not raw.strip():
-        raise OutputExistsError(f"{option_name} is empty; name a new file")
-    p = Path(path).expanduser()
-    rp = p.resolve()
-    for inp in inputs:
-        if inp is not None and Path(inp).expanduser().resolve() == rp:
-            raise OutputExistsError(f"{option_name} {raw!r} would overwrite the input {str(inp)!r}; name another file")
-    if p.is_dir():
-        raise OutputExistsError(f"{option_name} {raw!r} is a folder; name a file")
-    if p.exists() or p.is_symlink():
-        if not overwrite:
-            raise OutputExistsError(f"{option_name} {raw!r} already exists; pass --overwrite to replace it")
-        if p.is_symlink() or not p.is_file():
-            raise OutputExistsError(f"{option_name} {raw!r} is not a regular file; embedkit will not replace it")
-        if is_ours is not None and not is_ours(p):
-            raise OutputExistsError(f"{option_name} {raw!r} was not written by embedkit; it will not replace it")
-    return p
+    """:func:`embedkit._io.prepare_output_file`: a command that writes one file replaces only a file
+    embedkit wrote as a ``kind`` output (after writing, call :func:`embedkit._io.mark_output_file`)."""
+    from embedkit._io import prepare_output_file as _prepare
+
+    return _prepare(path, kind, overwrite=overwrite, inputs=[i for i in inputs if i is not None], option=option_name,
+                    is_ours=is_ours)

@@ -12,11 +12,15 @@ from embedkit.cli._common import (
     command,
     json_option,
     load_model,
+    local_model,
     model_option,
     option,
     prepare_output_file,
     print_json,
 )
+
+#: the kind recorded beside the vectors file (see :func:`embedkit._io.mark_output_file`)
+OUTPUT_KIND = "vectors"
 
 
 @command()
@@ -42,6 +46,7 @@ def debias(vectors, model, device, vocab, lists_dir, out, overwrite, as_json):
       embedkit debias --vectors w2v.txt --out w2v.debiased.txt
       embedkit debias --out minilm-words.debiased.bin        # words encoded by the default model
     """
+    from embedkit._io import mark_output_file
     from embedkit.data import load_vectors, read_text_lines
     from embedkit.debias import HardDebias, direct_bias, load_word_lists
     from embedkit.debias.word_vectors import encoder_vocabulary, encoder_word_vectors
@@ -51,7 +56,8 @@ def debias(vectors, model, device, vocab, lists_dir, out, overwrite, as_json):
     check_input(vectors, "--vectors", kind="file")
     check_input(vocab, "--vocab", kind="file")
     check_input(lists_dir, "--lists", kind="dir")
-    prepare_output_file(out, overwrite=overwrite, inputs=[vectors, vocab])
+    prepare_output_file(out, kind=OUTPUT_KIND, overwrite=overwrite,
+                        inputs=[vectors, vocab, lists_dir, None if vectors else local_model(model)])
     if vectors is None:
         check_model(model)
     lists = load_word_lists(lists_dir)
@@ -65,6 +71,7 @@ def debias(vectors, model, device, vocab, lists_dir, out, overwrite, as_json):
     hd = HardDebias(lists.definitional, lists.equalize, lists.gender_specific).fit(kv)
     outkv = hd.transform(kv)
     _save_word2vec(outkv, out)
+    mark_output_file(out, OUTPUT_KIND)
     specific = set(lists.gender_specific)
     prof = [w for w in lists.professions if w not in specific and w in kv.key_to_index]
     g = hd.bias_direction_

@@ -111,7 +111,7 @@ def demo(spec, rescore, no_rescore, out, overwrite, limit, model, device):
     with tempfile.TemporaryDirectory() as tmp:
         if target is not None:
             target.mkdir(parents=True, exist_ok=True)
-            mark_output(target, "run")
+            mark_output(target, "run", patterns=("index-*",))  # the indexes written below
         root = target if target is not None else Path(tmp)
         rows, shown = [], None
         Q = enc.encode(QUERIES, convert_to_numpy=True)

@@ -76,7 +76,7 @@ def diagnose(ctx, model, device, corpus, labels, out, overwrite, plots_dir, as_j
     check_input(bias_lists, "--bias-lists", kind="dir")
     inputs = [corpus, labels]
     if out is not None:
-        prepare_output_file(out, overwrite=overwrite, inputs=inputs, is_ours=is_embedkit_report)
+        prepare_output_file(out, kind="report", overwrite=overwrite, inputs=inputs, is_ours=is_embedkit_report)
     plots = prepare_output(plots_dir, "report", overwrite=overwrite, inputs=inputs, option_name="--plots") \
         if plots_dir is not None else None
     check_model(model)
@@ -96,13 +96,16 @@ def diagnose(ctx, model, device, corpus, labels, out, overwrite, plots_dir, as_j
     summary["temperature"] = temperature or 1.0
     arrays = summary.pop("_arrays")
     if out is not None or plots is not None:
-        if plots is not None:
-            from embedkit._io import mark_output
+        from embedkit._io import mark_output, mark_output_file
 
+        if plots is not None:
             plots.mkdir(parents=True, exist_ok=True)
-            mark_output(plots, "report")
+            mark_output(plots, "report", patterns=("*.png",))  # an interrupted run stays replaceable
         written = write_diagnose_report(out, summary, arrays, plots_dir=plots)
+        if plots is not None:
+            mark_output(plots, "report")  # again: now it lists the plots
         if out is not None:
+            mark_output_file(out, "report")
             summary["report"] = written["report"]
     if as_json:
         print_json(summary)
@@ -162,7 +165,7 @@ def ches(model, device, pairs, top, score, filter_out, overwrite, batch_size, ma
       embedkit diagnose ches -m ./my-lm --pairs prefs.jsonl --top 5%
       embedkit diagnose ches -m ./my-lm --pairs prefs.jsonl --top 5% --filter-out kept.jsonl
     """
-    from embedkit._io import atomic_write_bytes
+    from embedkit._io import atomic_write_bytes, mark_output_file
     from embedkit.analysis.ches import ches_scores, top_ches
     from embedkit.data import read_preference_pairs
     from embedkit.models.loading import load_causal_lm
@@ -170,7 +173,7 @@ def ches(model, device, pairs, top, score, filter_out, overwrite, batch_size, ma
     k = _parse_top(top)
     check_input(pairs, "--pairs", kind="file")
     if filter_out is not None:
-        prepare_output_file(filter_out, overwrite=overwrite, inputs=[pairs], option_name="--filter-out")
+        prepare_output_file(filter_out, kind="pairs", overwrite=overwrite, inputs=[pairs], option_name="--filter-out")
     items = read_preference_pairs(pairs)
     lm, tok = load_causal_lm(model, **({"device": device} if device else {}))
     info(f"scoring {len(items)} pairs ...")
@@ -184,6 +187,7 @@ def ches(model, device, pairs, top, score, filter_out, overwrite, batch_size, ma
         kept = [json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) for i, p in enumerate(items)
                 if i not in drop]
         atomic_write_bytes(filter_out, ("\n".join(kept) + ("\n" if kept else "")).encode())
+        mark_output_file(filter_out, "pairs")
         info(f"wrote {len(kept)} of {len(items)} pairs to {filter_out}")
     if as_json:
         print_json({"n_pairs": len(items), "ranked_by": key, "top": rows})

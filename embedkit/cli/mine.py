@@ -16,12 +16,16 @@ from embedkit.cli._common import (
     info,
     json_option,
     load_model,
+    local_model,
     model_option,
     option,
     prepare_output_file,
     print_json,
     show_progress,
 )
+
+#: the kind recorded beside the TSV (see :func:`embedkit._io.mark_output_file`)
+OUTPUT_KIND = "triplets"
 
 
 @command()
@@ -50,6 +54,7 @@ def mine(model, device, pairs, corpus, out, overwrite, negatives, max_positive_r
       embedkit mine --pairs ../shared/data/retrieval/scifact --corpus ../shared/data/retrieval/scifact \\
           --negatives 7 --out scifact_triplets.tsv
     """
+    from embedkit._io import mark_output_file
     from embedkit.data import read_corpus, read_retrieval_pairs
     from embedkit.training.mining import mine_hard_negatives, write_triplets
 
@@ -57,7 +62,7 @@ def mine(model, device, pairs, corpus, out, overwrite, negatives, max_positive_r
     check_input(corpus, "--corpus")
     check_spec(spec)
     check_model(model)
-    prepare_output_file(out, overwrite=overwrite, inputs=[pairs, corpus])
+    prepare_output_file(out, kind=OUTPUT_KIND, overwrite=overwrite, inputs=[pairs, corpus, local_model(model)])
     c = read_corpus(corpus)
     rows = read_retrieval_pairs(pairs, doc_ids=c.ids, split=split)
     info(f"{len(rows)} pairs, {len(c.ids)} documents")
@@ -66,6 +71,7 @@ def mine(model, device, pairs, corpus, out, overwrite, negatives, max_positive_r
                                 max_positive_ratio=max_positive_ratio, candidates=candidates, spec=spec,
                                 rescore=rescore, batch_size=batch_size, show_progress=show_progress())
     write_triplets(out, mined, dict(zip(c.ids, c.texts)))
+    mark_output_file(out, OUTPUT_KIND)
     stats = {**mined.stats, "out": str(out)}
     if as_json:
         print_json(stats)

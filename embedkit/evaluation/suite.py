@@ -150,7 +150,9 @@ def run_suite(model, tasks: Sequence, specs: str | Sequence[str] | None = None, 
         from embedkit._io import mark_output
 
         Path(output).mkdir(parents=True, exist_ok=True)
-        mark_output(output, "eval")
+        # mteb's result cache, written as the run goes (an interrupted run stays replaceable)
+        mark_output(output, "eval", patterns=("results", "results/*", "remote", "remote/*", "leaderboard",
+                                              "leaderboard/*", "summary.*"))
     result_cache = mteb.ResultCache(str(output)) if output is not None else None
     _quiet_datasets()
     store = EmbeddingStore(model, cache=cache, batch_size=batch_size, show_progress=show_progress)
@@ -277,10 +279,10 @@ def write_outputs(result: dict[str, Any], output: str | os.PathLike) -> dict[str
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    mark_output(output, "eval")
     paths = {"json": str(output / "summary.json"), "markdown": str(output / "summary.md"),
              "plot": str(output / "summary.png")}
     atomic_write_json(output / "summary.json", {**result, "files": paths})
     atomic_write_bytes(output / "summary.md", summary_markdown(result).encode())
     plot_summary(result, output / "summary.png")
+    mark_output(output, "eval")  # last: it lists what the folder holds now
     return paths

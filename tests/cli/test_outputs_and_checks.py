@@ -109,10 +109,116 @@ def test_overwrite_replaces_only_an_earlier_output_of_the_same_kind(files, tmp_p
 def test_diagnose_and_debias_do_not_replace_a_file(files, tmp_path, invoke, no_model):
     f = tmp_path / "report.html"
     f.write_text("<html>mine</html>")
-    invoke("diagnose", "--corpus", files["C"], "--out", f).one_line_error("already exists; pass --overwrite")
-    invoke("diagnose", "--corpus", files["C"], "--out", f, "--overwrite").one_line_error("not written by embedkit")
-    invoke("debias", "--out", f).one_line_error("already exists")
+    for overwrite in ([], ["--overwrite"]):  # --overwrite is not offered, and does not help
+        invoke("diagnose", "--corpus", files["C"], "--out", f, *overwrite).one_line_error("not written by embedkit")
+        invoke("debias", "--out", f, *overwrite).one_line_error("not written by embedkit")
     assert f.read_text() == "<html>mine</html>"
+
+
+# --- issue 24: single-file outputs, outputs inside inputs, foreign files inside output folders ------
+
+def _beir(folder):
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "text": "the cat"}\n{"_id": "d2", "text": "stock price"}\n'
+                                         '{"_id": "d3", "text": "python code"}\n{"_id": "d4", "text": "the dog"}\n')
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "cat"}\n{"_id": "q2", "text": "bank"}\n')
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+    return folder
+
+
+@pytest.mark.parametrize("command", [
+    ["mine", "--pairs", "{B}", "-c", "{B}", "-o", "{out}"],
+    ["debias", "--vectors", "{W}", "-o", "{out}"],
+    ["diagnose", "-c", "{C}", "-o", "{out}"],
+])
+def test_overwrite_never_replaces_a_file_embedkit_did_not_write(command, files, tmp_path, invoke, no_model):
+    beir = _beir(tmp_path / "beir")
+    w2v = tmp_path / "w.txt"
+    w2v.write_text("2 2\nhe 1 0\nshe 0 1\n")
+    out = tmp_path / "results.tsv"
+    out.write_text("my own results\n")
+    args = [a.format(B=beir, W=w2v, C=files["C"], out=out) for a in command]
+    res = invoke(*args, "--overwrite")
+    assert res.one_line_error("not written by embedkit") == (
+        f"error: --out {str(out)!r} exists and was not written by embedkit (or was changed since); embedkit will "
+        "not replace it — name a new file")
+    # a copied record beside it does not help: the record holds the content's sha256
+    (tmp_path / ".results.tsv.embedkit-output.json").write_text(
+        json.dumps({"kind": "triplets", "bytes": 15, "sha256": "0" * 64}))
+    invoke(*args, "--overwrite").one_line_error("not written by embedkit")
+    assert out.read_text() == "my own results\n"
+
+
+@pytest.mark.parametrize("out, option", [("beir/corpus.jsonl", "-c"), ("beir/qrels/train.tsv", "--pairs"),
+                                         ("beir", "-c"), ("beir/new.tsv", "-c")])
+def test_mine_output_inside_an_input_folder_is_refused(out, option, tmp_path, invoke, no_model):
+    beir = _beir(tmp_path / "beir")
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("cat\td1\n")
+    before = {p: p.read_bytes() for p in beir.rglob("*") if p.is_file()}
+    args = ["--pairs", beir, "-c", tmp_path / "beir"] if option == "--pairs" else ["--pairs", pairs, "-c", beir]
+    res = invoke("mine", *args, "-o", tmp_path / out, "--overwrite")
+    res.one_line_error("would overwrite the input")
+    assert {p: p.read_bytes() for p in beir.rglob("*") if p.is_file()} == before
+
+
+def test_debias_output_inside_the_lists_folder_is_refused(tmp_path, data_dir, invoke, no_model):
+    import shutil
+
+    lists = shutil.copytree(data_dir / "debias", tmp_path / "lists")
+    w2v = tmp_path / "w.txt"
+    w2v.write_text("2 2\nhe 1 0\nshe 0 1\n")
+    before = (lists / "professions.json").read_bytes()
+    res = invoke("debias", "--vectors", w2v, "--lists", lists, "-o", lists / "professions.json", "--overwrite")
+    res.one_line_error("would overwrite the input")
+    assert (lists / "professions.json").read_bytes() == before
+
+
+def test_mine_replaces_its_own_earlier_output_only(tmp_path, invoke, tiny_model_path, isolated_cache):
+    beir = _beir(tmp_path / "beir")
+    out = tmp_path / "t.tsv"
+    args = ["mine", "-m", tiny_model_path, "--pairs", beir, "-c", beir, "--negatives", "1", "-o", out, "-q"]
+    assert invoke(*args).code == 0
+    first = out.read_text()
+    assert first.count("\n") == 2
+    invoke(*args).one_line_error("already exists; pass --overwrite")
+    assert invoke(*args, "--overwrite").code == 0 and out.read_text() == first
+    out.write_text(first + "my note\n")  # changed since embedkit wrote it: not embedkit's any more
+    invoke(*args, "--overwrite").one_line_error("was changed since")
+    assert out.read_text().endswith("my note\n")
+
+
+def test_index_overwrite_keeps_a_users_file_inside_the_folder(files, tmp_path, invoke, tiny_model_path,
+                                                              isolated_cache):
+    out = tmp_path / "ix"
+    build = ["index", "build", "-m", tiny_model_path, "--corpus", files["C"], "--out", out, "-q"]
+    assert invoke(*build).code == 0
+    marker = json.loads((out / "embedkit-output.json").read_text())
+    assert "manifest.json" in marker["files"] and "docs.sqlite" in marker["files"]  # written after mark_output
+    assert invoke(*build, "--overwrite").code == 0  # only embedkit's files: replaced
+    (out / "notes.txt").write_text("my notes")
+    res = invoke(*build, "--overwrite")
+    assert res.one_line_error("notes.txt") == (
+        f"error: --out {str(out)!r} holds a file embedkit did not write (notes.txt); embedkit will not replace it "
+        "— move them out or name a new folder")
+    assert (out / "notes.txt").read_text() == "my notes"
+
+
+def test_a_copied_marker_does_not_make_a_folder_embedkits(files, tmp_path, invoke, no_model):
+    d = tmp_path / "thesis"
+    d.mkdir()
+    (d / "thesis.txt").write_text("years of work")
+    (d / "sub").mkdir()
+    (d / "sub" / "fig.png").write_bytes(b"png")
+    for kind, args in [("index", ["index", "build", "-c", files["C"]]),
+                       ("model", ["diagnose", "tempscale", "-c", files["C"], "--tau", "0.9"])]:
+        # an old-style marker (no file list) and no index manifest: nothing says what is embedkit's
+        (d / "embedkit-output.json").write_text(json.dumps({"kind": kind, "embedkit": "0.1"}))
+        invoke(*args, "-o", d, "--overwrite").one_line_error("did not record which files it wrote")
+        (d / "embedkit-output.json").write_text(json.dumps({"kind": kind, "embedkit": "0.2", "files": ["sub"]}))
+        invoke(*args, "-o", d, "--overwrite").one_line_error("holds 2 entries embedkit did not write (sub/fig.png, "
+                                                             "thesis.txt)")
+    assert (d / "thesis.txt").read_text() == "years of work" and (d / "sub" / "fig.png").read_bytes() == b"png"
 
 
 # --- cheap checks first ---------------------------------------------------------------------------
