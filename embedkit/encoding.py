@@ -42,7 +42,7 @@ from embedkit._io import atomic_save_npy, atomic_write_json, mark_output, output
 from embedkit.data.texts import MAX_TEXT_CHARS, check_texts, cut_texts
 from embedkit.errors import EmbedkitError
 
-__all__ = ["FORMAT", "ShardSet", "encode_command", "encode_to_shards", "encode_with_ray", "load_shards", "open_shards",
+__all__ = ["FORMAT", "ShardSet", "check_resume", "encode_command", "encode_to_shards", "encode_with_ray", "load_shards", "open_shards",
            "parse_partition", "partition_shards"]
 
 logger = logging.getLogger(__name__)
@@ -244,6 +244,32 @@ def _prepare_folder(out: str | os.PathLike, manifest: dict, overwrite: bool,
         _remove_outputs(path)
         return path, {}
     return path, dict(old.get("shard_sha256", {}))
+
+
+def check_resume(out: str | os.PathLike, texts: Sequence[str], *, shard_size: int = 4096,
+                 overwrite: bool = False) -> None:
+    """The checks of an existing ``out`` folder that need no model (run them before loading one).
+
+    A folder holding a shard manifest is resumed only if the manifest is readable and was written
+    for the same texts and shard size; :func:`encode_to_shards` refuses anything else without
+    ``overwrite``, but only after the model is loaded (it also compares the model's fingerprint).
+    Nothing is written.
+
+    Raises:
+        EmbedkitError: (one line) an unreadable or foreign manifest, or shards of another input or
+            shard size, unless ``overwrite``.
+    """
+    p = Path(out)
+    if overwrite or not p.is_dir() or not (p / MANIFEST).exists():
+        return
+    old = _read_manifest(p)
+    if old.get("count") != len(texts) or old.get("texts_sha256") != _texts_digest(texts):
+        what = f"{old['count']} texts, not {len(texts)}" if old["count"] != len(texts) else "other texts"
+        raise EmbedkitError(f"{out} holds shards of another input ({what}); choose an empty --out folder or pass "
+                            "--overwrite to replace them")
+    if old.get("shard_size") != shard_size:
+        raise EmbedkitError(f"{out} holds shards of {old['shard_size']} texts each, not {shard_size}; rerun with "
+                            f"--shard-size {old['shard_size']} to resume, or pass --overwrite to replace them")
 
 
 def _start(model, texts, out, ids, shard_size, batch_size, overwrite, inputs, max_chars):

@@ -174,6 +174,12 @@ class _State:
 STATE = _State()
 
 
+def _reset_state() -> None:
+    """Forget the shared options of an earlier command run in this process (tests, ``python -m``)."""
+    for key in ("quiet", "verbose", "backend", "threads", "legacy_index_type", "layers", "dim"):
+        setattr(STATE, key, getattr(_State, key))
+
+
 INDEX_TYPES = ("flat", "hnsw", "ivf")
 
 
@@ -326,7 +332,7 @@ class logging_state:
         names = ("", "embedkit", *THIRD_PARTY_LOGGERS)
         self._levels = {n: logging.getLogger(n).level for n in names}
         self._env = {k: os.environ.get(k) for k in self._ENV}
-        STATE.quiet = STATE.verbose = False
+        _reset_state()
         return self
 
     def __exit__(self, *exc):
@@ -340,7 +346,7 @@ class logging_state:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        STATE.quiet = STATE.verbose = False
+        _reset_state()
         self._warn.__exit__(*exc)
         return False
 
@@ -404,14 +410,19 @@ def check_input(path, option_name: str, *, kind: str = "any") -> Path:
     return p
 
 
-def check_spec(spec: str, option_name: str = "--spec") -> str:
-    """Parse a compression spec now (a bad one must fail before any model is loaded)."""
-    from embedkit.compression.spec import parse_spec, quantizer_from_spec
+def check_spec(spec: str, option_name: str = "--spec", *, dim: int | None = None, n_train: int | None = None,
+               backend: str | None = None, disk: bool = False) -> str:
+    """Check a compression spec now (a bad one must fail before any model is loaded).
+
+    :func:`embedkit.compression.spec.check_spec`: the grammar and stage order always; with ``dim``
+    (:func:`embedding_dim` of the model's config, or the shards' dimension) and ``n_train`` (the
+    vectors it will be fitted on) every size the fit would refuse; ``backend``/``disk`` as there.
+    """
+    from embedkit.compression.spec import check_spec as _check_spec
     from embedkit.errors import SpecError
 
     try:
-        parse_spec(spec)
-        quantizer_from_spec(spec)  # stage order (a quantizer only last), availability
+        _check_spec(spec, dim=dim, n_train=n_train, backend=backend, disk=disk)
     except SpecError as e:
         raise SpecError(f"{option_name} {spec!r}: {e}") from None
     return spec
@@ -425,11 +436,38 @@ def local_model(model) -> Path | None:
     return p if p.exists() else None
 
 
-def check_model(model) -> None:
-    """A model path that cannot exist fails now, not after other work (``None``: the default model)."""
-    from embedkit.models.loading import resolve_model
+def check_model(model, *, layers: int | None = None, dim: int | None = None):
+    """A model path that cannot exist fails now, not after other work (``None``: the default model).
 
-    resolve_model(model)
+    The model's shape is read from its config files (no weights loaded; :func:`embedkit.models.shape.read_shape`),
+    so ``--layers``/``--dim`` (the arguments, else those of the shared model options) beyond the
+    model's depth or width fail now too.
+
+    Returns:
+        The :class:`~embedkit.models.shape.ModelShape` of a local model, or None (a hub name, a
+        layout the reader does not know): pass it to :func:`embedding_dim`.
+    """
+    from embedkit.models.loading import resolve_model
+    from embedkit.models.shape import read_shape
+
+    folder = resolve_model(model)
+    shape = read_shape(folder) if os.path.isdir(folder) else None
+    layers = STATE.layers if layers is None else layers
+    dim = STATE.dim if dim is None else dim
+    if shape is not None and layers is not None and shape.layers is not None and layers > shape.layers:
+        raise EmbedkitError(f"--layers {layers}: the model has {shape.layers} transformer layers; "
+                            f"use 1..{shape.layers}")
+    if shape is not None and dim is not None and shape.hidden is not None and dim > shape.hidden:
+        raise EmbedkitError(f"--dim {dim}: the model's embeddings have {shape.hidden} dimensions; use 1..{shape.hidden}")
+    return shape
+
+
+def embedding_dim(shape) -> int | None:
+    """The dimension of the embeddings the command's model will output (``--dim`` if given), from the
+    shape :func:`check_model` returned; None when it is not known before loading the model."""
+    if STATE.dim is not None:
+        return STATE.dim
+    return shape.dim if shape is not None else None
 
 
 def load_model(model, device=None, **kwargs):

@@ -60,13 +60,14 @@ def encode(model, device, corpus, out, overwrite, shard_size, batch_size, as_jso
       embedkit encode --corpus big.jsonl.gz --out emb --ray             # on a local Ray or $RAY_ADDRESS
     """
     from embedkit.data import read_corpus
-    from embedkit.encoding import encode_command, parse_partition
+    from embedkit.encoding import check_resume, encode_command, parse_partition
 
     parse_partition(shard)  # a bad --shard fails before anything is read
     check_input(corpus, "--corpus")
     _precheck_out(out, corpus, overwrite)
     check_model(model)
     ids, texts, _ = read_corpus(corpus)
+    check_resume(out, texts, shard_size=shard_size, overwrite=overwrite)  # a folder it cannot resume: before the model
     enc = load_model(model, device)
     manifest = encode_command(enc, texts, out, ids=ids, ray=ray_address, shard=shard, shard_size=shard_size,
                               batch_size=batch_size, show_progress=show_progress(), overwrite=overwrite, inputs=[corpus])

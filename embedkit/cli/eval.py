@@ -9,6 +9,7 @@ from embedkit.cli._common import (
     batch_size_option,
     check_model,
     command,
+    embedding_dim,
     info,
     json_option,
     load_model,
@@ -106,7 +107,7 @@ def mteb_cmd(model, device, tasks, specs, out, overwrite, batch_size, asymmetric
     task_objs = resolve_mteb_tasks(names)  # the task registry ships with mteb: works offline
     check_hub_available()
     target = prepare_output(out, "eval", overwrite=overwrite) if out is not None else None
-    check_model(model)
+    spec_list = parse_specs(specs, dim=embedding_dim(check_model(model)))  # sizes too, before the model loads
     _run(model, device, task_objs, spec_list, target, batch_size, asymmetric_queries, no_cache, as_json)
 
 
@@ -141,7 +142,7 @@ def local_cmd(model, device, sts, beir, classification, clustering, limit, max_q
         raise EmbedkitError("give at least one of --sts FILE, --beir DIR, --classification FILE, --clustering FILE")
     inputs = [*sts, *beir, *classification, *clustering]
     target = prepare_output(out, "eval", overwrite=overwrite, inputs=inputs) if out is not None else None
-    check_model(model)
+    spec_list = parse_specs(specs, dim=embedding_dim(check_model(model)))  # sizes too, before the model loads
     tasks = [mt.sts_task(p, max_rows=limit) for p in sts]
     tasks += [mt.retrieval_task(p, split=split, max_queries=max_queries, max_docs=max_docs) for p in beir]
     tasks += [mt.classification_task(p, max_rows=limit) for p in classification]

@@ -24,7 +24,7 @@ def export(model, layers, dim, out, overwrite, device, as_json):
     from embedkit.cli._common import prepare_output
     from embedkit.models.export import export_submodel
 
-    check_model(model)
+    check_model(model, layers=layers, dim=dim)  # sizes against the model's config: before its weights load
     prepare_output(out, "model", overwrite=overwrite, inputs=[model])
     path = export_submodel(model, out, layers=layers, dim=dim, overwrite=overwrite, device=device or "cpu")
     info(f"exported to {path}")

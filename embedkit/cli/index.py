@@ -14,6 +14,7 @@ from embedkit.cli._common import (
     check_spec,
     command,
     corpus_option,
+    embedding_dim,
     fmt_bytes,
     info,
     json_option,
@@ -42,8 +43,11 @@ def index():
     """
 
 
-def _load_index(index_dir, model, device, force):
+def _load_index(index_dir, model, device, force, check=None):
     """Load an index with its model (``--model``/``--device``, else the one it was built with, loaded now).
+
+    ``check(index)``, when given, runs on the loaded index before any model is loaded (arguments
+    that only the index can judge: ids it already holds, judged documents it lacks).
 
     Returns ``(index, index_seconds, model_seconds)``.
     """
@@ -51,6 +55,20 @@ def _load_index(index_dir, model, device, force):
 
     t0 = time.perf_counter()
     enc = None
+    verify = True
+    if check is not None:
+        if model is None and device is None:  # the recorded model is loaded lazily: one load, checked first
+            idx = EmbeddingIndex.load(index_dir, force=force)
+            t1 = time.perf_counter()
+            check(idx)
+            t2 = time.perf_counter()
+            idx.model  # noqa: B018 - load the recorded model now, so that it is timed as loading
+            return idx, t1 - t0, time.perf_counter() - t2
+        # the model comes first below: read the index once without one for the checks
+        # (EmbeddingIndex has no public way to attach a model to a loaded index)
+        check(EmbeddingIndex.load(index_dir, force=force))
+        verify = False
+        t0 = time.perf_counter()
     if model is not None or device is not None:
         opts = {}
         if model is None:  # the recorded model, rebuilt as it was (sub-model size, backend)
@@ -60,12 +78,28 @@ def _load_index(index_dir, model, device, force):
             source = model
         enc = load_model(source, device, **opts)
     t1 = time.perf_counter()
-    idx = EmbeddingIndex.load(index_dir, model=enc, force=force)
+    idx = EmbeddingIndex.load(index_dir, model=enc, force=force, verify=verify)
     t2 = time.perf_counter()
     if enc is None:
         idx.model  # noqa: B018 - load the recorded model now, so that it is timed as loading
     t3 = time.perf_counter()
     return idx, t2 - t1, (t1 - t0) + (t3 - t2)
+
+
+def _indexable(texts, ids, meta, strict: bool) -> int:
+    """The document checks of ``EmbeddingIndex.add`` that need no model (ids, metadata, blank
+    documents with ``--strict``); returns how many documents will be indexed."""
+    from embedkit.data import is_blank, validate_documents
+
+    if strict:
+        return len(validate_documents(texts, ids, meta, on_empty="error"))
+    keep = [i for i, t in enumerate(texts) if not (isinstance(t, str) and is_blank(t))]
+    if not keep:
+        raise EmbedkitError(f"the corpus is empty: all {len(texts)} documents are empty or whitespace-only")
+    # blank documents left out here: add() skips them with its one warning
+    validate_documents([texts[i] for i in keep], [ids[i] for i in keep],
+                       None if meta is None else [meta[i] for i in keep], on_empty="error")
+    return len(keep)
 
 
 _STRICT_HELP = "Refuse blank documents (empty or whitespace only) instead of skipping them with a warning."
@@ -107,14 +141,20 @@ def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_se
     from embedkit.retrieval.index import EmbeddingIndex, directory_size
 
     # cheap checks first: nothing is loaded before every argument is known to be usable
-    spec = check_spec(spec)
+    spec = check_spec(spec, backend=backend)
     check_input(corpus, "--corpus")
     target = prepare_output(out, "index", overwrite=overwrite, inputs=[corpus, embeddings])
-    check_model(model)
+    shape = check_model(model)
     if embeddings is not None:
-        from embedkit.retrieval.sharded import build_command
+        from embedkit.compression.base import check_nlist
+        from embedkit.encoding import open_shards
+        from embedkit.retrieval.sharded import build_command, default_sample_size
 
         check_input(embeddings, "--embeddings", kind="dir")
+        shards = open_shards(embeddings)  # manifest and .npy headers only
+        n_train = default_sample_size(shards.count, check_nlist(nlist, shards.count)) if backend == "ivf" \
+            else shards.count
+        check_spec(spec, dim=shards.dim, n_train=n_train, backend=backend, disk=True)
         summary = build_command(embeddings, corpus, target, spec=spec, backend=backend, rescore=rescore, nlist=nlist,
                                 nprobe=nprobe, ef_search=ef_search, model=model, overwrite=overwrite, ray=ray_address)
         if as_json:
@@ -127,6 +167,8 @@ def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_se
     if nlist is not None and backend == "ivf" and nlist > len(texts):
         raise EmbedkitError(f"--nlist {nlist} is more than the {len(texts)} documents of {corpus}; "
                             f"use at most {len(texts)} (or omit it)")
+    n_docs = _indexable(texts, ids, meta, strict)
+    check_spec(spec, dim=embedding_dim(shape), n_train=n_docs, backend=backend)  # sizes: before the model loads
     info(f"{len(texts)} documents from {corpus}")
     enc = load_model(model, device)
     t = time.perf_counter()
@@ -168,7 +210,16 @@ def add(index_dir, corpus, model, device, force, batch_size, strict, as_json):
     check_input(corpus, "--corpus")
     check_model(model)
     ids, texts, meta = read_corpus(corpus)
-    idx, _, _ = _load_index(index_dir, model, device, force)
+    _indexable(texts, ids, meta, strict)
+
+    def new_ids_only(idx):
+        clash = idx.present_ids(ids)
+        if clash:
+            raise EmbedkitError(f"--corpus {corpus}: {len(clash)} document id(s) already in {index_dir}: "
+                                f"{', '.join(map(repr, clash[:5]))}{', ...' if len(clash) > 5 else ''}; "
+                                "give new ids (or remove those first with `embedkit index remove`)")
+
+    idx, _, _ = _load_index(index_dir, model, device, force, check=new_ids_only)
     before = len(idx)
     idx.add(texts, ids, meta, batch_size=batch_size, show_progress=show_progress(),
             on_empty="error" if strict else "skip")
@@ -221,9 +272,13 @@ def search(index_dir, query, k, model, device, force, no_rescore, as_json):
       embedkit index search scifact_idx "vitamin D deficiency and bone fractures" -k 5
       embedkit index search scifact_idx "vitamin D" --json
     """
+    from embedkit.data import is_blank
+
+    q = " ".join(query)
+    if is_blank(q):
+        raise EmbedkitError("QUERY is empty; give some text to search for")
     check_model(model)
     idx, index_s, model_s = _load_index(index_dir, model, device, force)
-    q = " ".join(query)
     t = time.perf_counter()
     hits = idx.search(q, k=k, rescore=False if no_rescore else None)
     search_ms = (time.perf_counter() - t) * 1e3
@@ -271,6 +326,13 @@ def eval_(index_dir, queries, qrels, beir, split, model, device, force, as_json)
         check_input(beir, "--beir", kind="dir")
         ds = read_beir(beir, split, on_empty="keep")  # blank documents: judged, but not in the index
         qmap, qrel_map = ds.queries, ds.qrels
+        if not qrel_map:
+            from pathlib import Path
+
+            splits = sorted(p.name.split(".")[0] for p in (Path(beir) / "qrels").glob("*.tsv*"))
+            raise EmbedkitError(f"--beir {beir}: no judgements for split {split!r} (qrels/{split}.tsv is missing or "
+                                f"empty); " + (f"its qrels splits: {', '.join(splits)} (--split)" if splits
+                                               else "a BEIR folder needs qrels/SPLIT.tsv"))
     else:
         if not (queries and qrels):
             raise EmbedkitError("give --queries and --qrels, or --beir FOLDER")
@@ -278,15 +340,18 @@ def eval_(index_dir, queries, qrels, beir, split, model, device, force, as_json)
         check_input(qrels, "--qrels", kind="file")
         qmap = read_queries(queries)
         qrel_map = read_qrels(qrels)  # format checked before anything is loaded
-    check_model(model)
-    idx, _, _ = _load_index(index_dir, model, device, force)
-    if not beir:  # judgements naming documents the index never held (blank documents it skipped are known)
-        judged_docs = sorted({d for rel in qrel_map.values() for d in rel})
-        known = set(idx.present_ids(judged_docs)) | set(idx.skipped_ids)
-        qrel_map = read_qrels(qrels, doc_ids=known)
     judged = {q: r for q, r in qrel_map.items() if q in qmap}
     if not judged:
-        raise EmbedkitError("no query in the qrels has a text in the queries file")
+        raise EmbedkitError(f"no query in the qrels has a text in the queries file ({qrels or beir})")
+    check_model(model)
+
+    def judged_documents_known(idx):
+        if not beir:  # judgements naming documents the index never held (blank documents it skipped are known)
+            judged_docs = sorted({d for rel in qrel_map.values() for d in rel})
+            known = set(idx.present_ids(judged_docs)) | set(idx.skipped_ids)
+            read_qrels(qrels, doc_ids=known)
+
+    idx, _, _ = _load_index(index_dir, model, device, force, check=judged_documents_known)
     res = evaluate_index(idx, qmap, judged, path=index_dir, show_progress=show_progress())
     if as_json:
         print_json(res)

@@ -13,6 +13,7 @@ from embedkit.cli._common import (
     check_spec,
     command,
     corpus_option,
+    embedding_dim,
     info,
     json_option,
     load_model,
@@ -55,16 +56,17 @@ def mine(model, device, pairs, corpus, out, overwrite, negatives, max_positive_r
           --negatives 7 --out scifact_triplets.tsv
     """
     from embedkit._io import mark_output_file
-    from embedkit.data import read_corpus, read_retrieval_pairs
+    from embedkit.data import is_blank, read_corpus, read_retrieval_pairs
     from embedkit.training.mining import mine_hard_negatives, write_triplets
 
     check_input(pairs, "--pairs")
     check_input(corpus, "--corpus")
     check_spec(spec)
-    check_model(model)
+    shape = check_model(model)
     prepare_output_file(out, kind=OUTPUT_KIND, overwrite=overwrite, inputs=[pairs, corpus, local_model(model)])
     c = read_corpus(corpus)
     rows = read_retrieval_pairs(pairs, doc_ids=c.ids, split=split)
+    check_spec(spec, dim=embedding_dim(shape), n_train=sum(not is_blank(t) for t in c.texts) or None)  # sizes, too
     info(f"{len(rows)} pairs, {len(c.ids)} documents")
     enc = load_model(model, device)
     mined = mine_hard_negatives(rows, c.ids, c.texts, enc, num_negatives=negatives,

@@ -17,14 +17,18 @@ from typing import Any, Protocol
 import numpy as np
 
 from embedkit._io import atomic_save_npz, atomic_write_json, load_npz
-from embedkit.compression.base import CodeIndex, Quantizer, Stage, Transform, check_matrix, stage_types
+from embedkit.compression.base import BACKENDS, CodeIndex, Quantizer, Stage, Transform, check_matrix, stage_types
 from embedkit.compression.faiss_codec import FloatQuantizer
 from embedkit.errors import EmbedkitError, NotFittedError, SpecError
-from embedkit.validation import check_is_fitted
+from embedkit.validation import check_is_fitted, check_positive_int
 
 __all__ = ["FORMAT", "CompressionPipeline"]
 
 FORMAT = "embedkit.compression/1"
+
+#: ``n`` for :meth:`CompressionPipeline.validate` when the number of fitting vectors is not known yet
+#: (every check on it is a lower bound)
+_UNKNOWN_N = 2**62
 
 
 class BuildsStages(Protocol):
@@ -94,6 +98,34 @@ class CompressionPipeline:
 
     def __repr__(self) -> str:
         return f"CompressionPipeline({self.spec!r}{'' if self.is_fitted else ', unfitted'})"
+
+    def validate(self, dim: int, n: int | None = None, *, backend: str | None = None) -> CompressionPipeline:
+        """Check every stage's hyper-parameters against ``n`` fitting vectors of dimension ``dim``
+        (what :meth:`fit` checks first), without any vectors; returns ``self``.
+
+        A spec can so be refused before the vectors exist (before a model is loaded): ``lsh:NBITS``
+        above 32 bits per dimension, ``mrl:DIM`` above the dimension, ``pq:M`` not dividing it,
+        ``pq:MxNBITS`` with fewer than 2**NBITS vectors, a backend the quantizer cannot search.
+
+        Args:
+            dim: the dimension of the vectors the pipeline will be fitted on.
+            n: how many vectors it will be fitted on; None skips the checks that depend on it.
+            backend: the index structure the codes will be searched with (flat, hnsw, ivf).
+
+        Raises:
+            EmbedkitError: (one line) a size that does not fit ``dim`` or ``n``, or an unsupported backend.
+        """
+        d = check_positive_int(dim, "dimension")
+        n = _UNKNOWN_N if n is None else check_positive_int(n, "number of vectors")
+        for t in self.transforms:
+            t._validate(n, d)
+            d = int(t.dim_out())
+        self.quantizer._validate(n, d)
+        if backend is not None:
+            backends = getattr(self.quantizer, "backends", BACKENDS)
+            if backend not in backends:
+                raise SpecError(f"{self.quantizer.spec} supports backends {', '.join(backends)}, not {backend!r}")
+        return self
 
     def fit(self, X) -> CompressionPipeline:
         X = check_matrix(X)

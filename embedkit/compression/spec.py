@@ -36,7 +36,8 @@ from embedkit.compression.pq import OPQQuantizer, PQQuantizer
 from embedkit.compression.rabitq import RaBitQQuantizer
 from embedkit.errors import SpecError
 
-__all__ = ["REGISTRY", "CompressionSpec", "StageSpec", "parse", "parse_spec", "quantizer_from_spec", "stage_class"]
+__all__ = ["OWN_SEARCH", "REGISTRY", "CompressionSpec", "StageSpec", "check_spec", "parse", "parse_spec",
+           "quantizer_from_spec", "stage_class"]
 
 _INT = re.compile(r"^\d+$")
 
@@ -106,6 +107,11 @@ REGISTRY: dict[str, tuple[Callable[..., Stage], ArgParser]] = {
     "rabitq": (RaBitQQuantizer, _int_arg("nbits", 1, 4)),
     "bebr": (BEBRQuantizer, _bebr_arg),
 }
+
+
+#: quantizers whose codes are searched by their own structure, not by a FAISS index (the disk-backed
+#: index layout, written by ``index build --embeddings``, cannot hold them)
+OWN_SEARCH = frozenset({"bebr"})
 
 
 @dataclass(frozen=True)
@@ -186,3 +192,62 @@ def quantizer_from_spec(spec: str) -> CompressionPipeline:
         16
     """
     return CompressionPipeline.from_spec(parse(spec))
+
+
+def check_spec(spec: str, *, dim: int | None = None, n_train: int | None = None, backend: str | None = None,
+               disk: bool = False) -> CompressionSpec:
+    """Everything about ``spec`` that can be checked before a single vector exists.
+
+    The one check every command runs before it loads a model: the grammar and the stage order
+    always; with ``dim`` (read from the model's config or the shards' manifest) and ``n_train`` (the
+    number of vectors the compression will be fitted on) the sizes :meth:`fit` would refuse later.
+
+    Args:
+        spec: the spec string.
+        dim: the dimension of the embeddings the spec will compress (None: not known yet).
+        n_train: how many vectors it will be fitted on (None: not known yet).
+        backend: the index structure (flat, hnsw, ivf) its codes will be searched with.
+        disk: the codes go to the disk-backed index layout, which holds only FAISS-searched codes.
+
+    Returns:
+        The parsed spec.
+
+    Raises:
+        SpecError: (one line) a spec that does not parse, a quantizer before a transform, a size
+            that does not fit ``dim`` or ``n_train``, a backend or layout the quantizer cannot use.
+
+    Example:
+        >>> [s.name for s in check_spec("mrl:128,binary", dim=384, n_train=1000).stages]
+        ['mrl', 'binary']
+        >>> check_spec("lsh:100000", dim=384)
+        Traceback (most recent call last):
+        ...
+        embedkit.errors.SpecError: lsh:100000: at most 12288 bits for 384-dimensional vectors ...
+    """
+    from embedkit.errors import EmbedkitError
+
+    parsed = parse(spec)
+    pipeline = CompressionPipeline.from_spec(parsed)
+    quantizer = parsed.stages[-1].name
+    if disk and quantizer in OWN_SEARCH:
+        held = ", ".join(n for n, (cls, _) in REGISTRY.items() if n not in OWN_SEARCH and not _is_transform(cls))
+        raise SpecError(f"{quantizer} codes are searched by their own structure; the disk-backed layout "
+                        f"(index build --embeddings) needs a spec whose codes FAISS holds ({held})")
+    if dim is not None:
+        try:
+            pipeline.validate(dim, n_train, backend=backend)
+        except EmbedkitError as e:  # sizes checked against the data (too few training vectors) become SpecErrors
+            if isinstance(e, SpecError):
+                raise
+            raise SpecError(str(e)) from None
+    elif backend is not None:
+        backends = getattr(pipeline.quantizer, "backends", None)
+        if backends is not None and backend not in backends:
+            raise SpecError(f"{pipeline.quantizer.spec} supports backends {', '.join(backends)}, not {backend!r}")
+    return parsed
+
+
+def _is_transform(cls) -> bool:
+    from embedkit.compression.base import Transform
+
+    return isinstance(cls, type) and issubclass(cls, Transform)

@@ -40,15 +40,18 @@ __all__ = ["DEFAULT_SPECS", "parse_specs", "run_suite", "summary_markdown", "plo
 DEFAULT_SPECS = "float;int8;binary;mrl:128;mrl:128,binary"
 
 
-def parse_specs(specs: str | Sequence[str] | None) -> list[str]:
+def parse_specs(specs: str | Sequence[str] | None, *, dim: int | None = None) -> list[str]:
     """``"float;int8;binary"`` (or a list) -> validated, de-duplicated specs, ``float`` first.
 
     Specs are separated by ``;`` because a spec itself may contain commas (``mrl:128,binary``).
+    Every spec is checked before any is run: with ``dim`` (the model's embedding dimension) also the
+    sizes that depend on it (``mrl:512`` on 384-d embeddings, ``lsh:NBITS`` above 32 bits per dimension).
 
     Raises:
-        SpecError: an empty list or a spec that does not parse (the message names it).
+        SpecError: an empty list or a spec that does not parse or does not fit ``dim`` (the message
+            names it; commas between whole specs get the hint to separate them with ``;``).
     """
-    from embedkit.compression.spec import parse_spec, quantizer_from_spec
+    from embedkit.compression.spec import check_spec, parse_spec
 
     if specs is None:
         specs = "float"
@@ -60,9 +63,9 @@ def parse_specs(specs: str | Sequence[str] | None) -> list[str]:
             continue
         try:
             stages = parse_spec(s)
-            quantizer_from_spec(s)  # stage order (a quantizer only last), availability
+            check_spec(s, dim=dim)  # stage order (a quantizer only last), sizes against dim
         except SpecError as e:
-            raise SpecError(f"--specs: {e}") from None
+            raise SpecError(f"--specs: {e}{_semicolon_hint(s)}") from None
         canon = ",".join(name + (":" + _arg_str(kw) if kw else "") for name, kw in stages)
         if canon not in out:
             out.append(canon)
@@ -71,6 +74,32 @@ def parse_specs(specs: str | Sequence[str] | None) -> list[str]:
     if "float" in out:
         out.remove("float")
     return ["float", *out]
+
+
+def _check_fit_sizes(specs: Sequence[str], task: str, X) -> None:
+    """Every spec against the vectors it will be fitted on for ``task`` (e.g. pq:48x8 needs 256 of them)."""
+    from embedkit.compression.spec import check_spec
+
+    for spec in specs:
+        try:
+            check_spec(spec, dim=X.shape[1], n_train=len(X))
+        except SpecError as e:
+            raise SpecError(f"--specs: task {task}: {e}") from None
+
+
+def _semicolon_hint(spec: str) -> str:
+    """A hint when ``spec`` is whole specs joined by commas (``float,binary``): they take ``;``."""
+    from embedkit.compression.spec import check_spec
+
+    parts = [p.strip() for p in spec.split(",")]
+    if len(parts) < 2:
+        return ""
+    try:
+        for p in parts:
+            check_spec(p)
+    except SpecError:
+        return ""  # not whole specs
+    return f" (specs are separated by ';', a spec's own stages by ','; did you mean {';'.join(parts)!r}?)"
 
 
 def _arg_str(kw: dict[str, Any]) -> str:
@@ -140,7 +169,8 @@ def run_suite(model, tasks: Sequence, specs: str | Sequence[str] | None = None, 
 
     from embedkit.evaluation.compressed_encoder import CompressedEncoder, EmbeddingStore, model_meta_for
 
-    spec_list = parse_specs(specs)
+    dim_of = getattr(model, "get_embedding_dimension", None) or getattr(model, "get_sentence_embedding_dimension", None)
+    spec_list = parse_specs(specs, dim=dim_of() if dim_of is not None else None)  # every spec, before any runs
     if not tasks:
         raise EmbedkitError("no tasks to evaluate")
     names = [t.metadata.name for t in tasks]
@@ -181,6 +211,8 @@ def run_suite(model, tasks: Sequence, specs: str | Sequence[str] | None = None, 
                                     show_progress_bar=False, co2_tracker=False)
             if res.exceptions:
                 raise EmbedkitError(f"task {name} failed under spec {spec}: {res.exceptions[0].exception}")
+            if spec == spec_list[0] and len(spec_list) > 1 and store.has_task(name):
+                _check_fit_sizes(spec_list[1:], name, store.fit_sample(name))  # before the next spec runs
             tr = res.task_results[0]
             rows.append({
                 "task": name, "type": task.metadata.type, "spec": spec, "metric": task.metadata.main_score,
