@@ -14,7 +14,9 @@ builder (the stage class) and its argument parser. It imports
 and hands the parsed :class:`CompressionSpec` to
 :meth:`CompressionPipeline.from_spec <embedkit.compression.pipeline.CompressionPipeline.from_spec>`.
 Sizes that depend on the data (``lsh:NBITS`` at most 32 bits per dimension, ``itq:NBITS`` at most the
-dimension, ``pq:M`` a divisor of it, ...) are checked when the pipeline is fitted.
+dimension, ``pq:M`` a divisor of it, ``pq:MxNBITS`` at least 2**NBITS training vectors, ...) are checked
+by :func:`check_spec` as soon as the dimension and the number of fitting vectors are known (the command
+line reads the dimension from the model's config, before loading it), and again when the pipeline is fitted.
 """
 
 from __future__ import annotations
