@@ -69,6 +69,10 @@ class WriteLogError(EmbedkitError):
     """The write log beside a served index is corrupt, or the index is already served by another process."""
 
 
+class ServeError(EmbedkitError):
+    """``embedkit serve`` cannot start as asked: the index folder is a symbolic link, or the port is in use."""
+
+
 class BackendError(EmbedkitError):
     """An inference backend (ONNX Runtime) cannot serve a model: unknown backend name, a module the exporter cannot handle, a setting the exported model does not support."""
 
@@ -76,6 +80,7 @@ class BackendError(EmbedkitError):
 __all__ = [
     "BackendError",
     "WriteLogError",
+    "ServeError",
     "LabelCollapseError",
     "EmbedkitError",
     "DataFormatError",

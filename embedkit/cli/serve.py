@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+
 import click
 
 from embedkit.cli._common import POSITIVE, FiniteFloat, check_input, command, info, load_model, model_option
-from embedkit.errors import EmbedkitError
+from embedkit.errors import EmbedkitError, ServeError
 
 
 @command(None, name="serve")
@@ -67,18 +70,73 @@ def serve(index_dir, host, port, token_file, read_only, model, device, force, ba
                          snapshot_interval=snapshot_interval, snapshot_records=snapshot_records, max_k=max_k,
                          max_query_chars=max_query_chars, max_documents=max_documents, max_text_chars=max_text_chars,
                          max_body_bytes=max_body_bytes, default_k=min(10, max_k))
-    enc = load_model(model, device) if model is not None or device is not None else None
-    service = SearchService(index_dir, config, model=enc, force=force)
-    info(f"serving {len(service.index)} documents from {index_dir} on http://{host}:{port}/ "
-         f"(writes: {'off' if read_only else 'token from ' + source if token else 'no token, loopback only'})")
-    _run(create_app(service), host, port, access_log, service)
+    sockets = bind_listening(host, port)  # a port in use fails now, before the model and the index load
+    try:
+        enc = load_model(model, device) if model is not None or device is not None else None
+        service = SearchService(index_dir, config, model=enc, force=force)
+        info(f"serving {len(service.index)} documents from {index_dir} on http://{host}:{port}/ "
+             f"(writes: {'off' if read_only else 'token from ' + source if token else 'no token, loopback only'})")
+        _run(create_app(service), host, port, access_log, service, sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
-def _run(app, host: str, port: int, access_log: bool, service) -> None:
+def bind_listening(host: str, port: int) -> list[socket.socket]:
+    """Bind ``host:port`` (every address ``host`` resolves to, as uvicorn would) and return the sockets.
+
+    Raises:
+        ServeError: the port is in use, or the address cannot be bound (one line naming both).
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ServeError(f"--host {host}: cannot resolve it ({e.strerror})") from None
+    sockets: list[socket.socket] = []
+    seen = set()
+    try:
+        for family, kind, proto, _, addr in infos:
+            if (family, addr[:2]) in seen:
+                continue
+            seen.add((family, addr[:2]))
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:
+                continue  # an address family this machine does not have (IPv6 disabled)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(addr)
+            except OSError as e:
+                sock.close()
+                if e.errno == errno.EADDRINUSE:
+                    raise ServeError(f"--port {port}: {host}:{port} is already in use (another server is listening "
+                                     "there); stop it, or choose another --port") from None
+                if e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) and len(infos) > 1:
+                    continue  # e.g. ::1 for localhost on a machine without IPv6: the other addresses serve
+                raise ServeError(f"--host {host} --port {port}: cannot listen there ({e.strerror})") from None
+            sockets.append(sock)
+        if not sockets:
+            raise ServeError(f"--host {host}: no address of it can be listened on here")
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _run(app, host: str, port: int, access_log: bool, service, sockets: list[socket.socket]) -> None:
     import uvicorn
 
+    config = uvicorn.Config(app, host=host, port=port, access_log=access_log, log_level="info", server_header=False,
+                            timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
     try:
-        uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info", server_header=False,
-                    timeout_graceful_shutdown=10, workers=None)
+        server.run(sockets=sockets)
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down gracefully (as uvicorn.run does)
+        pass
     finally:
         service.close()  # idempotent: the app's shutdown has normally closed it already
+    if not server.started:
+        raise SystemExit(3)

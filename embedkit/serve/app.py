@@ -1,9 +1,12 @@
 """The FastAPI application: JSON API, search page, metrics, and the request guard.
 
 Every request passes :class:`RequestGuard` first (plain ASGI): bearer-token check for writes (in
-constant time), JSON content type for request bodies, the body-size limit, security headers, and
-request metrics. Every error leaves as ``{"error": {"code", "message", ...}}`` — a limit also names
-itself (``"limit": "max_k"``, ``"max": 100``); tracebacks go to the server log only.
+constant time), JSON content type for request bodies, the body-size limit, the strict JSON checks of
+:func:`embedkit.serve.inputs.parse_json_body` (UTF-8, nesting, finite numbers, no lone surrogates,
+each refused naming the field), security headers, and request metrics. Every error leaves as
+``{"error": {"code", "message", ...}}`` — a limit also names itself (``"limit": "max_k"``,
+``"max": 100``); tracebacks go to the server log only. An unexpected exception becomes a 500 answer
+inside the guard, so the keep-alive connection stays usable for the next request.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -30,6 +34,7 @@ from embedkit.data.texts import is_blank
 from embedkit.errors import EmbedkitError
 from embedkit.serve.batching import BatcherStopped, Overloaded
 from embedkit.serve.config import ServeConfig, is_loopback
+from embedkit.serve.inputs import InputError, field_name, parse_json_body
 from embedkit.serve.page import STATIC_FILES, render_page, static_file
 from embedkit.serve.service import SearchService, WriteUnavailable
 
@@ -55,6 +60,28 @@ def _limit_error(status: int, limit: str, maximum: int, message: str) -> HTTPExc
 
 def _error_body(status: int, code: str, message: str, **extra: Any) -> bytes:
     return json.dumps({"error": {"code": code, "message": message, **extra}}).encode()
+
+
+def _internal_error(method: str, path: str, exc: BaseException) -> str:
+    """Log ``exc`` with a reference; the message for the client (no detail)."""
+    ref = uuid.uuid4().hex[:12]
+    logger.error("request %s %s failed (ref %s)", method, path, ref, exc_info=exc)
+    return f"internal error; the server log has the details (ref {ref})"
+
+
+class _DocumentId(Convertor):
+    """``{doc_id:docid}``: the rest of the path, any characters (``:path`` stops at a newline)."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("embedkit_docid", _DocumentId())
 
 
 # --- the ASGI guard ------------------------------------------------------------------------------
@@ -95,18 +122,28 @@ class RequestGuard:
                 (("www-authenticate", 'Bearer realm="embedkit", error="invalid_token"'),)
         return None
 
+    async def _call_app(self, scope, receive, send, state) -> None:
+        """Run the app; an exception it lets through becomes a 500 here (not in the server), so the
+        connection is not dropped and the client's next keep-alive request works."""
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:  # noqa: BLE001 - answered (or logged) here on purpose
+            message = _internal_error(scope["method"], scope["path"], exc)
+            if not state["started"]:
+                await self._reply(send, 500, "internal_error", message)
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
         method, path = scope["method"], scope["path"]
-        state = {"status": 500}
+        state = {"status": 500, "started": False}
         is_page = path == "/"
 
         async def send_wrapped(message):
             if message["type"] == "http.response.start":
-                state["status"] = message["status"]
+                state["status"], state["started"] = message["status"], True
                 h = MutableHeaders(scope=message)
                 h.setdefault("x-content-type-options", "nosniff")
                 h.setdefault("referrer-policy", "no-referrer")
@@ -152,6 +189,13 @@ class RequestGuard:
                     chunks.append(chunk)
                     more = message.get("more_body", False)
                 body = b"".join(chunks)
+                if method != "DELETE" and body:
+                    try:
+                        parse_json_body(body)
+                    except InputError as e:
+                        extra = {"fields": [e.field]} if e.field else {}
+                        await self._reply(send_wrapped, e.status, e.code, e.message, **extra)
+                        return
                 sent = False
 
                 async def replay():
@@ -161,9 +205,9 @@ class RequestGuard:
                         return {"type": "http.request", "body": body, "more_body": False}
                     return await receive()
 
-                await self.app(scope, replay, send_wrapped)
+                await self._call_app(scope, replay, send_wrapped, state)
             else:
-                await self.app(scope, receive, send_wrapped)
+                await self._call_app(scope, receive, send_wrapped, state)
         finally:
             route = scope.get("route")
             label = getattr(route, "path", None)
@@ -196,6 +240,17 @@ class AddRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     documents: list[DocumentIn]
+
+
+def _loc_name(loc) -> str:
+    """A pydantic error location as the field names the other errors use: ``documents[0].id``, ``k``."""
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path"):
+        parts = parts[1:]
+    name = ""
+    for p in parts:
+        name = field_name(name, p)
+    return name or "body"
 
 
 def _hit_json(hit) -> dict[str, Any]:
@@ -255,21 +310,16 @@ def create_app(service: SearchService, *, close_service: bool = True) -> FastAPI
                 return JSONResponse({"error": {"code": "malformed_json",
                                                "message": f"the request body is not valid JSON ({reason} at position {pos})"}},
                                     status_code=400)
-        parts = []
-        for e in errors[:5]:
-            loc = ".".join(str(x) for x in e.get("loc", ()))
-            parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+        parts = [f"{_loc_name(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in errors[:5]]
         return JSONResponse({"error": {"code": "invalid_request", "message": "; ".join(parts) + " (see /docs)",
-                                       "fields": [".".join(str(x) for x in e.get("loc", ())) for e in errors[:20]]}},
+                                       "fields": [_loc_name(e.get("loc", ())) for e in errors[:20]]}},
                             status_code=422)
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):
-        ref = uuid.uuid4().hex[:12]
-        logger.error("request %s %s failed (ref %s)", request.method, request.url.path, ref, exc_info=exc)
+    async def unexpected(request: Request, exc: Exception):  # the guard answers first; this is the last resort
         return JSONResponse({"error": {"code": "internal_error",
-                                       "message": f"internal error; the server log has the details (ref {ref})"}},
-                            status_code=500)
+                                       "message": _internal_error(request.method, request.url.path, exc)}},
+                            status_code=500, headers={"connection": "close"})
 
     # -- helpers --------------------------------------------------------------------------------
     def check_query(q: str, where: str = "q") -> None:
@@ -369,7 +419,7 @@ def create_app(service: SearchService, *, close_service: bool = True) -> FastAPI
                                              "delete them first to replace them", ids=clash[:100])
         return {"added": len(docs), "ids": [d.id for d in docs]}
 
-    @app.delete("/api/documents/{doc_id:path}", tags=["documents"], dependencies=[Depends(bearer)],
+    @app.delete("/api/documents/{doc_id:embedkit_docid}", tags=["documents"], dependencies=[Depends(bearer)],
                 summary="Remove a document (acknowledged once on disk)")
     def remove_document(doc_id: str):
         try:
@@ -380,7 +430,7 @@ def create_app(service: SearchService, *, close_service: bool = True) -> FastAPI
             raise api_error(404, "unknown_id", f"no document with id {doc_id!r}", id=doc_id)
         return {"removed": doc_id}
 
-    @app.get("/api/documents/{doc_id:path}", tags=["documents"], summary="One document by id")
+    @app.get("/api/documents/{doc_id:embedkit_docid}", tags=["documents"], summary="One document by id")
     def get_document(doc_id: str):
         doc = service.get_document(doc_id)
         if doc is None:

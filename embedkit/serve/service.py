@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 
 from embedkit._io import recover_directory
-from embedkit.errors import EmbedkitError, WriteLogError
+from embedkit.errors import EmbedkitError, ServeError, WriteLogError
 from embedkit.serve.batching import QueryBatcher
 from embedkit.serve.config import ServeConfig
+from embedkit.serve.inputs import check_documents
 from embedkit.serve.metrics import Metrics
 from embedkit.serve.writelog import LogRecord, WriteLog, log_path_for
 
@@ -74,9 +75,14 @@ def document_by_id(index, doc_id: str) -> Document | None:
 class SearchService:
     """An :class:`~embedkit.retrieval.index.EmbeddingIndex` served durably.
 
-    Opening it locks the write log beside the index (``INDEX.wal``), loads the index and its model,
-    replays the log over the index (and, if there was anything to replay, takes a snapshot), then
-    starts the query batcher and the background snapshot thread.
+    Opening it locks the write log beside the index (``INDEX.wal``) if there is one, loads the index
+    and its model, creates the log if there was none (so a refused start leaves nothing behind),
+    replays the log over the index (every record is read and checked before any is applied; if there
+    was anything to replay, a snapshot follows), then starts the query batcher and the background
+    snapshot thread.
+
+    ``index_path`` must be the index folder itself, not a symbolic link to it: a snapshot replaces the
+    folder by renaming, which would replace the link with a folder and leave its target stale.
 
     Args:
         index_path: the index folder.
@@ -86,7 +92,9 @@ class SearchService:
 
     Raises:
         IndexFormatError: no index at ``index_path``, or a corrupt one.
-        WriteLogError: another server holds the log, or the log is damaged.
+        ServeError: ``index_path`` is a symbolic link.
+        WriteLogError: another server holds the log, the log is a link or damaged, or one of its
+            records does not fit the index.
     """
 
     def __init__(self, index_path: str | os.PathLike, config: ServeConfig | None = None, *, model=None,
@@ -96,9 +104,16 @@ class SearchService:
         self.path = Path(index_path)
         self.config = config or ServeConfig()
         self.metrics = Metrics()
+        if self.path.is_symlink():
+            raise ServeError(f"{self.path} is a symbolic link (to {os.readlink(self.path)}); serve the index folder "
+                             f"itself ({self.path.resolve()}): snapshots replace the folder by renaming, which would "
+                             "replace the link")
         recover_directory(self.path)
-        EmbeddingIndex.read_manifest(self.path, verify=False)  # a missing or foreign folder fails before the log is made
-        self.log = WriteLog(log_path_for(self.path))
+        EmbeddingIndex.read_manifest(self.path, verify=False)  # a missing or foreign folder fails before the log is opened
+        log_path = log_path_for(self.path)
+        # an existing log is locked now (a second server fails before loading anything); a missing one is
+        # created only once the index has loaded, so that a refused start leaves no file behind
+        self.log = WriteLog(log_path, create=False) if os.path.lexists(log_path) else None
         self._write_mutex = threading.Lock()
         self._model_lock = threading.Lock()
         self._broken: str | None = None
@@ -109,13 +124,16 @@ class SearchService:
             self.index = EmbeddingIndex.load(self.path, model=model, force=force)
             self.index.model  # noqa: B018 - load the model now, not on the first request
             self.load_seconds = time.perf_counter() - t0
+            if self.log is None:
+                self.log = WriteLog(log_path)
             replayed = self._replay()
             self.replayed = replayed
             if replayed:
                 logger.info("replayed %d write(s) from %s over the last snapshot", replayed, self.log.path)
                 self.snapshot()
         except BaseException:
-            self.log.close()
+            if self.log is not None:
+                self.log.close()
             raise
         cfg = self.config
         self.batcher = QueryBatcher(self._encode_queries, self._search_matrix, window_s=cfg.batch_window_ms / 1000,
@@ -163,6 +181,8 @@ class SearchService:
         return document_by_id(self.index, doc_id)
 
     def _check_writable(self) -> None:
+        if self._broken is None and self.log.failed:
+            self._broken = f"the write log failed: {self.log.failed}"
         if self._broken:
             raise WriteUnavailable(f"writes are disabled: {self._broken}; restart the server")
 
@@ -177,13 +197,16 @@ class SearchService:
         """Add documents durably. Returns the ids already in the index (then nothing was added).
 
         Raises:
-            EmbedkitError: invalid documents (see :func:`embedkit.data.documents.validate_documents`).
+            EmbedkitError: invalid documents (see :func:`embedkit.data.documents.validate_documents` and
+                :func:`embedkit.serve.inputs.check_documents`: no NaN/inf or lone surrogates, no control
+                characters in ids).
             WriteUnavailable: the write log failed; nothing was acknowledged.
         """
         from embedkit.data.documents import validate_documents
 
         self._check_writable()
         docs = validate_documents(texts, ids, metadata, on_empty="error")
+        check_documents(docs.ids, docs.texts, docs.metadata)
         present = self.index.present_ids(docs.ids)
         if present:
             return present
@@ -233,8 +256,16 @@ class SearchService:
 
     # -- durability -----------------------------------------------------------------------------
     def _replay(self) -> int:
-        """Apply the log's records over the loaded snapshot (idempotently); returns how many."""
+        """Apply the log's records over the loaded snapshot (idempotently); returns how many.
+
+        Every record is read and checked against the index first (documents, vector shapes and
+        dimension), so a record that does not fit refuses the start before anything is applied.
+        """
         index = self.index
+        records = self.log.read_all()
+        dim = index.dim
+        for rec in records:
+            dim = self._check_record(rec, dim)
         pending: dict[str, tuple[str, dict | None, np.ndarray]] = {}
 
         def flush():
@@ -248,10 +279,9 @@ class SearchService:
                       embeddings=np.stack([pending[i][2] for i in ids]), on_empty="error")
             pending.clear()
 
-        n = 0
+        rec = None
         try:
-            for rec in self.log.read():
-                n += 1
+            for rec in records:
                 if rec.op == "add":
                     if any(i in pending for i in rec.ids):
                         flush()
@@ -263,13 +293,36 @@ class SearchService:
                     if present:
                         index.remove(present)
             flush()
-        except WriteLogError:
-            raise
         except EmbedkitError as e:
-            raise WriteLogError(f"{self.log.path}: record {n} cannot be applied to the index at {self.path} ({e}); "
-                                "was the index rebuilt under a live log? Move the log aside to serve the index as "
-                                "it is") from e
-        return n
+            raise WriteLogError(f"{self.log.path}:{rec.line}: the records up to this line cannot be applied to the "
+                                f"index at {self.path} ({e}); was the index rebuilt under a live log? Move the log "
+                                "aside to serve the index as it is") from e
+        return len(records)
+
+    def _check_record(self, rec: LogRecord, dim: int | None) -> int | None:
+        """Refuse (naming the line) a record that cannot be applied; returns the vectors' dimension."""
+        from embedkit.data.documents import validate_documents
+
+        try:
+            if not rec.ids or not all(isinstance(i, str) and i.strip() for i in rec.ids):
+                raise EmbedkitError("its ids are missing or empty")
+            if rec.op == "add":
+                validate_documents(rec.texts, rec.ids, rec.metadata, on_empty="error")
+                check_documents(rec.ids, rec.texts, rec.metadata)
+                X = rec.vectors
+                if X.ndim != 2 or len(X) != len(rec.ids):
+                    raise EmbedkitError(f"{len(X)} vectors for {len(rec.ids)} documents")
+                if dim is not None and X.shape[1] != dim:
+                    raise EmbedkitError(f"its vectors have dimension {X.shape[1]}, the index's have {dim}")
+                if not np.isfinite(X).all():
+                    raise EmbedkitError("its vectors hold NaN or infinite values")
+                return int(X.shape[1])
+        except EmbedkitError as e:
+            raise WriteLogError(f"{self.log.path}:{rec.line}: a {rec.op} record that cannot be applied to the index "
+                                f"at {self.path} ({e}); nothing was applied. Was the index rebuilt under a live log? "
+                                "Move the log aside to serve the index as it is (losing the writes recorded in "
+                                "it)") from None
+        return dim
 
     def snapshot(self) -> bool:
         """Save the index atomically and empty the write log; False if there was nothing to save."""

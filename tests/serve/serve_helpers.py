@@ -39,6 +39,27 @@ def make_service(index_dir, tiny_model, **cfg):
     return SearchService(index_dir, ServeConfig(**cfg), model=tiny_model)
 
 
+# --- a real server in a thread of this process ------------------------------------------------------
+
+@contextlib.contextmanager
+def threaded_server(app):
+    """uvicorn serving ``app`` on a free loopback port in a thread; yields ``(host, port)``."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", timeout=30)
+        yield "127.0.0.1", port
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
 # --- a real server process -------------------------------------------------------------------------
 
 def free_port() -> int:

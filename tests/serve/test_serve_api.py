@@ -88,6 +88,91 @@ def test_malformed_json_is_400_with_position(client):
     assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_json"
 
 
+_DOC = b'{"documents": [{"id": "a", "text": "the cat", "metadata": {"v": 1}}]}'
+
+
+@pytest.mark.parametrize("path, body, field, message", [
+    ("/api/documents", _DOC.replace(b"1}", b"NaN}"), "documents[0].metadata.v",
+     "NaN is not a JSON number; send a finite number (or null)"),
+    ("/api/documents", _DOC.replace(b"1}", b"Infinity}"), "documents[0].metadata.v",
+     "Infinity is not a JSON number; send a finite number (or null)"),
+    ("/api/documents", _DOC.replace(b"1}", b"-Infinity}"), "documents[0].metadata.v",
+     "-Infinity is not a JSON number; send a finite number (or null)"),
+    ("/api/documents", _DOC.replace(b"1}", b"1e999}"), "documents[0].metadata.v",
+     "1e999 is out of range for a 64-bit float; send a finite number"),
+    ("/api/documents", _DOC.replace(b"1}", b"9" * 5000 + b"}"), "documents[0].metadata.v",
+     "a whole number of 5000 digits is too long (at most 4300 digits)"),
+    ("/api/documents", _DOC.replace(b'"a"', b'"a\\ud800"'), "documents[0].id",
+     "contains a lone surrogate (U+D800 at character 1); send valid Unicode text"),
+    ("/api/documents", _DOC.replace(b"the cat", b"the \\udfffcat"), "documents[0].text",
+     "contains a lone surrogate (U+DFFF at character 4); send valid Unicode text"),
+    ("/api/documents", _DOC.replace(b'"v"', b'"\\ud800"'), 'documents[0].metadata["\\ud800"]',
+     "the key contains a lone surrogate (U+D800 at character 0); send valid Unicode text"),
+    ("/api/search", b'{"queries": ["cat", "\\ud800"]}', "queries[1]",
+     "contains a lone surrogate (U+D800 at character 0); send valid Unicode text"),
+    ("/api/search", b'{"queries": ["cat"], "k": NaN}', "k", "NaN is not a JSON number; send a finite number (or null)"),
+])
+def test_values_json_cannot_carry_are_422_naming_the_field(client, path, body, field, message):
+    r = client.post(path, content=body, headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == {"code": "invalid_request", "message": f"{field}: {message}", "fields": [field]}
+    assert client.service.log.records == 0
+    assert client.get("/api/health").json()["documents"] == len(DOCS)
+
+
+def test_the_service_refuses_such_values_from_python_callers_too(client):
+    from embedkit.errors import EmbedkitError
+
+    svc = client.service
+    with pytest.raises(EmbedkitError, match=r"^documents\[0\]\.metadata\.x\[1\]: nan is not a JSON number"):
+        svc.add_documents(["a"], ["the cat"], [{"x": [1, float("nan")]}])
+    with pytest.raises(EmbedkitError, match=r"^documents\[1\]\.text: contains a lone surrogate \(U\+D800"):
+        svc.add_documents(["a", "b"], ["the cat", "the \ud800 dog"], [None, None])
+    assert svc.log.records == 0
+
+
+@pytest.mark.parametrize("body, message", [
+    (b'{"queries": ["caf\xe9"]}', "the request body is not UTF-8 (byte 17: invalid continuation byte); send JSON "
+                                  "encoded as UTF-8"),
+    (b'{"queries": ["cat"], "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+     "the request body nests deeper than 64 levels"),
+    (b'{"queries": ["cat"], "x": ' + b"[" * 64 + b"]" * 64 + b"}", "the request body nests deeper than 64 levels (at x"),
+    (b"\xef\xbb\xbf{}", "the request body is not valid JSON (Unexpected UTF-8 BOM (decode using utf-8-sig) at position 0)"),
+])
+def test_bodies_not_utf8_or_nested_too_deeply_are_malformed_json(client, body, message):
+    r = client.post("/api/search", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "malformed_json" and err["message"].startswith(message), err
+
+
+def test_ids_with_control_characters_are_refused_and_stored_ones_stay_reachable(client):
+    for bad, shown in (("nl\nid", "U+000A at character 2"), ("tab\tid", "U+0009 at character 3"),
+                       ("\x00", "U+0000 at character 0"), ("c1\x85", "U+0085 at character 2")):
+        r = client.post("/api/documents", json={"documents": [{"id": "ok", "text": "the cat"},
+                                                              {"id": bad, "text": "the dog"}]}, headers=AUTH)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"] == {"code": "invalid_document", "message": (
+            f"documents[1].id {bad!r} contains a control character ({shown}); ids must be printable text (so that "
+            "/api/documents/{id} can reach them)")}
+    assert client.service.log.records == 0
+    # an id with a newline that came in another way (a corpus) can still be read and deleted
+    client.service.index.add(["the horse ran"], ["nl\nid"])
+    r = client.get("/api/documents/nl%0Aid")
+    assert r.status_code == 200 and r.json()["id"] == "nl\nid"
+    r = client.delete("/api/documents/nl%0Aid", headers=AUTH)
+    assert r.status_code == 200 and r.json() == {"removed": "nl\nid"}
+    assert client.get("/api/documents/nl%0Aid").json()["error"]["code"] == "unknown_id"
+
+
+def test_type_errors_name_fields_the_same_way(client):
+    r = client.post("/api/documents", json={"documents": [{"id": 5, "text": "the cat"}]}, headers=AUTH)
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["code"] == "invalid_request" and err["fields"] == ["documents[0].id"]
+    assert err["message"].startswith("documents[0].id: Input should be a valid string")
+
+
 def test_body_must_be_json(client):
     r = client.post("/api/search", content=b"queries=cat", headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
@@ -296,6 +381,47 @@ def test_internal_errors_do_not_leak_a_traceback(client_factory, monkeypatch, ca
     assert err["code"] == "internal_error"
     assert "secret" not in r.text and "Traceback" not in r.text and "passwd" not in r.text
     assert "ref " in err["message"]
+
+
+@pytest.mark.parametrize("method, path, target", [
+    ("GET", "/api/search?q=cat", "search"),
+    ("POST", "/api/documents", "add_documents"),
+])
+def test_a_500_leaves_the_keep_alive_connection_usable(index_dir, tiny_model, monkeypatch, method, path, target):
+    import http.client
+
+    from serve_helpers import make_service, threaded_server
+
+    from embedkit.serve.app import create_app
+
+    svc = make_service(index_dir, tiny_model)
+    with threaded_server(create_app(svc)) as (host, port):
+        owner = svc.index if target == "search" else svc
+        real = getattr(owner, target)
+        calls = []
+
+        def fail_once(*a, **kw):
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("boom")
+            return real(*a, **kw)
+
+        monkeypatch.setattr(owner, target, fail_once)
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        body = json.dumps({"documents": [{"id": "n1", "text": "the horse ran"}]}) if method == "POST" else None
+        headers = {**AUTH, "Content-Type": "application/json"}
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            r = conn.getresponse()
+            assert r.status == 500 and json.loads(r.read())["error"]["code"] == "internal_error"
+            sock = conn.sock
+            conn.request(method, path, body=body, headers=headers)  # the same connection
+            r = conn.getresponse()
+            assert r.status in (200, 201), r.read()
+            r.read()
+            assert conn.sock is sock  # not reconnected
+        finally:
+            conn.close()
 
 
 def test_unknown_route_and_method_are_json(client):

@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+from serve_helpers import free_port
 
 from embedkit.serve.batching import BatcherStopped, Overloaded, QueryBatcher
 
@@ -43,6 +44,39 @@ def test_bad_token_files_are_refused(index_dir, tmp_path, capsys, content, messa
 def test_missing_index_is_refused(tmp_path, capsys):
     code, err = _run_serve([str(tmp_path / "nope")], capsys)
     assert code == 2 and "file not found" in err
+
+
+def test_a_port_in_use_is_refused_before_anything_loads(index_dir, capsys, monkeypatch):
+    import socket
+    import time
+
+    import embedkit.serve.service as service_module
+
+    def no_loading(*a, **kw):
+        raise AssertionError("the index was loaded although the port is in use")
+
+    monkeypatch.setattr(service_module, "SearchService", no_loading)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        t0 = time.monotonic()
+        code, err = _run_serve([str(index_dir), "--port", str(port)], capsys)
+    assert code == 2 and time.monotonic() - t0 < 5
+    assert err.strip().splitlines() == [f"error: --port {port}: 127.0.0.1:{port} is already in use (another server is "
+                                        "listening there); stop it, or choose another --port"]
+    assert not (index_dir.parent / "idx.wal").exists()
+
+
+def test_bind_listening_returns_bound_sockets():
+    from embedkit.cli.serve import bind_listening
+
+    socks = bind_listening("127.0.0.1", free_port())
+    try:
+        assert len(socks) == 1 and socks[0].getsockname()[0] == "127.0.0.1"
+    finally:
+        for s in socks:
+            s.close()
 
 
 def test_is_loopback():

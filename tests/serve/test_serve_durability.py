@@ -12,7 +12,7 @@ import pytest
 from serve_helpers import AUTH, DOCS, TOKEN, free_port, make_service, start_server, wait_healthy
 
 from embedkit.errors import WriteLogError
-from embedkit.serve.writelog import LogRecord, WriteLog, log_path_for
+from embedkit.serve.writelog import HEADER_SIZE, LogRecord, WriteLog, log_path_for
 
 
 def _add_record(i: int, dim: int = 4) -> LogRecord:
@@ -36,35 +36,146 @@ def test_log_round_trip_keeps_vectors_exactly(tmp_path):
     assert recs[1].ids == ["b"]
 
 
-def test_torn_last_record_is_cut(tmp_path, caplog):
-    path = tmp_path / "x.wal"
+def _six_records(path) -> tuple[bytes, list[int]]:
+    """A log of 5 adds and a remove (lines 3-8); returns its bytes and each record's start offset."""
+    offsets = []
     with WriteLog(path) as log:
-        for i in range(3):
-            log.append(_add_record(i))
-    good = path.read_bytes()
+        for i in range(5):
+            offsets.append(log.append(_add_record(i)))
+        offsets.append(log.append(LogRecord("remove", ["d0"])))
+    return path.read_bytes(), offsets
+
+
+def _flip(data: bytes, pos: int) -> bytes:
+    return data[:pos] + bytes([data[pos] ^ 0x01]) + data[pos + 1:]
+
+
+# each damage to acknowledged records: (the damaged file, the line the refusal names, the start of its message)
+_DAMAGE = {
+    "bit flip in the last record's payload": (lambda d, o: _flip(d, len(d) - 5), 8, "damaged write-log record"),
+    "bit flip in the last record's CRC": (lambda d, o: _flip(d, o[-1] + 12), 8, "damaged write-log record"),
+    "last 10 bytes removed": (lambda d, o: d[:-10], 8, "the log is cut short"),
+    "last 3 records zeroed": (lambda d, o: d[:o[-3]] + bytes(len(d) - o[-3]), 6, "damaged write-log record"),
+    "file cut at 50%": (lambda d, o: d[:len(d) // 2], None, "the log is cut short"),
+    "bit flip in the first record": (lambda d, o: _flip(d, o[0] + 40), 3, "damaged write-log record"),
+}
+
+
+@pytest.mark.parametrize("damage", list(_DAMAGE))
+def test_damage_to_acknowledged_records_refuses_the_start(tmp_path, damage):
+    path = tmp_path / "x.wal"
+    good, offsets = _six_records(path)
+    fn, line, message = _DAMAGE[damage]
+    bad = fn(good, offsets)
+    if line is None:  # the record the cut falls in
+        line = 3 + sum(1 for o in offsets[1:] if o <= len(bad))
+    path.write_bytes(bad)
+    with WriteLog(path) as log, pytest.raises(WriteLogError) as exc:
+        log.read_all()
+    msg = str(exc.value)
+    assert msg.startswith(f"{path}:{line}: {message}"), msg
+    assert "\n" not in msg and "move it aside" in msg
+    assert path.read_bytes() == bad  # nothing was cut
+
+
+def test_an_interrupted_append_is_cut_and_a_complete_unacknowledged_one_kept(tmp_path, caplog):
+    path = tmp_path / "x.wal"
+    good, offsets = _six_records(path)
     with open(path, "ab") as f:
-        f.write(good.splitlines(keepends=True)[0][:30])  # a half-written append (killed mid-write)
-    with WriteLog(path) as log:
-        assert [r.ids[0] for r in log.read()] == ["d0", "d1", "d2"]
-        assert log.records == 3
+        f.write(good[offsets[1]:offsets[2]][:30])  # a half-written append (killed mid-write; never acknowledged)
+    with caplog.at_level("WARNING", logger="embedkit.serve.writelog"), WriteLog(path) as log:
+        assert [r.line for r in log.read_all()] == [3, 4, 5, 6, 7, 8]
+        assert log.records == 6
     assert path.read_bytes() == good
-    # a complete last line with a bad checksum (power loss) is also a torn append
-    lines = good.splitlines(keepends=True)
-    path.write_bytes(b"".join(lines[:2]) + lines[2].replace(b"text 2", b"text X"))
-    with WriteLog(path) as log:
-        assert [r.ids[0] for r in log.read()] == ["d0", "d1"]
+    assert "x.wal:9: cut 30 bytes of an interrupted append" in caplog.text
 
-
-def test_damaged_record_before_the_end_refuses(tmp_path):
-    path = tmp_path / "x.wal"
+    # killed after the record's fsync but before the header's: complete, never acknowledged, kept (and committed)
     with WriteLog(path) as log:
-        for i in range(3):
-            log.append(_add_record(i))
-    data = bytearray(path.read_bytes())
-    data[data.index(b"text 0")] = ord("T")
-    path.write_bytes(bytes(data))
-    with WriteLog(path) as log, pytest.raises(WriteLogError, match=r"x\.wal:1: damaged write-log record"):
         list(log.read())
+        log.append(_add_record(9))
+    seven = path.read_bytes()
+    path.write_bytes(good[:HEADER_SIZE] + seven[HEADER_SIZE:])  # the header as it was before the 7th append
+    with WriteLog(path) as log:
+        assert [r.ids for r in log.read_all()][-1] == ["d9"] and log.records == 7
+    with WriteLog(path) as log:
+        assert len(log.read_all()) == 7  # now acknowledged: cutting the file short would be refused
+    path.write_bytes(path.read_bytes()[:-3])
+    with WriteLog(path) as log, pytest.raises(WriteLogError, match=r"x\.wal:9: the log is cut short"):
+        log.read_all()
+
+
+def test_a_torn_header_slot_keeps_every_record(tmp_path):
+    path = tmp_path / "x.wal"
+    good, offsets = _six_records(path)
+    newest = max(range(2), key=lambda i: int(good[i * 96 + 11:i * 96 + 27], 16))
+    torn = bytearray(good)
+    torn[newest * 96 + 40:newest * 96 + 96] = bytes(56)  # power lost while the newest slot was written
+    path.write_bytes(bytes(torn))
+    with WriteLog(path) as log:
+        assert [r.ids for r in log.read_all()][-1] == ["d0"] and log.records == 6  # the older slot + a kept record
+    with WriteLog(path) as log:
+        assert len(log.read_all()) == 6
+    # a damaged slot *and* damaged bytes after the older slot's end: cannot tell what was acknowledged
+    torn2 = bytearray(torn)
+    torn2[-3] ^= 1
+    path.write_bytes(bytes(torn2))
+    with WriteLog(path) as log, pytest.raises(WriteLogError, match=r"x\.wal:8: damaged bytes after the acknowledged"):
+        log.read_all()
+
+
+def test_header_damage_or_a_foreign_file_refuses(tmp_path):
+    path = tmp_path / "x.wal"
+    good, _ = _six_records(path)
+    path.write_bytes(bytes(HEADER_SIZE) + good[HEADER_SIZE:])
+    with pytest.raises(WriteLogError, match=r"x\.wal:1: not an embedkit write log, or its header \(lines 1-2\) is damaged"):
+        WriteLog(path)
+
+
+def test_version_1_logs_are_read_strictly_then_rewritten(tmp_path, caplog):
+    import json
+    import zlib
+
+    def v1_line(rec):
+        body = json.dumps(rec.to_json(), separators=(",", ":")).encode()
+        return b"%08x " % zlib.crc32(body) + body + b"\n"
+
+    path = tmp_path / "x.wal"
+    lines = [v1_line(_add_record(i)) for i in range(3)]
+    path.write_bytes(b"".join(lines) + lines[0][:20])  # an interrupted append at the end
+    with caplog.at_level("WARNING"), WriteLog(path) as log:
+        assert log.version == 1
+        assert [r.ids for r in log.read_all()] == [["d0"], ["d1"], ["d2"]]
+        with pytest.raises(WriteLogError, match="version-1 write log; replay it into a snapshot"):
+            log.append(_add_record(5))
+        log.reset()  # after the snapshot: version 2 from now on
+        log.append(_add_record(5))
+    assert "x.wal:4: cut an incomplete last line" in caplog.text
+    assert path.read_bytes()[:6] == b"EKWAL2"
+    with WriteLog(path) as log:
+        assert [r.ids for r in log.read_all()] == [["d5"]]
+    # a complete last line that fails its check is damage, not an interrupted append
+    path.write_bytes(b"".join(lines[:2]) + lines[2].replace(b"text 2", b"text X"))
+    with WriteLog(path) as log, pytest.raises(WriteLogError, match=r"x\.wal:3: damaged write-log record"):
+        log.read_all()
+
+
+def test_a_linked_log_is_refused_and_its_target_untouched(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    path = tmp_path / "x.wal"
+    path.symlink_to(victim)
+    with pytest.raises(WriteLogError, match=r"x\.wal is a symbolic link"):
+        WriteLog(path)
+    assert victim.read_text() == "precious\n"
+    path.unlink()
+    path.symlink_to(tmp_path / "nowhere")  # dangling: not created through the link either
+    with pytest.raises(WriteLogError, match="symbolic link"):
+        WriteLog(path)
+    assert not (tmp_path / "nowhere").exists()
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(WriteLogError, match="is not a regular file"):
+        WriteLog(path, create=False)
 
 
 def test_one_server_per_log(tmp_path):
@@ -121,6 +232,70 @@ def test_replay_after_a_crash_restores_acknowledged_writes(index_dir, tiny_model
         svc2.close()
 
 
+@pytest.mark.parametrize("damage", [d for d in _DAMAGE if d != "bit flip in the first record"])
+def test_damaged_last_records_refuse_the_start_and_lose_no_acknowledged_write(index_dir, tiny_model, damage):
+    svc = make_service(index_dir, tiny_model)
+    assert svc.add_documents(["n1", "n2"], ["the horse ran", "the cow ate"], [None, None]) == []
+    assert svc.add_documents(["n3"], ["the sheep slept"], [None]) == []
+    assert svc.add_documents(["n4"], ["the goat jumped"], [None]) == []
+    assert svc.remove_document("cat") is True  # the last record: an acknowledged delete
+    _crash(svc)
+    path = log_path_for(index_dir)
+    good = path.read_bytes()
+    offsets = [HEADER_SIZE]
+    while offsets[-1] < len(good):
+        offsets.append(good.index(b"\n", offsets[-1]) + 1)
+    bad = _DAMAGE[damage][0](good, offsets[:-1])
+    path.write_bytes(bad)
+    with pytest.raises(WriteLogError, match=r"idx\.wal:\d+: (damaged write-log record|the log is cut short)"):
+        make_service(index_dir, tiny_model)
+    assert path.read_bytes() == bad  # left as it was, for the operator
+    path.write_bytes(good)  # restored from a backup: every acknowledged write is there
+    svc2 = make_service(index_dir, tiny_model)
+    try:
+        assert svc2.replayed == 4
+        assert [svc2.get_document(d) is not None for d in ("n1", "n2", "n3", "n4", "cat")] == [True] * 4 + [False]
+    finally:
+        svc2.close()
+
+
+def test_a_record_that_does_not_fit_refuses_the_start_before_any_is_applied(index_dir, tiny_model):
+    from embedkit import EmbeddingIndex
+
+    dim = EmbeddingIndex.load(index_dir).dim
+    path = log_path_for(index_dir)
+    with WriteLog(path) as log:
+        log.append(LogRecord("add", ["a1"], ["the horse ran"], [None], np.ones((1, dim), np.float32)))
+        log.append(LogRecord("add", ["a2"], ["the cow ate"], [None], np.ones((1, dim + 1), np.float32)))  # valid CRC
+        log.append(LogRecord("remove", ["cat"]))
+    with pytest.raises(WriteLogError) as exc:
+        make_service(index_dir, tiny_model)
+    assert str(exc.value).startswith(f"{path}:4: a add record that cannot be applied to the index at {index_dir} (its "
+                                     f"vectors have dimension {dim + 1}, the index's have {dim}); nothing was applied")
+    loaded = EmbeddingIndex.load(index_dir)
+    assert "cat" in loaded and "a1" not in loaded
+
+
+def test_a_refused_start_leaves_no_log_behind(index_dir, tiny_model):
+    from embedkit.errors import IndexFormatError
+
+    victim = index_dir / "rescore.f16.npy"
+    victim.write_bytes(_flip(victim.read_bytes(), 200))  # bit rot (same size): refused while loading, after the
+    with pytest.raises(IndexFormatError, match="checksum"):  # manifest was read
+        make_service(index_dir, tiny_model)
+    assert not log_path_for(index_dir).exists()
+
+
+def test_a_linked_index_folder_is_refused(index_dir, tiny_model, tmp_path):
+    from embedkit.errors import ServeError
+
+    link = tmp_path / "link"
+    link.symlink_to(index_dir)
+    with pytest.raises(ServeError, match=r"link is a symbolic link \(to .*idx\); serve the index folder itself"):
+        make_service(link, tiny_model)
+    assert not log_path_for(link).exists() and not log_path_for(index_dir).exists()
+
+
 def test_replay_is_idempotent_when_killed_between_snapshot_and_log_truncation(index_dir, tiny_model):
     svc = make_service(index_dir, tiny_model)
     svc.add_documents(["n1"], ["the horse ran"], [None])
@@ -151,7 +326,7 @@ def test_background_snapshot_empties_the_log(index_dir, tiny_model):
         while svc.log.records and time.monotonic() < deadline:
             time.sleep(0.05)
         assert svc.log.records == 0 and svc.metrics.snapshots == 1
-        assert log_path_for(index_dir).stat().st_size == 0
+        assert log_path_for(index_dir).stat().st_size == HEADER_SIZE  # the header only
         assert len(EmbeddingIndex.load(index_dir)) == len(DOCS) + 2
     finally:
         svc.close()
@@ -163,7 +338,7 @@ def test_clean_close_snapshots(index_dir, tiny_model):
     svc = make_service(index_dir, tiny_model)
     svc.remove_document("cat")
     svc.close()
-    assert log_path_for(index_dir).stat().st_size == 0
+    assert log_path_for(index_dir).stat().st_size == HEADER_SIZE
     loaded = EmbeddingIndex.load(index_dir)
     assert len(loaded) == len(DOCS) - 1 and "cat" not in loaded
 
@@ -280,4 +455,4 @@ def test_sigkill_mid_stream_loses_no_acknowledged_write(index_dir, tmp_path):
     assert resurrected == [], f"{len(resurrected)} acknowledged removes undone"
     assert not {h["id"] for h in hits} & set(acked_removes)
     assert proc.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after its graceful shutdown
-    assert log_path_for(index_dir).stat().st_size == 0  # SIGTERM: clean shutdown with a last snapshot
+    assert log_path_for(index_dir).stat().st_size == HEADER_SIZE  # SIGTERM: clean shutdown with a last snapshot
