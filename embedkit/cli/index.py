@@ -147,8 +147,8 @@ def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_se
     shape = check_model(model)
     if embeddings is not None:
         from embedkit.compression.base import check_nlist
-        from embedkit.encoding import open_shards
         from embedkit.retrieval.sharded import build_command, default_sample_size
+        from embedkit.shards import open_shards
 
         check_input(embeddings, "--embeddings", kind="dir")
         shards = open_shards(embeddings)  # manifest and .npy headers only

@@ -63,8 +63,8 @@ def _shard_job(work: Path, shards_dir: Path, s: int, path: str) -> int:
     import json
 
     from embedkit.compression.pipeline import CompressionPipeline
-    from embedkit.encoding import open_shards
     from embedkit.retrieval.lists import deserialize_index, write_shard_lists
+    from embedkit.shards import open_shards
 
     meta = json.loads((work / "build.json").read_text())
     shards = open_shards(shards_dir)
@@ -112,8 +112,8 @@ def build_index_from_shards(embeddings: str | os.PathLike, out: str | os.PathLik
             dimensions, ids that do not match the corpus, a spec FAISS IVF cannot hold, bad sizes.
         OutputExistsError: ``out`` is not a new/empty folder or an embedkit index (or is an input).
     """
-    from embedkit.encoding import open_shards
     from embedkit.retrieval.index import EmbeddingIndex
+    from embedkit.shards import open_shards
 
     t0 = time.perf_counter()
     shards = open_shards(embeddings)
@@ -287,7 +287,7 @@ class _StreamedCorpus:
     def check(self, shards) -> None:
         """Refuse (one line, naming file:line) a blank or malformed document, or ids other than the shards'."""
         from embedkit.data import is_blank, iter_corpus
-        from embedkit.encoding import IDS_FILE, _texts_digest
+        from embedkit.shards import IDS_FILE, texts_digest
 
         recorded = shards.manifest.get("ids_sha256")
         if recorded is None:  # shards of an older embedkit: no digest to compare with, so compare the lists
@@ -302,7 +302,7 @@ class _StreamedCorpus:
                 self.count += 1
                 yield did
 
-        digest = _texts_digest(checked_ids())  # the digest `embedkit encode` recorded, computed the same way
+        digest = texts_digest(checked_ids())  # the digest `embedkit encode` recorded, computed the same way
         if self.count != shards.count:
             raise EmbedkitError(f"{shards.folder / IDS_FILE}: {shards.count} embeddings but {self.path} has "
                                 f"{self.count} documents; encode this corpus (embedkit encode) or pass the corpus it "
