@@ -44,46 +44,29 @@ def index():
 
 
 def _load_index(index_dir, model, device, force, check=None):
-    """Load an index with its model (``--model``/``--device``, else the one it was built with, loaded now).
+    """Load an index once, then its model (``--model``/``--device``, else the one it was built with).
 
     ``check(index)``, when given, runs on the loaded index before any model is loaded (arguments
-    that only the index can judge: ids it already holds, judged documents it lacks).
+    that only the index can judge: ids it already holds, judged documents it lacks). The model is
+    attached with :meth:`~embedkit.retrieval.base.IndexBase.use_model`, which checks its fingerprint.
 
     Returns ``(index, index_seconds, model_seconds)``.
     """
     from embedkit.retrieval.index import EmbeddingIndex
 
     t0 = time.perf_counter()
-    enc = None
-    verify = True
-    if check is not None:
-        if model is None and device is None:  # the recorded model is loaded lazily: one load, checked first
-            idx = EmbeddingIndex.load(index_dir, force=force)
-            t1 = time.perf_counter()
-            check(idx)
-            t2 = time.perf_counter()
-            idx.model  # noqa: B018 - load the recorded model now, so that it is timed as loading
-            return idx, t1 - t0, time.perf_counter() - t2
-        # the model comes first below: read the index once without one for the checks
-        # (EmbeddingIndex has no public way to attach a model to a loaded index)
-        check(EmbeddingIndex.load(index_dir, force=force))
-        verify = False
-        t0 = time.perf_counter()
-    if model is not None or device is not None:
-        opts = {}
-        if model is None:  # the recorded model, rebuilt as it was (sub-model size, backend)
-            recorded = EmbeddingIndex.read_manifest(index_dir, verify=False)["model"]
-            source, opts = recorded["source"], dict(recorded.get("options") or {})
-        else:
-            source = model
-        enc = load_model(source, device, **opts)
+    idx = EmbeddingIndex.load(index_dir, force=force)
     t1 = time.perf_counter()
-    idx = EmbeddingIndex.load(index_dir, model=enc, force=force, verify=verify)
+    if check is not None:
+        check(idx)
     t2 = time.perf_counter()
-    if enc is None:
+    if model is None and device is None:
         idx.model  # noqa: B018 - load the recorded model now, so that it is timed as loading
-    t3 = time.perf_counter()
-    return idx, t2 - t1, (t1 - t0) + (t3 - t2)
+    else:
+        # --model, or the recorded model rebuilt as it was (sub-model size, backend) on --device
+        source, opts = (model, {}) if model is not None else (idx.model_source, dict(idx.model_options))
+        idx.use_model(load_model(source, device, **opts), force=force)
+    return idx, t1 - t0, time.perf_counter() - t2
 
 
 def _indexable(texts, ids, meta, strict: bool) -> int:

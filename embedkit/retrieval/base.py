@@ -38,8 +38,9 @@ class IndexBase:
 
     Contract: ``build`` (in-memory), ``add``, ``remove``, ``search`` / ``search_ids`` /
     ``search_embeddings`` -> ``(scores, ...)``, ``save``, ``load`` (:meth:`EmbeddingIndex.load`
-    dispatches on the manifest's format), ``len``, ``in``, and the stats ``bytes_per_vector``,
-    ``rescore_dim``, ``rescore_bytes_per_vector``, ``nprobe``, ``ef_search``.
+    dispatches on the manifest's format), ``use_model`` (attach a checked encoder), ``len``, ``in``,
+    and the stats ``bytes_per_vector``, ``rescore_dim``, ``rescore_bytes_per_vector``, ``nprobe``,
+    ``ef_search``.
 
     Shared here: argument checks, the model (loaded lazily, checked against the recorded
     fingerprint), search effort, validation and encoding before an add, query encoding, turning rows
@@ -145,9 +146,25 @@ class IndexBase:
                     self._model = model
         return self._model
 
-    def _check_model(self, model, force: bool) -> None:
+    def use_model(self, model, force: bool = False) -> None:
+        """Query (and add) with ``model`` from now on, after checking it is the one the index was built with.
+
+        The way to give a loaded index its encoder: ``EmbeddingIndex.load(path, model=...)`` calls it,
+        and so does the CLI once the index's own checks have passed, so an index is read once.
+
+        Args:
+            model: an encoder object, or a path or name to load with :func:`~embedkit.models.load_encoder`.
+            force: use it even if its fingerprint differs from the one the index records (a warning
+                is logged instead).
+
+        Raises:
+            EmbedkitError: ``model`` is None.
+            ModelMismatchError: the model's fingerprint is not the index's (without ``force``).
+        """
         from embedkit.models.loading import load_encoder
 
+        if model is None:
+            raise EmbedkitError("use_model: no model given; pass an encoder, a model folder or a model name")
         if isinstance(model, (str, os.PathLike)):
             model = load_encoder(model)
         fp = model_fingerprint(model)
@@ -164,7 +181,8 @@ class IndexBase:
             if not force:
                 raise ModelMismatchError(f"{msg}. Use the original model, or force=True (--force) to query anyway")
             logger.warning("%s; querying anyway (force)", msg)
-        self._model = model
+        with self._model_lock:
+            self._model = model
 
     # -- documents --------------------------------------------------------------------------------
     def __contains__(self, doc_id) -> bool:

@@ -394,5 +394,5 @@ class EmbeddingIndex(IndexBase):
         if len(set(counts.values())) != 1:
             raise IndexFormatError(f"{path}: inconsistent document counts {counts}; rebuild the index")
         if model is not None:
-            index._check_model(model, force)
+            index.use_model(model, force=force)
         return index

@@ -496,5 +496,5 @@ def load_disk_index(path: Path, manifest: dict, model=None, *, force: bool = Fal
     """Open a disk-backed index (called by :meth:`EmbeddingIndex.load`) and check the model."""
     index = DiskIndex.from_manifest(path, manifest, force=force)
     if model is not None:
-        index._check_model(model, force)
+        index.use_model(model, force=force)
     return index

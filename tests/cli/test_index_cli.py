@@ -161,3 +161,24 @@ def test_eval_refuses_qrels_naming_unknown_documents(built, tmp_path, invoke):
     (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\t4\t1\nq1\tdoc-99\t1\n")
     res = invoke("index", "eval", built, "--queries", tmp_path / "q.jsonl", "--qrels", tmp_path / "qrels.tsv", "-q")
     res.one_line_error("qrels.tsv:3: unknown document id 'doc-99'")
+
+
+@pytest.mark.parametrize("command", ["add", "search", "eval"])
+def test_index_is_read_once_with_an_explicit_model(built, tiny_model_path, tmp_path, invoke, monkeypatch, command):
+    """With -m the CLI reads the index once (its checks run on it before the model loads), then
+    attaches the model with use_model (issue 23): before, add and eval read and verified it twice."""
+    from embedkit.retrieval.base import IndexBase
+    from embedkit.retrieval.index import EmbeddingIndex
+
+    loads, used = [], []
+    real_load, real_use = EmbeddingIndex.load.__func__, IndexBase.use_model
+    monkeypatch.setattr(EmbeddingIndex, "load", classmethod(lambda cls, *a, **k: loads.append(a) or real_load(cls, *a, **k)))
+    monkeypatch.setattr(IndexBase, "use_model", lambda self, m, force=False: used.append(m) or real_use(self, m, force))
+    (tmp_path / "new.jsonl").write_text('{"_id": "n1", "text": "the bank raised the interest rate"}\n')
+    (tmp_path / "q.jsonl").write_text('{"_id": "q1", "text": "the dog and the puppy"}\n')
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\t4\t1\n")
+    args = {"add": ["--corpus", tmp_path / "new.jsonl"], "search": ["the dog"],
+            "eval": ["--queries", tmp_path / "q.jsonl", "--qrels", tmp_path / "qrels.tsv"]}[command]
+    res = invoke("index", command, built, *args, "-m", tiny_model_path)
+    assert res.code == 0, res.stderr
+    assert len(loads) == 1 and len(used) == 1 and type(used[0]).__name__ == "SentenceTransformer"

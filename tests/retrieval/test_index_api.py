@@ -197,3 +197,33 @@ def test_an_explicit_small_nprobe_is_used_as_given_not_raised_to_a_floor():
     idx.nprobe = 24
     every, _ = idx.search_embeddings(X[:50], 10)
     assert (one <= every + 1e-6).all() and (one < every - 1e-6).any()  # fewer lists probed: some worse hits
+
+
+@pytest.mark.parametrize("layout", ["memory", "disk"])
+def test_use_model_attaches_a_checked_encoder_to_a_loaded_index(tmp_path, tiny_model, tiny_model_path, layout,
+                                                                 caplog):
+    """IndexBase.use_model (issue 23): a loaded index takes its encoder (object or path) after the
+    fingerprint check, for both formats; another model is refused unless forced; None is refused."""
+    from embedkit.testing import make_tiny_model
+
+    texts = ["the cat and the kitten", "stock price fell"]
+    idx = EmbeddingIndex.build(texts, ["a", "b"], model=tiny_model, show_progress=False)
+    path = idx.save(tmp_path / "ix", layout=None if layout == "memory" else "disk")
+    loaded = EmbeddingIndex.load(path)
+    assert type(loaded).__name__ == {"memory": "EmbeddingIndex", "disk": "DiskIndex"}[layout]
+    assert loaded.use_model(tiny_model) is None and loaded.model is tiny_model
+    assert loaded.search("the cat and the kitten", k=1)[0].id == "a"
+    by_path = EmbeddingIndex.load(path)
+    by_path.use_model(tiny_model_path)
+    assert by_path.model is not tiny_model and by_path.search("stock price fell", k=1)[0].id == "b"
+
+    other = make_tiny_model(tmp_path / "other", seed=7)
+    fresh = EmbeddingIndex.load(path)
+    with pytest.raises(ModelMismatchError, match=r"^this index was built with model .* the given model has "
+                                                 r"fingerprint .*\. Use the original model, or force=True"):
+        fresh.use_model(other)
+    with caplog.at_level(logging.WARNING):
+        fresh.use_model(other, force=True)
+    assert "querying anyway (force)" in caplog.text and fresh.model_fingerprint == idx.model_fingerprint
+    with pytest.raises(EmbedkitError, match="^use_model: no model given"):
+        fresh.use_model(None)
