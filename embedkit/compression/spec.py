@@ -38,7 +38,7 @@ from embedkit.compression.pq import OPQQuantizer, PQQuantizer
 from embedkit.compression.rabitq import RaBitQQuantizer
 from embedkit.errors import SpecError
 
-__all__ = ["OWN_SEARCH", "REGISTRY", "CompressionSpec", "StageSpec", "check_spec", "parse", "parse_spec",
+__all__ = ["FAISS_HELD", "OWN_SEARCH", "REGISTRY", "CompressionSpec", "StageSpec", "check_spec", "parse", "parse_spec",
            "quantizer_from_spec", "stage_class"]
 
 _INT = re.compile(r"^\d+$")
@@ -232,9 +232,8 @@ def check_spec(spec: str, *, dim: int | None = None, n_train: int | None = None,
     pipeline = CompressionPipeline.from_spec(parsed)
     quantizer = parsed.stages[-1].name
     if disk and quantizer in OWN_SEARCH:
-        held = ", ".join(n for n, (cls, _) in REGISTRY.items() if n not in OWN_SEARCH and not _is_transform(cls))
         raise SpecError(f"{quantizer} codes are searched by their own structure; the disk-backed layout "
-                        f"(index build --embeddings) needs a spec whose codes FAISS holds ({held})")
+                        f"(index build --embeddings) needs a spec whose codes FAISS holds ({', '.join(FAISS_HELD)})")
     if dim is not None:
         try:
             pipeline.validate(dim, n_train, backend=backend)
@@ -253,3 +252,8 @@ def _is_transform(cls) -> bool:
     from embedkit.compression.base import Transform
 
     return isinstance(cls, type) and issubclass(cls, Transform)
+
+
+#: quantizers whose codes a FAISS index holds (registry order): every quantizer not in :data:`OWN_SEARCH`,
+#: what the disk-backed index layout can store
+FAISS_HELD = tuple(n for n, (cls, _) in REGISTRY.items() if n not in OWN_SEARCH and not _is_transform(cls))

@@ -118,14 +118,12 @@ class DiskIndex(IndexBase):
 
     def _proto(self):
         """A flat FaissCodeIndex of the compression: how queries become FAISS input, binary or not."""
-        from embedkit.compression.base import FaissCodeIndex
+        from embedkit.compression.spec import FAISS_HELD, OWN_SEARCH
 
-        proto = self.compression.new_index("flat")
-        if not isinstance(proto, FaissCodeIndex):
+        if self.compression.quantizer.name in OWN_SEARCH:
             raise EmbedkitError(f"spec {self.compression.spec!r} has its own search structure; the disk-backed "
-                                "layout needs a spec whose codes FAISS holds (float, f16, int8, pq, opq, rabitq, "
-                                "binary, lsh, itq)")
-        return proto
+                                f"layout needs a spec whose codes FAISS holds ({', '.join(FAISS_HELD)})")
+        return self.compression.new_index("flat")
 
     def _new_segment_index(self, X: np.ndarray):
         if self.backend == "ivf":
@@ -488,8 +486,6 @@ class DiskIndex(IndexBase):
         idx._next_key = fx.ntotal
         idx._refresh_keys()
         return idx
-
-
 
 
 def load_disk_index(path: Path, manifest: dict, model=None, *, force: bool = False) -> DiskIndex:

@@ -413,3 +413,15 @@ def test_kill_during_an_incremental_save_leaves_the_previous_index(tmp_path, cor
     new = EmbeddingIndex.load(folder, verify="full")
     assert len(new) == 601 and "n9" in new and "n0" not in new
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_disk_layout_refuses_own_search_quantizers_by_the_one_list(monkeypatch):
+    """DiskIndex refuses a quantizer named in compression.spec.OWN_SEARCH (issue 23: no list of its
+    own), naming the quantizers FAISS holds in registry order."""
+    with pytest.raises(EmbedkitError) as e:
+        DiskIndex(None, "mrl:16,bebr:2")._proto()
+    assert str(e.value) == ("spec 'mrl:16,bebr:2' has its own search structure; the disk-backed layout needs a spec "
+                            "whose codes FAISS holds (float, f16, int8, binary, lsh, itq, pq, opq, rabitq)")
+    monkeypatch.setattr("embedkit.compression.spec.OWN_SEARCH", frozenset({"bebr", "lsh"}))
+    with pytest.raises(EmbedkitError, match=r"^spec 'lsh:64' has its own search structure"):
+        DiskIndex(None, "lsh:64")._proto()
