@@ -18,6 +18,7 @@ from pathlib import Path
 
 from embedkit.errors import EmbedkitError
 from embedkit.models.resolve import resolve_model
+from embedkit.models.shape import read_shape
 
 __all__ = ["truncate_encoder", "layer_stack", "model_depth", "model_width", "model_shape",
            "layer_sentence_embeddings", "encode_ladder"]
@@ -63,23 +64,15 @@ def model_width(model) -> int:
 
 def model_shape(name_or_path) -> tuple[int, int] | None:
     """``(layers, width)`` of a local sentence-transformers folder read from its configs (no weights
-    loaded), or None when it cannot be read (a hub name, an unusual layout)."""
+    loaded, by :func:`embedkit.models.shape.read_shape`), or None when it cannot be read (a hub name,
+    an unusual layout)."""
     try:
-        folder = Path(resolve_model(name_or_path))
-        if not folder.is_dir():
-            return None
-        sub = ""
-        mods = folder / "modules.json"
-        if mods.is_file():
-            for m in json.loads(mods.read_text()):
-                if str(m.get("type", "")).endswith("Transformer"):
-                    sub = m.get("path", "")
-                    break
-        cfg = json.loads((folder / sub / "config.json").read_text())
-        cfg = cfg.get("text_config", cfg) if "num_hidden_layers" not in cfg else cfg
-        return int(cfg["num_hidden_layers"]), int(cfg["hidden_size"])
-    except (OSError, ValueError, KeyError, TypeError, EmbedkitError):
+        shape = read_shape(resolve_model(name_or_path))
+    except (OSError, EmbedkitError):
         return None
+    if shape is None or shape.layers is None or shape.hidden is None:
+        return None
+    return shape.layers, shape.hidden
 
 
 def truncate_encoder(model, *, layers: int | None = None, dim: int | None = None):

@@ -102,3 +102,24 @@ def test_cli_index_build_with_layers_and_dim(tiny, tmp_path):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(cli, ["index", "search", str(tmp_path / "i"), "a dog", "-k", "1", "--json"])
     assert r.exit_code == 0, r.output
+
+
+def test_model_shape_reads_configs_through_read_shape(tiny, tmp_path):
+    """model_shape is read_shape's (layers, hidden) (issue 23: model configs are read in one place):
+    a d_model config (T5-style) is read too, and anything unreadable is None."""
+    import json
+
+    from embedkit.models.shape import read_shape
+    from embedkit.models.submodel import model_shape
+
+    assert model_shape(tiny) == (3, 32) == (read_shape(tiny).layers, read_shape(tiny).hidden)
+    folder = tmp_path / "t5ish"
+    folder.mkdir()
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (folder / "config.json").write_text(json.dumps({"num_hidden_layers": 4, "d_model": 48}))
+    assert model_shape(folder) == (4, 48)
+    (folder / "config.json").write_text(json.dumps({"d_model": 48}))
+    assert model_shape(folder) is None
+    assert model_shape(tmp_path / "missing") is None
