@@ -281,6 +281,8 @@ class WriteLog:
         else:
             self._detect()
         self.size = os.fstat(fd).st_size
+        # appending needs the end of the last record: known for an empty log, else once read() has run
+        self._ready = self.version == FORMAT_VERSION and self._header.records == 0 and self.size == HEADER_SIZE
 
     # -- header ---------------------------------------------------------------------------------
     def _pwrite_all(self, data: bytes, offset: int) -> None:
@@ -333,7 +335,9 @@ class WriteLog:
         """Every record to replay, in order; see :meth:`read`."""
         size = os.fstat(self._fd).st_size
         data = os.pread(self._fd, size, 0) if size else b""
-        return self._read_v1(data) if self.version == 1 else self._read_v2(data)
+        records = self._read_v1(data) if self.version == 1 else self._read_v2(data)
+        self._ready = True
+        return records
 
     def _damaged(self, line: int, pos: int, problem: str) -> WriteLogError:
         h = self._header
@@ -428,6 +432,8 @@ class WriteLog:
             if self.version != FORMAT_VERSION:
                 raise WriteLogError(f"{self.path} is a version-{self.version} write log; replay it into a snapshot "
                                     "and reset it before appending")
+            if not self._ready:
+                raise WriteLogError(f"{self.path} holds records: read (replay) them before appending")
             start = self.size
             try:
                 self._pwrite_all(data, start)
@@ -470,6 +476,7 @@ class WriteLog:
                 self.size = HEADER_SIZE
             self.records = 0
             self.failed = None
+            self._ready = True
 
     def close(self) -> None:
         if self._fd is not None:

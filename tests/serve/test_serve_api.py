@@ -146,6 +146,43 @@ def test_bodies_not_utf8_or_nested_too_deeply_are_malformed_json(client, body, m
     assert err["code"] == "malformed_json" and err["message"].startswith(message), err
 
 
+def test_brackets_inside_strings_are_not_nesting(client):
+    q = "[" * 100 + '\\"{' * 50 + "\\"
+    r = client.post("/api/search", json={"queries": [q], "k": 1})
+    assert r.status_code == 200, r.text
+    deep = {"queries": ["cat"], "x": [[[]]]}
+    for _ in range(60):
+        deep["x"] = [deep["x"]]
+    r = client.post("/api/search", json=deep)  # 64 levels: allowed by the JSON check, then refused as an extra field
+    assert r.status_code == 422 and r.json()["error"]["fields"] == ["x"]
+
+
+def test_nesting_depth_scan_matches_the_parsed_value():
+    import random
+
+    from embedkit.serve.inputs import _max_depth
+
+    def depth(o):
+        if isinstance(o, (dict, list)):
+            return 1 + max(map(depth, o.values() if isinstance(o, dict) else o), default=0)
+        return 0
+
+    rng = random.Random(0)
+
+    def gen(d):
+        r = rng.random()
+        if d > 7 or r < 0.3:
+            return rng.choice(["a[b", 'q"\\"[', "\\\\", "]]}", 1, 2.5, None, "x\\", '\\"{', "\u00e9["])
+        if r < 0.65:
+            return [gen(d + 1) for _ in range(rng.randint(0, 3))]
+        return {rng.choice(["k[", '\\"', "z"]) + str(i): gen(d + 1) for i in range(rng.randint(0, 3))}
+
+    for _ in range(400):
+        o = gen(0)
+        for ascii_only in (True, False):
+            assert _max_depth(json.dumps(o, ensure_ascii=ascii_only).encode()) == depth(o)
+
+
 def test_ids_with_control_characters_are_refused_and_stored_ones_stay_reachable(client):
     for bad, shown in (("nl\nid", "U+000A at character 2"), ("tab\tid", "U+0009 at character 3"),
                        ("\x00", "U+0000 at character 0"), ("c1\x85", "U+0085 at character 2")):

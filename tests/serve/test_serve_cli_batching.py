@@ -68,6 +68,16 @@ def test_a_port_in_use_is_refused_before_anything_loads(index_dir, capsys, monke
     assert not (index_dir.parent / "idx.wal").exists()
 
 
+def test_a_linked_index_folder_is_refused_with_one_line(index_dir, tmp_path, capsys):
+    link = tmp_path / "link"
+    link.symlink_to(index_dir)
+    code, err = _run_serve([str(link), "--port", str(free_port())], capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [f"error: {link} is a symbolic link (to {index_dir}); serve the index folder "
+                                        f"itself ({index_dir.resolve()}): snapshots replace the folder by renaming, "
+                                        "which would replace the link"]
+
+
 def test_bind_listening_returns_bound_sockets():
     from embedkit.cli.serve import bind_listening
 

@@ -34,6 +34,8 @@ def test_log_round_trip_keeps_vectors_exactly(tmp_path):
     assert recs[0].ids == ["a", "b", "c"] and recs[0].metadata == [None, {"k": [1]}, None]
     np.testing.assert_array_equal(recs[0].vectors, X)
     assert recs[1].ids == ["b"]
+    with WriteLog(path) as log, pytest.raises(WriteLogError, match="holds records: read"):
+        log.append(LogRecord("remove", ["a"]))  # appending before the end of the last record is known
 
 
 def _six_records(path) -> tuple[bytes, list[int]]:
@@ -274,6 +276,29 @@ def test_a_record_that_does_not_fit_refuses_the_start_before_any_is_applied(inde
                                      f"vectors have dimension {dim + 1}, the index's have {dim}); nothing was applied")
     loaded = EmbeddingIndex.load(index_dir)
     assert "cat" in loaded and "a1" not in loaded
+
+
+def test_a_version_1_log_is_replayed_and_rewritten_by_the_service(index_dir, tiny_model):
+    import json
+    import zlib
+
+    from embedkit import EmbeddingIndex
+
+    dim = EmbeddingIndex.load(index_dir).dim
+    lines = []
+    for rec in (LogRecord("add", ["v1"], ["the horse ran"], [{"a": 1}], np.ones((1, dim), np.float32)),
+                LogRecord("remove", ["cat"])):
+        body = json.dumps(rec.to_json(), separators=(",", ":")).encode()
+        lines.append(b"%08x " % zlib.crc32(body) + body + b"\n")
+    path = log_path_for(index_dir)
+    path.write_bytes(b"".join(lines))
+    svc = make_service(index_dir, tiny_model)
+    try:
+        assert svc.replayed == 2 and svc.get_document("v1").metadata == {"a": 1} and svc.get_document("cat") is None
+        assert path.read_bytes()[:6] == b"EKWAL2" and path.stat().st_size == HEADER_SIZE  # snapshot, then format 2
+        svc.remove_document("v1")
+    finally:
+        svc.close()
 
 
 def test_a_refused_start_leaves_no_log_behind(index_dir, tiny_model):
