@@ -13,6 +13,7 @@ from embedkit.cli._common import (
     check_model,
     check_spec,
     command,
+    embedding_dim,
     fmt_bytes,
     info,
     limit_option,
@@ -89,13 +90,14 @@ def demo(spec, rescore, no_rescore, out, overwrite, limit, model, device):
     # cheap checks first: the spec and the output folder, before the model is loaded
     spec = check_spec(spec)
     target = prepare_output(out, "run", overwrite=overwrite) if out else None
-    check_model(model)
+    shape = check_model(model)
     rescore = None if no_rescore else rescore
     stats: dict = {}
     ids, texts, meta = pydoc_corpus(stats=stats)
     n_distinct = len(texts)
     if limit:
         ids, texts, meta = ids[:limit], texts[:limit], meta[:limit]
+    check_spec(spec, dim=embedding_dim(shape), n_train=len(texts))  # sizes, from the model's config: before it loads
     info(f"corpus: {len(texts)} distinct paragraphs of Python's help topics (pydoc_data.topics; "
          f"{stats['paragraphs']} paragraphs of >= {MIN_CHARS} characters, {stats['duplicates']} repeated under "
          f"another topic and dropped" + (f", first {len(texts)} of {n_distinct} kept by --limit" if limit else "") + ")")

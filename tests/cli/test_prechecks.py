@@ -266,3 +266,22 @@ def test_specs_semicolon_hint_only_for_whole_specs_joined_by_commas():
     assert str(e.value) == ("--specs: unknown compression stage 'int9' in spec 'float,int9'; known: float, f16, int8, "
                             "binary, mrl, lsh, itq, pq, opq, rabitq, bebr")
     assert parse_specs("mrl:128,binary", dim=384) == ["float", "mrl:128,binary"]
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--spec", "mrl:512"], "--spec 'mrl:512': mrl:512 needs embeddings of at least 512 dimensions, got 384"),
+    (["--spec", "lsh:100000000"], f"--spec 'lsh:100000000': {LSH_384}"),
+    (["--limit", "30", "--spec", "pq:48x8"],
+     "--spec 'pq:48x8': pq:48x8 needs at least 256 training vectors (one per centroid), got 30"),
+    (["--dim", "64", "--spec", "mrl:128"], "--spec 'mrl:128': mrl:128 needs embeddings of at least 128 dimensions, got 64"),
+])
+def test_demo_spec_sizes_before_the_model(trap, invoke, tmp_path, args, line):
+    """embedkit demo checks --spec against the model's config (and the corpus size) before loading it (issue 23)."""
+    res = invoke("demo", "-o", tmp_path / "d", *args, "-q")
+    _error(res, line)
+    assert not (tmp_path / "d").exists()
+
+
+def test_demo_spec_sizes_of_a_model_folder(trap, invoke, tiny_model_path):
+    res = invoke("demo", "-m", tiny_model_path, "--spec", "mrl:64")
+    _error(res, "--spec 'mrl:64': mrl:64 needs embeddings of at least 64 dimensions, got 32")
