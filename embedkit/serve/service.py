@@ -318,7 +318,8 @@ class SearchService:
                     raise EmbedkitError("its vectors hold NaN or infinite values")
                 return int(X.shape[1])
         except EmbedkitError as e:
-            raise WriteLogError(f"{self.log.path}:{rec.line}: a {rec.op} record that cannot be applied to the index "
+            article = "an" if rec.op == "add" else "a"
+            raise WriteLogError(f"{self.log.path}:{rec.line}: {article} {rec.op} record that cannot be applied to the index "
                                 f"at {self.path} ({e}); nothing was applied. Was the index rebuilt under a live log? "
                                 "Move the log aside to serve the index as it is (losing the writes recorded in "
                                 "it)") from None

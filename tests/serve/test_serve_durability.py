@@ -272,7 +272,7 @@ def test_a_record_that_does_not_fit_refuses_the_start_before_any_is_applied(inde
         log.append(LogRecord("remove", ["cat"]))
     with pytest.raises(WriteLogError) as exc:
         make_service(index_dir, tiny_model)
-    assert str(exc.value).startswith(f"{path}:4: a add record that cannot be applied to the index at {index_dir} (its "
+    assert str(exc.value).startswith(f"{path}:4: an add record that cannot be applied to the index at {index_dir} (its "
                                      f"vectors have dimension {dim + 1}, the index's have {dim}); nothing was applied")
     loaded = EmbeddingIndex.load(index_dir)
     assert "cat" in loaded and "a1" not in loaded
