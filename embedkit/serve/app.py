@@ -16,6 +16,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import time
 import uuid
 from typing import Any
@@ -67,6 +68,28 @@ def _internal_error(method: str, path: str, exc: BaseException) -> str:
     ref = uuid.uuid4().hex[:12]
     logger.error("request %s %s failed (ref %s)", method, path, ref, exc_info=exc)
     return f"internal error; the server log has the details (ref {ref})"
+
+
+def _finite(value):
+    """``value`` with every NaN/infinite float replaced by None (JSON has no such numbers)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+class _JSONResponse(JSONResponse):
+    """JSON that cannot fail on what an index already holds (metadata written by other tools, e.g. a
+    pandas NaN): non-finite floats are sent as ``null`` and lone surrogates as ``\\udXXX`` escapes."""
+
+    def render(self, content) -> bytes:
+        try:
+            return super().render(content)
+        except ValueError:  # NaN/inf (allow_nan=False) or a lone surrogate (UnicodeEncodeError)
+            return json.dumps(_finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
 
 
 class _DocumentId(Convertor):
@@ -284,7 +307,7 @@ def create_app(service: SearchService, *, close_service: bool = True) -> FastAPI
         if close_service:
             await asyncio.to_thread(service.close)
 
-    app = FastAPI(title="embedkit search", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="embedkit search", version=__version__, lifespan=lifespan, default_response_class=_JSONResponse,
                   description="Search an embedkit index; add and remove documents (bearer token).")
     bearer = HTTPBearer(auto_error=False, description="the server's token (--token-file or EMBEDKIT_TOKEN)")
 

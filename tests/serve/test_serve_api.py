@@ -202,6 +202,16 @@ def test_ids_with_control_characters_are_refused_and_stored_ones_stay_reachable(
     assert client.get("/api/documents/nl%0Aid").json()["error"]["code"] == "unknown_id"
 
 
+def test_stored_metadata_json_cannot_carry_is_still_served(client):
+    # written by another tool (e.g. a pandas NaN through the library): answered, not a 500 on every hit
+    client.service.index.add(["the zebra grazed"], ["z"], [{"score": float("nan"), "big": float("inf"), "\ud800": [1.5]}])
+    r = client.get("/api/documents/z")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"id": "z", "text": "the zebra grazed", "metadata": {"score": None, "big": None, "\ud800": [1.5]}}
+    hits = client.get("/api/search", params={"q": "the zebra grazed", "k": 20}).json()["hits"]
+    assert {"score": None, "big": None, "\ud800": [1.5]} in [h["metadata"] for h in hits]
+
+
 def test_type_errors_name_fields_the_same_way(client):
     r = client.post("/api/documents", json={"documents": [{"id": 5, "text": "the cat"}]}, headers=AUTH)
     assert r.status_code == 422
