@@ -76,6 +76,11 @@ def machine_info() -> dict:
     }
 
 
+def load_average() -> list[float]:
+    """1, 5 and 15-minute load averages (speed ratios measured under load are not results)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def write_results(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     payload = {"benchmark": name, "machine": machine_info(), **payload}

@@ -69,61 +69,13 @@ import numpy as np
 
 from embedkit.compression.base import Quantizer, check_backend, renamed_keyword
 from embedkit.compression.bebr_index import BEBRIndex
+from embedkit.compression.bebr_train import build_model, init_from_itq, split_holdout, train
 from embedkit.errors import EmbedkitError, SpecError
 from embedkit.validation import check_finite_number, check_positive_int
 
 __all__ = ["BEBRQuantizer"]
 
 logger = logging.getLogger(__name__)
-
-
-def _build_model(d: int, m: int, u: int, residual_mlp: bool = True):
-    import torch
-    from torch import nn
-
-    class Phi(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = nn.Linear(d, m, bias=True)
-            # the residual block's weights exist either way, so saved models load whatever the setting
-            self.norm = nn.LayerNorm(m)
-            self.fc1 = nn.Linear(m, m)
-            self.fc2 = nn.Linear(m, m)
-
-        def forward(self, r):
-            z = self.lin(r)
-            if not residual_mlp:
-                return z
-            return z + self.fc2(torch.nn.functional.gelu(self.fc1(self.norm(z))))
-
-    class Model(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.phi = nn.ModuleList([Phi() for _ in range(u)])
-            self.P_raw = nn.Parameter(torch.zeros(d, m))
-            self.log_alpha = nn.Parameter(torch.zeros(u))
-
-        def P(self):
-            Qm, R = torch.linalg.qr(self.P_raw)
-            sign = torch.sign(torch.diagonal(R))
-            sign = torch.where(sign == 0, torch.ones_like(sign), sign)
-            return Qm * sign
-
-        def forward(self, r, ste: bool = True):
-            """(planes (n, u, m) +-1 with STE gradient, decoded centred vectors (n, d), y (n, m))."""
-            P = self.P()
-            alpha = self.log_alpha.exp()
-            planes, y = [], 0.0
-            for t, phi in enumerate(self.phi):
-                z = phi(r)
-                hard = torch.where(z >= 0, 1.0, -1.0)
-                b = (z.clamp(-1, 1) + (hard - z.clamp(-1, 1)).detach()) if ste else hard
-                planes.append(b)
-                y = y + alpha[t] * b
-                r = r - alpha[t] * (b @ P.T)
-            return torch.stack(planes, 1), y @ P.T, y
-
-    return Model()
 
 
 class BEBRQuantizer(Quantizer):
@@ -133,18 +85,26 @@ class BEBRQuantizer(Quantizer):
         nbits: number of binary planes ``u`` (bits per output dimension), 1..4.
         width: bits per plane ``m`` (multiple of 8, at most the input dimension); default the
             input dimension.
-        epochs: passes over the fitting vectors (0 keeps the ITQ + greedy-residual initialisation).
+        epochs: most passes over the fitting vectors (0 keeps the ITQ + greedy-residual initialisation);
+            training stops earlier after ``n_iter_no_change`` epochs without a better held-out score.
         batch_size: vectors per training step (>= 2).
-        queue_size: float vectors of earlier batches kept as extra InfoNCE negatives (0 = batch only).
+        queue_size: decoded codes of earlier batches kept for the InfoNCE's hard negatives (0 = batch only).
+        hard_negatives: highest-scoring queued codes each anchor keeps as negatives (0 = the whole queue).
         temperature: InfoNCE temperature.
         lr: Adam learning rate (cosine-decayed to 0).
         nce_weight: weight of the InfoNCE term (code vs its own float vector).
         recon_weight: weight of the relative reconstruction error.
         distill_weight: weight of the neighbour distillation (0 = the paper's objective).
         distill_temperature: softmax temperature of the distillation.
+        pair_weight: weight of the query-document InfoNCE when ``fit(X, pairs=...)`` gets pairs.
         n_neighbours: nearest fitting vectors per anchor that the distillation ranks.
         residual_mlp: phi_t = linear map + residual MLP block (the paper's MLP, default) or the
             linear map alone (False).
+        symmetric: the SDC score: ``"centred"`` (``<y_q, y_d>``, popcounts only; default) or
+            ``"decoded"`` (the decoded inner product, one stored float per document).
+        validation_fraction: share of the fitting vectors held out to choose the epoch (at most 2,000
+            vectors; none below 100 fitting vectors); 0 keeps the last epoch, unchecked.
+        n_iter_no_change: epochs without a better held-out score before training stops.
         seed: seeds batches, weights and the initial rotation; the same seed gives the same codes.
         n_itq_iter: ITQ iterations of the initial rotation.
         show_progress: show a progress bar while fitting.
@@ -159,26 +119,35 @@ class BEBRQuantizer(Quantizer):
     """
 
     name = "bebr"
+    accepts_pairs = True
     renamed_params = {"bits": "nbits", "progress": "show_progress"}
 
     def __init__(self, nbits: int = 1, width: int | None = None, *, epochs: int = 5, batch_size: int = 256,
-                 queue_size: int = 4096, temperature: float = 0.05, lr: float = 1e-4, nce_weight: float = 1.0,
-                 recon_weight: float = 1.0, distill_weight: float = 1.0, distill_temperature: float = 0.05,
-                 n_neighbours: int = 16, residual_mlp: bool = True, seed: int = 0, n_itq_iter: int = 50,
+                 queue_size: int = 4096, hard_negatives: int = 64, temperature: float = 0.05, lr: float = 1e-4,
+                 nce_weight: float = 1.0, recon_weight: float = 1.0, distill_weight: float = 1.0,
+                 distill_temperature: float = 0.05, pair_weight: float = 1.0, n_neighbours: int = 16,
+                 residual_mlp: bool = True,
+                 symmetric: str = "centred", validation_fraction: float = 0.1, n_iter_no_change: int = 2,
+                 seed: int = 0, n_itq_iter: int = 50,
                  show_progress: bool = True, bits: int | None = None, progress: bool | None = None):
         self.nbits = renamed_keyword(nbits, bits, "bits", "nbits", "BEBRQuantizer")
         self.width = width
         self.epochs = epochs
         self.batch_size = batch_size
         self.queue_size = queue_size
+        self.hard_negatives = hard_negatives
         self.temperature = temperature
         self.lr = lr
         self.nce_weight = nce_weight
         self.recon_weight = recon_weight
         self.distill_weight = distill_weight
         self.distill_temperature = distill_temperature
+        self.pair_weight = pair_weight
         self.n_neighbours = n_neighbours
         self.residual_mlp = residual_mlp
+        self.symmetric = symmetric
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
         self.seed = seed
         self.n_itq_iter = n_itq_iter
         self.show_progress = renamed_keyword(show_progress, progress, "progress", "show_progress", "BEBRQuantizer")
@@ -209,12 +178,17 @@ class BEBRQuantizer(Quantizer):
         check_positive_int(self.epochs, "bebr epochs", minimum=0)
         check_positive_int(self.batch_size, "bebr batch_size", minimum=2)
         check_positive_int(self.queue_size, "bebr queue_size", minimum=0)
+        check_positive_int(self.hard_negatives, "bebr hard_negatives", minimum=0)
+        check_positive_int(self.n_iter_no_change, "bebr n_iter_no_change")
+        check_finite_number(self.validation_fraction, "bebr validation_fraction", low=0, high=0.5)
+        if self.symmetric not in ("centred", "decoded"):
+            raise EmbedkitError(f"bebr symmetric must be 'centred' or 'decoded', got {self.symmetric!r}")
         check_positive_int(self.n_neighbours, "bebr n_neighbours")
         check_positive_int(self.seed, "bebr seed", minimum=0)
         check_positive_int(self.n_itq_iter, "bebr n_itq_iter", minimum=0)
         for key in ("temperature", "lr", "distill_temperature"):
             check_finite_number(getattr(self, key), f"bebr {key}", low=0, low_inclusive=False)
-        for key in ("nce_weight", "recon_weight", "distill_weight"):
+        for key in ("nce_weight", "recon_weight", "distill_weight", "pair_weight"):
             check_finite_number(getattr(self, key), f"bebr {key}", low=0)
         if not isinstance(self.residual_mlp, (bool, np.bool_)):
             raise EmbedkitError(f"bebr residual_mlp must be True or False, got {self.residual_mlp!r}")
@@ -222,6 +196,33 @@ class BEBRQuantizer(Quantizer):
             raise EmbedkitError(f"{self.spec} needs at least 2 training vectors, got {n}")
 
     # -- fitting -----------------------------------------------------------------------------
+    def fit(self, X, pairs=None) -> BEBRQuantizer:
+        """Learn the codec from ``X``; ``pairs = (Q, D)``: vectors of queries and their relevant documents.
+
+        Pairs add a query-document InfoNCE (``pair_weight``): in each step a batch of pairs, every query
+        scored against the batch's document codes as search scores them (ADC: float query, decoded
+        document; SDC: both binarized, the code-code cosine), the relevant document the positive and the
+        other documents of the batch the negatives. Without pairs training is embedding-to-embedding, as
+        in the paper.
+        """
+        from embedkit.compression.base import check_matrix
+
+        self._pairs = None
+        if pairs is not None:
+            X0 = check_matrix(X)
+            if not isinstance(pairs, (tuple, list)) or len(pairs) != 2:
+                raise EmbedkitError(f"{self.spec}: pairs must be (query_vectors, document_vectors)")
+            Qp = check_matrix(pairs[0], X0.shape[1], "pair queries")
+            Dp = check_matrix(pairs[1], X0.shape[1], "pair documents")
+            if len(Qp) != len(Dp) or len(Qp) < 2:
+                raise EmbedkitError(f"{self.spec}: pairs need as many query as document vectors, at least 2 "
+                                    f"(got {len(Qp)} and {len(Dp)})")
+            self._pairs = (Qp, Dp)
+        try:
+            return super().fit(X)
+        finally:
+            self._pairs = None
+
     def _fit(self, X: np.ndarray) -> None:
         import torch
 
@@ -232,132 +233,35 @@ class BEBRQuantizer(Quantizer):
         u = int(self.nbits)
         seed = int(self.seed)
         t0 = time.perf_counter()
+        train_rows, held = (split_holdout(n, seed, float(self.validation_fraction)) if int(self.epochs) > 0
+                            else (np.arange(n), np.zeros(0, np.int64)))
+        # the initialisation sees every vector, so a fit that falls back to it equals epochs=0 exactly
         itq = ITQQuantizer(m, n_iter=int(self.n_itq_iter), seed=seed).fit(X)
         mean = itq.mean_
         A = (itq.components_ @ itq.rotation_).T  # (m, d) orthonormal rows
         Xc = torch.from_numpy(X - mean)
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
-        model = _build_model(d, m, u, bool(self.residual_mlp))
-        with torch.no_grad():
-            At = torch.from_numpy(np.ascontiguousarray(A))
-            model.P_raw.copy_(At.T)
-            for phi in model.phi:
-                phi.lin.weight.copy_(At)
-                phi.lin.bias.zero_()
-                torch.nn.init.zeros_(phi.fc2.weight)
-                torch.nn.init.zeros_(phi.fc2.bias)
-            # alpha_t: the mean |coordinate| of the residual plane t sees (greedy residual init)
-            r = Xc @ At.T
-            alphas = []
-            for _ in range(u):
-                a = float(r.abs().mean().clamp_min(1e-6))
-                alphas.append(a)
-                r = r - a * torch.where(r >= 0, 1.0, -1.0)
-            model.log_alpha.copy_(torch.log(torch.tensor(alphas)))
+        model = build_model(d, m, u, bool(self.residual_mlp))
+        init_from_itq(model, Xc, A)
+        model.eval()
         self.nbits_ = u
         self.mean_ = mean.astype(np.float32)
         self.width_ = m
         self.model_ = model
+        self.dim_in_ = d  # the held-out selection searches with the model being trained
         self.history_: list[dict[str, float]] = []
+        self.selection_: dict = {"chosen_epoch": 0, "epochs": []}
         if int(self.epochs) > 0:
             # exact duplicates share a group: none is a negative of another
             _, groups = np.unique(X, axis=0, return_inverse=True)
-            self._train(Xc, torch.from_numpy(groups.reshape(-1).astype(np.int64)), gen)
+            corpus = train_rows
+            if len(corpus) > 20_000:
+                corpus = np.sort(np.random.default_rng(seed).choice(corpus, 20_000, replace=False))
+            train(self, X, Xc, torch.from_numpy(groups.reshape(-1).astype(np.int64)), gen,
+                  holdout=(held, corpus) if len(held) else None, pairs=getattr(self, "_pairs", None))
         self.model_.eval()
         self.fit_seconds_ = time.perf_counter() - t0
-
-    def _train(self, Xc, groups, gen) -> None:
-        import torch
-        import torch.nn.functional as F
-        from tqdm.auto import tqdm
-
-        model = self.model_
-        n = len(Xc)
-        bs = min(int(self.batch_size), n)
-        epochs = int(self.epochs)
-        queue_size = int(self.queue_size)
-        temperature, distill_t = float(self.temperature), float(self.distill_temperature)
-        nce_w, rec_w, dist_w = float(self.nce_weight), float(self.recon_weight), float(self.distill_weight)
-        steps_per_epoch = max(1, n // bs)
-        total = steps_per_epoch * epochs
-        unused = () if self.residual_mlp else ("fc1", "fc2", "norm")
-        params = [p for name, p in model.named_parameters() if not any(f".{k}." in name for k in unused)]
-        opt = torch.optim.Adam(params, lr=float(self.lr))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, total) / total)))
-        Xn = F.normalize(Xc, dim=1)
-        sq_norm = float((Xc**2).sum(1).mean())
-        queue = torch.zeros((0, Xc.shape[1]))
-        queue_groups = torch.zeros((0,), dtype=torch.int64)
-        knn = self._neighbours(Xn) if dist_w > 0 else None
-        bar = tqdm(total=total, desc=f"fitting {self.spec}", unit="step", disable=not self.show_progress)
-        model.train()
-        for epoch in range(epochs):
-            perm = torch.randperm(n, generator=gen)
-            sums = np.zeros(3)
-            for s in range(steps_per_epoch):
-                idx = perm[s * bs : (s + 1) * bs]
-                x, xn, g = Xc[idx], Xn[idx], groups[idx]
-                _, dec, y = model(x)
-                decn = F.normalize(dec, dim=1)
-                keys = torch.cat([xn, queue]) if len(queue) else xn
-                key_groups = torch.cat([g, queue_groups]) if len(queue) else g
-                logits = decn @ keys.T / temperature
-                # an anchor's own vector (in the queue from an earlier batch) and its exact duplicates
-                # are not negatives; the positive is column i of row i
-                same = key_groups[None, :] == g[:, None]
-                same[torch.arange(len(idx)), torch.arange(len(idx))] = False
-                logits = logits.masked_fill(same, float("-inf"))
-                nce = F.cross_entropy(logits, torch.arange(len(idx)))
-                rec = ((dec - x) ** 2).sum(1).mean() / sq_norm
-                loss = nce_w * nce + rec_w * rec
-                dist = torch.zeros(())
-                if dist_w > 0:
-                    # listwise distillation over each anchor's nearest fitting vectors: the ranking
-                    # of code-code (SDC) and float-code (ADC) cosines must follow float-float
-                    nb = knn[idx]  # (b, K)
-                    _, dec_nb, y_nb = model(Xc[nb.reshape(-1)])
-                    K = nb.shape[1]
-                    yn = F.normalize(y, dim=1)
-                    yn_nb = F.normalize(y_nb, dim=1).reshape(len(idx), K, -1)
-                    dec_nb = F.normalize(dec_nb, dim=1).reshape(len(idx), K, -1)
-                    teacher = torch.einsum("bd,bkd->bk", xn, Xn[nb]) / distill_t
-                    sdc = torch.einsum("bm,bkm->bk", yn, yn_nb) / distill_t
-                    adc = torch.einsum("bd,bkd->bk", xn, dec_nb) / distill_t
-                    lt = F.log_softmax(teacher, 1)
-                    dist = 0.5 * (F.kl_div(F.log_softmax(sdc, 1), lt, log_target=True, reduction="batchmean")
-                                  + F.kl_div(F.log_softmax(adc, 1), lt, log_target=True, reduction="batchmean"))
-                    loss = loss + dist_w * dist
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                if queue_size > 0:
-                    # newest first; a vector re-enqueued in a later epoch replaces its older copy, so
-                    # the queue holds each vector (and each set of duplicates) at most once
-                    keep = ~torch.isin(queue_groups, g)
-                    queue = torch.cat([xn.detach(), queue[keep]])[:queue_size]
-                    queue_groups = torch.cat([g, queue_groups[keep]])[:queue_size]
-                sums += [nce.item(), rec.item(), dist.item()]
-                bar.update(1)
-            avg = sums / steps_per_epoch
-            self.history_.append({"epoch": epoch + 1, "infonce": float(avg[0]), "recon": float(avg[1]), "distill": float(avg[2])})
-            bar.set_postfix(nce=f"{avg[0]:.3f}", rec=f"{avg[1]:.3f}")
-            logger.debug("%s epoch %d: infonce %.4f recon %.4f distill %.4f", self.spec, epoch + 1, *avg)
-        bar.close()
-
-    def _neighbours(self, Xn):
-        """Indices (n, K) of each fitting vector's K nearest others by cosine (K = ``n_neighbours``)."""
-        import torch
-
-        K = min(int(self.n_neighbours), len(Xn) - 1)
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(Xn), 2048):
-                sim = Xn[i : i + 2048] @ Xn.T
-                sim[torch.arange(len(sim)), torch.arange(i, i + len(sim))] = -2.0
-                out.append(sim.topk(K, dim=1).indices)
-        return torch.cat(out)
 
     # -- coding ------------------------------------------------------------------------------
     def _planes(self, X: np.ndarray) -> np.ndarray:
@@ -460,6 +364,7 @@ class BEBRQuantizer(Quantizer):
         config["width_"] = self.width_
         config["nbits_"] = self.nbits_
         config["history"] = self.history_
+        config["selection"] = self.selection_
         arrays["mean"] = self.mean_
         for k, v in self.model_.state_dict().items():
             arrays[f"w.{k}"] = v.detach().numpy().copy()
@@ -472,8 +377,9 @@ class BEBRQuantizer(Quantizer):
         self.width_ = int(config["width_"])
         self.nbits_ = int(config.get("nbits_", self.nbits))
         self.history_ = list(config.get("history", []))
+        self.selection_ = dict(config.get("selection") or {})
         self.mean_ = np.asarray(arrays["mean"], dtype=np.float32)
-        model = _build_model(int(self.dim_in_), self.width_, self.nbits_, bool(self.residual_mlp))
+        model = build_model(int(self.dim_in_), self.width_, self.nbits_, bool(self.residual_mlp))
         weights = {k[2:]: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in arrays.items() if k.startswith("w.")}
         try:
             model.load_state_dict(weights)

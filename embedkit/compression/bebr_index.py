@@ -2,18 +2,23 @@
 
 A BEBR code of a vector is ``u`` binary planes ``b_0 .. b_{u-1}`` in ``{-1, +1}^m``, stored packed
 (``m/8`` bytes per plane, planes concatenated). It decodes to ``mean + P y`` with
-``y = sum_t alpha_t b_t`` and ``P`` with orthonormal columns (see :mod:`embedkit.compression.bebr`),
-so the inner product of two decoded codes is::
+``y = sum_t alpha_t b_t`` and ``P`` with orthonormal columns (see :mod:`embedkit.compression.bebr`).
+The symmetric score comes in two forms (the quantizer's ``symmetric``):
 
-    <mean + P y, mean + P y'> = |mean|^2 + <c, y> + <c, y'> + <y, y'>,      c = P^T mean
-    <y, y'> = sum_{t,s} alpha_t alpha_s <b_t, b'_s> = sum_{t,s} w_ts (m - 2 hamming(b_t, b'_s))
+* ``"centred"`` (default): ``<P y_q, P y_d> = <y_q, y_d> = sum_{t,s} w_ts (m - 2 hamming(b_t, b'_s))``
+  with ``w = alpha alpha^T``: popcounts only, nothing stored beside the code. With one plane this is a
+  monotone function of the Hamming distance, so a FAISS binary index returns the exact top-k at
+  Hamming speed (no re-scoring).
+* ``"decoded"``: the inner product of the two decoded vectors,
+  ``|mean|^2 + <c, y_q> + <c, y_d> + <y_q, y_d>`` with ``c = P^T mean``; :class:`BEBRIndex` keeps
+  the per-document term ``<c, y_d>`` as one float32 per document (:attr:`BEBRIndex.bytes_per_vector`
+  counts it).
 
-with ``w = alpha alpha^T``. :class:`BEBRIndex` keeps the per-document term ``<c, y'>`` as one float32
-per document (:attr:`BEBRIndex.bytes_per_vector` counts it) and adds the per-query terms, so its SDC
-score is exactly the decoded inner product. :func:`sdc_scores` evaluates that with popcounts over the packed
-planes (FAISS' ``hammings`` kernel when the plane is a whole number of 64-bit words, else
-``numpy.bitwise_count``); :func:`sdc_scores_reference` is the slow unpack-and-multiply definition
-the tests check it against.
+Why centred is the default: measured in ``bench/compression.py`` (``--symmetric``); the per-document
+term is computed from the codes themselves, and on a collection where it is noisy it costs more than it
+adds. :func:`sdc_scores` evaluates ``<y_q, y_d>`` with popcounts over the packed planes (FAISS'
+``hammings`` kernel when the plane is a whole number of 64-bit words, else ``numpy.bitwise_count``);
+:func:`sdc_scores_reference` is the slow unpack-and-multiply definition the tests check it against.
 """
 
 from __future__ import annotations
@@ -118,9 +123,9 @@ class BEBRIndex(CodeIndex):
         backend: ``flat`` (exhaustive SDC up to ``exhaustive_limit`` codes, else candidates from a
             FAISS ``IndexBinaryFlat`` over the first plane), ``hnsw`` or ``ivf`` (candidates always
             from a FAISS ``IndexBinaryHNSW`` / ``IndexBinaryIVF`` over the first plane).
-        scoring: ``"sdc"`` (query binarized too: ``<decode(q_code), decode(code)>`` from popcounts and
-            one stored float per document) or ``"adc"`` (float query against the decoded codes:
-            ``<q, decode(code)>``, more accurate, slower).
+        scoring: ``"sdc"`` (query binarized too; the quantizer's ``symmetric`` score from popcounts)
+            or ``"adc"`` (float query against the decoded codes: ``<q, decode(code)>``, more accurate,
+            slower).
         candidates: how many first-plane candidates per requested result (at least 256 in all).
     """
 
@@ -142,8 +147,17 @@ class BEBRIndex(CodeIndex):
 
     @property
     def bytes_per_vector(self) -> int:
-        """Stored bytes per document: the code, plus the float32 per-document term for SDC."""
-        return int(self.q.code_size) + (4 if self.scoring == "sdc" else 0)
+        """Stored bytes per document: the code, plus the float32 per-document term for decoded SDC."""
+        return int(self.q.code_size) + (4 if self._decoded else 0)
+
+    @property
+    def _decoded(self) -> bool:
+        return self.scoring == "sdc" and getattr(self.q, "symmetric", "decoded") == "decoded"
+
+    @property
+    def _hamming_exact(self) -> bool:
+        """One plane, centred SDC: the score is ``alpha^2 (m - 2 hamming)``, so Hamming order is exact."""
+        return self.scoring == "sdc" and not self._decoded and self.q.nbits_ == 1
 
     @property
     def ntotal(self) -> int:
@@ -157,7 +171,8 @@ class BEBRIndex(CodeIndex):
         if codes.ndim != 2 or codes.shape[1] != self.q.code_size:
             raise EmbedkitError(f"BEBR codes must have shape (n, {self.q.code_size}), got {codes.shape}")
         self.codes = np.concatenate([self.codes, codes]) if len(self.codes) else codes.copy()
-        self.doc_terms = np.concatenate([self.doc_terms, self.q.code_offsets(codes)])
+        terms = self.q.code_offsets(codes) if self._decoded else np.zeros(len(codes), np.float32)
+        self.doc_terms = np.concatenate([self.doc_terms, terms])
         self._cand = None
 
     def remove(self, rows: np.ndarray) -> None:
@@ -173,6 +188,8 @@ class BEBRIndex(CodeIndex):
                d_terms: np.ndarray | None = None) -> np.ndarray:
         if self.scoring == "sdc":
             scores = sdc_scores(q_codes, d_codes, self.q.plane_weights(), self.q.width_)
+            if not self._decoded:
+                return scores
             q_terms = self.q.code_offsets(q_codes) + np.float32(self.q.mean_norm2())
             return scores + d_terms[None, :] + q_terms[:, None]
         return self.q.asymmetric_scores(Q, d_codes)
@@ -210,6 +227,8 @@ class BEBRIndex(CodeIndex):
         n = self.ntotal
         if n == 0:
             return np.full((len(Q), k), -np.inf, np.float32), np.full((len(Q), k), -1, np.int64)
+        if self._hamming_exact and self.backend == "flat":
+            return self._hamming_search(q_codes, k)
         if self.backend == "flat" and n <= self.exhaustive_limit:
             out_s, out_r = [], []
             step = max(1, 20_000_000 // max(n, 1))
@@ -235,6 +254,19 @@ class BEBRIndex(CodeIndex):
             sc = self._score(Q[i : i + 1], None if q_codes is None else q_codes[i : i + 1], self.codes[c], self.doc_terms[c])
             scores[i], rows[i] = (a[0] for a in _topk(sc, k, c))
         return scores, rows
+
+    def _hamming_search(self, q_codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k of one-plane centred SDC straight from FAISS' binary index (IndexBinaryFlat)."""
+        index = self._candidate_index()
+        n = self.ntotal
+        kk = min(k, n)
+        D, rows = index.search(np.ascontiguousarray(q_codes), kk)
+        w = np.float32(self.q.plane_weights()[0, 0])
+        scores = np.full((len(q_codes), k), -np.inf, np.float32)
+        out = np.full((len(q_codes), k), -1, np.int64)
+        scores[:, :kk] = w * (np.float32(self.q.width_) - 2 * D.astype(np.float32))
+        out[:, :kk] = rows
+        return scores, out
 
     # -- persistence (np.savez in memory; no pickle) -----------------------------------------
     def to_bytes(self) -> bytes:

@@ -127,13 +127,29 @@ class CompressionPipeline:
                 raise SpecError(f"{self.quantizer.spec} supports backends {', '.join(backends)}, not {backend!r}")
         return self
 
-    def fit(self, X) -> CompressionPipeline:
+    def fit(self, X, pairs=None) -> CompressionPipeline:
+        """Fit the float transforms, then the quantizer, on ``X``.
+
+        ``pairs``: optional ``(query_vectors, document_vectors)`` of relevant pairs, passed (through the
+        fitted transforms) to quantizers that learn from them (BEBR); refused by the others.
+        """
         X = check_matrix(X)
         if len(X) == 0:
             raise EmbedkitError(f"cannot fit compression {self.spec!r} on 0 vectors")
+        if pairs is not None and not getattr(self.quantizer, "accepts_pairs", False):
+            raise EmbedkitError(f"compression {self.spec!r}: {self.quantizer.spec} does not learn from query-document "
+                                "pairs; fit pairs are used by bebr only")
         for t in self.transforms:
             X = t.fit(X).transform(X)
-        self.quantizer.fit(X)
+        if pairs is None:
+            self.quantizer.fit(X)
+            return self
+        if not isinstance(pairs, (tuple, list)) or len(pairs) != 2:
+            raise EmbedkitError("pairs must be (query_vectors, document_vectors)")
+        Qp, Dp = (check_matrix(a, self.dim_in_, what) for a, what in zip(pairs, ("pair queries", "pair documents")))
+        for t in self.transforms:
+            Qp, Dp = t.transform(Qp), t.transform(Dp)
+        self.quantizer.fit(X, pairs=(Qp, Dp))
         return self
 
     def transform(self, X) -> np.ndarray:

@@ -41,9 +41,14 @@ def test_rescored_rows_are_exact(data):
 
 
 def test_bebr_rows_count_the_per_document_float(data):
-    rows = evaluate_method(SweepMethod("bebr", "bebr:1x16", {"epochs": 0, "show_progress": False}), *data,
+    """The decoded symmetric score stores one float32 per document: the row's bytes count it."""
+    rows = evaluate_method(SweepMethod("bebr", "bebr:1x16", {"epochs": 0, "show_progress": False,
+                                                             "symmetric": "decoded"}), *data,
                            k=10, repeat=1, rescore=(False,))
     assert rows[0]["code_bytes"] == 2 and rows[0]["bytes"] == 6
+    centred = evaluate_method(SweepMethod("bebr", "bebr:1x16", {"epochs": 0, "show_progress": False}), *data,
+                              k=10, repeat=1, rescore=(False,))
+    assert centred[0]["code_bytes"] == 2 and centred[0]["bytes"] == 2
 
 
 def test_plot_label_uses_the_float_rows_bytes(tmp_path):

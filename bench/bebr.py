@@ -1,0 +1,195 @@
+"""BEBR on two retrieval collections: trained vs untrained at every size, each loss term alone, the
+symmetric score, and Hamming-speed SDC against FAISS IndexPQ ADC.
+
+    flock /tmp/embedkit-cpu.lock .venv/bin/python bench/bebr.py [--fit-extra 20000] [--quick]
+
+Collections (both encoded with the default model, cached):
+
+* **SciFact** test (5,183 abstracts, 300 queries), the protocol of ``bench/compression.py``: every codec
+  fitted on the corpus + SciFact's train queries + ``--fit-extra`` unlabelled sentences.
+* **Paraphrase retrieval** built from STS-B test and SICK-R test (no training split is used): every
+  pair scored >= 4 gives a query (sentence 1) and its one relevant document (sentence 2); the corpus
+  is every second sentence of both files. Codecs fitted on that corpus + the same unlabelled sentences.
+  Short, general-domain text: a different distribution from SciFact's biomedical abstracts.
+
+Rows (nDCG@10, no rescoring): float; the anchors sentence-transformers ``ubinary`` and ITQ (embedkit's
+``itq``) at the same bits; FAISS PQ ADC at 48 B; BEBR untrained (``epochs=0``: ITQ start + greedy
+residual planes) and trained, SDC (binary query) and ADC (float query), at 16/24/48/96/192 code bytes;
+at 48 and 96 B each loss term alone and the default objective; the symmetric score centred vs decoded.
+The training picks its epoch on held-out fitting vectors (recorded per row as ``chosen_epoch``).
+Speed: 200,000 codes, 300 queries, k=100: BEBR SDC at 48 B (one plane: FAISS ``IndexBinaryFlat``)
+against FAISS ``IndexPQ`` ADC at 48 B, best of 3, same threads. Writes bench/results/bebr.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import sys
+import time
+import warnings
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import numpy as np  # noqa: E402
+from common import RESULTS, data_dir, load_average, scifact, timed, write_results  # noqa: E402
+from compression import BEBR_SHAPES, fit_set, ubinary_anchor  # noqa: E402
+
+SIZES = (16, 24, 48, 96, 192)
+ABLATION_SIZES = (48, 96)
+TERMS = {"infonce only": {"recon_weight": 0.0, "distill_weight": 0.0},
+         "recon only": {"nce_weight": 0.0, "distill_weight": 0.0},
+         "distill only": {"nce_weight": 0.0, "recon_weight": 0.0}}
+
+
+def paraphrase_collection(model):
+    """(doc_ids, docs, q_ids, queries, qrels, corpus texts) from STS-B test + SICK-R test pairs scored >= 4."""
+    from embedkit.cache import encode_cached
+
+    docs_t, queries, qrels = {}, {}, {}
+    for name in ("stsb.test.tsv", "sickr.test.tsv"):
+        with open(data_dir() / "sts" / name, encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+        for score, s1, s2 in rows:
+            did = docs_t.setdefault(s2, f"d{len(docs_t)}")
+            if float(score) >= 4.0 and s1 != s2 and s1 not in queries:
+                queries[s1] = f"q{len(queries)}"
+                qrels[queries[s1]] = {did: 1}
+    doc_texts = list(docs_t)
+    q_texts = list(queries)
+    D = encode_cached(model, doc_texts, desc="paraphrase corpus")
+    Q = encode_cached(model, q_texts, desc="paraphrase queries")
+    return [docs_t[t] for t in doc_texts], D, [queries[t] for t in q_texts], Q, qrels
+
+
+def methods(sizes, ablation_sizes, extra):
+    from embedkit.evaluation.sweep import SweepMethod as M
+
+    quiet = {"show_progress": False, **extra}
+    out = [M("float", "float"), M("st-ubinary", build=ubinary_anchor, label="quantize_embeddings ubinary"),
+           M("itq", "itq:384"), M("pq-adc", "pq:48x8")]
+    for b in sizes:
+        u, w = BEBR_SHAPES[b]
+        spec = f"bebr:{u}" + (f"x{w}" if w else "")
+        out += [M("bebr-untrained", spec, {**quiet, "epochs": 0}),
+                M("bebr-untrained-adc", spec, {**quiet, "epochs": 0}, {"scoring": "adc"}),
+                M("bebr", spec, quiet), M("bebr-adc", spec, quiet, {"scoring": "adc"})]
+        if b in ablation_sizes:
+            out += [M("bebr-decoded", spec, {**quiet, "symmetric": "decoded"})]
+            for term, kw in TERMS.items():
+                out += [M(f"bebr {term}", spec, {**quiet, **kw}), M(f"bebr-adc {term}", spec, {**quiet, **kw}, {"scoring": "adc"})]
+    return out
+
+
+def chosen_epochs(cache) -> dict[str, dict]:
+    out = {}
+    for (spec, kw), (pipe, fit_s) in cache.items():
+        q = pipe.quantizer
+        if getattr(q, "name", "") == "bebr":
+            out[f"{spec} {dict(kw)}"] = {"chosen_epoch": q.selection_.get("chosen_epoch"),
+                                         "held_out": q.selection_.get("held_out"),
+                                         "epochs_run": len(q.history_), "fit_s": round(fit_s, 1),
+                                         "agreement": q.selection_.get("epochs")}
+    return out
+
+
+def speed(cache, fit_vectors, docs, queries, n, k=100, seed=0):
+    """ms/query: BEBR SDC at 48 B (one plane, Hamming) vs FAISS IndexPQ ADC at 48 B on ``n`` codes."""
+    import faiss
+
+    pipe = next(p for (spec, kw), (p, _) in cache.items() if spec == "bebr:1" and "epochs" not in dict(kw)
+                and len(dict(kw)) == 1)
+    rng = np.random.default_rng(seed)
+    X = docs[rng.integers(0, len(docs), n)] + rng.normal(0, 0.02, (n, docs.shape[1])).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    sdc = pipe.quantizer.new_index("flat")
+    sdc.add(pipe.transform(X))
+    pq = faiss.IndexPQ(docs.shape[1], 48, 8, faiss.METRIC_INNER_PRODUCT)
+    pq.train(fit_vectors)
+    pq.add(X)
+    tq = pipe.transform(queries)
+    out = {"n_codes": n, "queries": len(queries), "k": k, "code_bytes": 48, "threads": faiss.omp_get_max_threads()}
+    for _ in range(2):  # alternate, best of 3 each
+        out["bebr_sdc_ms_per_query"] = round(1000 * timed(sdc.search, tq, k, repeat=3)[1] / len(queries), 4)
+        out["pq_adc_ms_per_query"] = round(1000 * timed(pq.search, queries, k, repeat=3)[1] / len(queries), 4)
+    out["ratio_pq_over_sdc"] = round(out["pq_adc_ms_per_query"] / out["bebr_sdc_ms_per_query"], 2)
+    return out
+
+
+def targets(rows, float_ndcg):
+    def get(method, nbytes):
+        r = [x for x in rows if x["method"] == method and x["code_bytes"] == nbytes and not x["rescore"]]
+        return r[0]["ndcg@10"] if r else None
+
+    out = []
+    sizes = sorted({r["code_bytes"] for r in rows if r["method"] == "bebr"})
+    for kind, tr, un in (("SDC", "bebr", "bebr-untrained"), ("ADC", "bebr-adc", "bebr-untrained-adc")):
+        pairs = {b: (get(tr, b), get(un, b)) for b in sizes}
+        out.append({"target": f"trained >= untrained at every size ({kind})",
+                    "met": all(t >= u for t, u in pairs.values()), "trained_vs_untrained": pairs})
+    best_hamming = max(get("st-ubinary", 48), get("itq", 48))
+    out.append({"target": "48 B SDC >= max(ubinary, ITQ) + 0.005", "met": get("bebr", 48) >= best_hamming + 0.005,
+                "bebr": get("bebr", 48), "ubinary": get("st-ubinary", 48), "itq": get("itq", 48)})
+    if 96 in sizes:
+        out.append({"target": "96 B SDC >= 97% of float", "met": get("bebr", 96) >= 0.97 * float_ndcg,
+                    "ratio": round(get("bebr", 96) / float_ndcg, 4)})
+    out.append({"target": "48 B ADC >= FAISS PQ ADC at 48 B", "met": get("bebr-adc", 48) >= get("pq-adc", 48),
+                "bebr_adc": get("bebr-adc", 48), "pq": get("pq-adc", 48)})
+    return out
+
+
+def run_collection(name, docs, queries, doc_ids, q_ids, qrels, fit_vectors, sizes, ablation_sizes, extra):
+    from embedkit.evaluation.sweep import sweep
+
+    cache = {}
+    t0 = time.time()
+    rows = sweep(methods(sizes, ablation_sizes, extra), docs, queries, doc_ids, q_ids, qrels, k=100, oversample=4,
+                 cache=cache, fit_vectors=fit_vectors, rescore=(False,))
+    float_ndcg = next(r["ndcg@10"] for r in rows if r["method"] == "float")
+    tg = targets(rows, float_ndcg)
+    for t in tg:
+        print(f"[{name}] " + ("MET    " if t["met"] else "MISSED ") + t["target"],
+              {k: v for k, v in t.items() if k not in ("target", "met")}, flush=True)
+    return {"float_ndcg@10": float_ndcg, "rows": rows, "targets": tg, "training": chosen_epochs(cache),
+            "minutes": round((time.time() - t0) / 60, 1)}, cache
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--fit-extra", type=int, default=20000)
+    ap.add_argument("--speed-n", type=int, default=200_000)
+    ap.add_argument("--quick", action="store_true", help="48 and 96 B only, SciFact only, no speed run")
+    ap.add_argument("--epochs", type=int, default=None, help="override BEBR's epochs (default: the codec's)")
+    ap.add_argument("--name", default="bebr")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sizes = ABLATION_SIZES if args.quick else SIZES
+    extra = {} if args.epochs is None else {"epochs": args.epochs}
+    ds, doc_ids, docs, q_ids, queries, model = scifact()
+    fit_vectors, fit_counts = fit_set(model, docs, args.fit_extra)
+    qrels = {q: dict(v) for q, v in ds.qrels.items()}
+    out = {"command": "python bench/bebr.py " + " ".join(sys.argv[1:]), "load_average_start": load_average(),
+           "fit_set": fit_counts, "collections": {}}
+    res, cache = run_collection("scifact", docs, queries, doc_ids, q_ids, qrels, fit_vectors, sizes,
+                                ABLATION_SIZES, extra)
+    out["collections"]["scifact"] = res
+    if not args.quick:
+        p_ids, P, pq_ids, PQ, p_qrels = paraphrase_collection(model)
+        extra_vecs = fit_vectors[fit_counts["corpus"] + fit_counts["train_queries"]:]
+        res2, _ = run_collection("paraphrase", P, PQ, p_ids, pq_ids, p_qrels, np.concatenate([P, extra_vecs]),
+                                 (48, 96), ABLATION_SIZES, extra)
+        res2["data"] = f"STS-B test + SICK-R test pairs scored >= 4: {len(PQ)} queries, {len(P)} documents"
+        out["collections"]["paraphrase"] = res2
+        if args.speed_n:
+            out["speed_at_scale"] = speed(cache, fit_vectors, docs, queries, args.speed_n)
+            print("speed:", out["speed_at_scale"], flush=True)
+    out["load_average_end"] = load_average()
+    write_results(args.name, out)
+    print("wrote", RESULTS / f"{args.name}.json")
+
+
+if __name__ == "__main__":
+    main()
