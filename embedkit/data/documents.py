@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,15 +60,19 @@ def _id_text(value, i: int) -> str:
     return s
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _check_metadata(m, i: int, did: str) -> None:
     if m is None:
         return
     if not isinstance(m, dict):
         raise EmbedkitError(f"metadata of document {i} (id {did!r}) must be a dict or None, got {type(m).__name__}")
     try:
-        json.dumps(m)
+        # strict JSON: NaN/inf are not JSON, and a lone surrogate cannot be written as UTF-8
+        json.dumps(m, allow_nan=False, ensure_ascii=False).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as e:
-        bad = next((k for k, v in m.items() if not _encodable(v)), None)
+        bad = next((k for k, v in m.items() if not _encodable(k) or not _encodable(v)), None)
         where = f" (key {bad!r})" if bad is not None else ""
         raise EmbedkitError(
             f"metadata of document {i} (id {did!r}){where} cannot be stored as JSON ({str(e).splitlines()[0]}); "
@@ -77,7 +82,7 @@ def _check_metadata(m, i: int, did: str) -> None:
 
 def _encodable(v) -> bool:
     try:
-        json.dumps(v)
+        json.dumps(v, allow_nan=False, ensure_ascii=False).encode("utf-8")
         return True
     except (TypeError, ValueError, RecursionError):
         return False
@@ -134,6 +139,10 @@ def validate_documents(texts: Sequence[str], ids: Sequence[str] | None = None,
     for i, (did, t, m) in enumerate(zip(ids, texts, metadata)):
         if not isinstance(t, str):
             raise EmbedkitError(f"document {i} (id {did!r}) is {type(t).__name__}, expected text")
+        for what, value in (("id", did), ("text", t)):
+            if not value.isascii() and _SURROGATE.search(value):
+                raise EmbedkitError(f"document {i} (id {did!r}): its {what} holds a lone surrogate (e.g. '\\ud800'), "
+                                    "which is not text and cannot be stored as UTF-8; fix the input's encoding")
         _check_metadata(m, i, did)
         if is_blank(t):
             if on_empty == "error":

@@ -62,7 +62,7 @@ def _metadata_html(meta) -> str:
         return ""
     items = []
     for key, value in meta.items():
-        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=True)
         items.append(f"<dt>{html.escape(str(key))}</dt><dd>{html.escape(shown)}</dd>")
     return f'<dl class="meta">{"".join(items)}</dl>'
 

@@ -205,8 +205,9 @@ class SearchService:
         from embedkit.data.documents import validate_documents
 
         self._check_writable()
+        # the service's own check first: its messages name the request field (documents[1].text)
+        check_documents(list(ids), list(texts), list(metadata))
         docs = validate_documents(texts, ids, metadata, on_empty="error")
-        check_documents(docs.ids, docs.texts, docs.metadata)
         present = self.index.present_ids(docs.ids)
         if present:
             return present

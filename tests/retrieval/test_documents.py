@@ -63,3 +63,17 @@ def test_non_text_document():
 
 def test_is_blank():
     assert is_blank("") and is_blank(" \u2060\u200b\r") and not is_blank("\u200bx")
+
+
+@pytest.mark.parametrize("texts,ids,metadata,match", [
+    (["a\ud800b"], ["x"], None, "its text holds a lone surrogate"),
+    (["ab"], ["x\udfff"], None, "its id holds a lone surrogate"),
+    (["ab"], ["x"], [{"v": float("nan")}], r"\(key 'v'\) cannot be stored as JSON"),
+    (["ab"], ["x"], [{"v": float("inf")}], r"\(key 'v'\) cannot be stored as JSON"),
+    (["ab"], ["x"], [{"k\ud800": 1}], "cannot be stored as JSON"),
+])
+def test_text_that_sqlite_or_json_cannot_hold_is_refused_naming_the_document(texts, ids, metadata, match):
+    """NaN metadata was stored (and later broke every JSON answer that carried it); a lone surrogate
+    raised a raw UnicodeEncodeError from SQLite."""
+    with pytest.raises(EmbedkitError, match=match):
+        validate_documents(texts, ids, metadata)
