@@ -96,8 +96,13 @@ __all__ = [
     "OutputExistsError",
     "IndexStateError",
     "DistributedError",
+    "ResourceError",
 ]
 
 
 class DistributedError(EmbedkitError):
     """A multi-process training run failed: a worker died, or a checkpoint does not fit the process count."""
+
+
+class ResourceError(EmbedkitError):
+    """A requested size does not fit this machine's memory (refused before anything is allocated)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from embedkit.cli._common import POSITIVE, check_input, command, info, json_option, option, print_json, show_progress
+from embedkit.cli._common import POSITIVE, check_input, command, json_option, option, print_json, show_progress
 
 
 @command()
@@ -31,17 +31,19 @@ def train(config, max_steps, out, overwrite, resume, nproc, as_json):
       embedkit train configs/esimcse.yaml --out runs/esimcse --resume   # after an interruption
       embedkit train configs/esimcse.yaml --nproc 2                      # two processes (DDP)
     """
+    from pathlib import Path
+
     from embedkit.errors import EmbedkitError
     from embedkit.training import load_recipe, train_recipe
 
+    if Path(config).expanduser().is_dir():
+        raise EmbedkitError(f"{config}: is a folder; name a recipe file (YAML)")
     try:
         check_input(config, "CONFIG", kind="file")
     except EmbedkitError:
         raise EmbedkitError(f"{config}: recipe file not found") from None
     recipe = load_recipe(config).with_overrides(max_steps=max_steps, output=out)
-    c = recipe.config
-    info(f"recipe {recipe.source}: loss {c['loss']['name']}, sampler {c['sampler']['name']}, "
-         f"batch {c['training']['batch_size']}, max_steps {c['training']['max_steps'] or 'epochs=' + str(c['training']['epochs'])}")
+    # the recipe's summary is logged by train_recipe once its cheap checks passed (bad input: one line)
     import os
 
     if nproc and nproc > 1 and "LOCAL_RANK" not in os.environ:

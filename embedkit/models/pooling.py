@@ -21,6 +21,8 @@ except ImportError:  # pragma: no cover - sentence-transformers < 6
     from sentence_transformers.models import Module  # type: ignore
 
 from embedkit.errors import EmbedkitError
+from embedkit.models.pooling_size import latent_attention_parameters
+from embedkit.validation import check_memory
 
 __all__ = ["LatentAttentionPooling", "exclude_prompt"]
 
@@ -98,6 +100,9 @@ class LatentAttentionPooling(Module):
         if embedding_dimension % num_heads:
             raise EmbedkitError(f"latent attention num_heads={num_heads} does not divide the width "
                                 f"{embedding_dimension}; pick a divisor (e.g. {math.gcd(embedding_dimension, 8)})")
+        n_params = latent_attention_parameters(embedding_dimension, num_latents, mlp_ratio)
+        check_memory(4 * n_params, f"latent attention pooling with num_latents={num_latents}, mlp_ratio={mlp_ratio} "
+                                   f"at width {embedding_dimension} ({n_params:,} float32 parameters)")
         self.embedding_dimension = embedding_dimension
         self.num_latents = num_latents
         self.num_heads = num_heads
@@ -122,14 +127,19 @@ class LatentAttentionPooling(Module):
             nn.init.zeros_(self.ff_out.bias)
 
     def token_states(self, hidden: Tensor) -> Tensor:
-        """The per-token output of the attention and MLP blocks (before pooling)."""
+        """The per-token output of the attention and MLP blocks (before pooling).
+
+        Every token attends to the same latents (no mask), so the batch is folded into one sequence of
+        ``b * n`` queries against one copy of the keys and values: the same result as a per-text
+        attention, without ``b`` copies of the ``num_latents x dim`` keys and values.
+        """
         b, n, d = hidden.shape
         h = self.num_heads
-        q = self.to_q(self.norm_q(hidden)).view(b, n, h, d // h).transpose(1, 2)
+        q = self.to_q(self.norm_q(hidden)).reshape(1, b * n, h, d // h).transpose(1, 2)
         k, v = self.to_kv(self.norm_kv(self.latents)).chunk(2, dim=-1)
-        k = k.view(1, -1, h, d // h).transpose(1, 2).expand(b, -1, -1, -1)
-        v = v.view(1, -1, h, d // h).transpose(1, 2).expand(b, -1, -1, -1)
-        att = F.scaled_dot_product_attention(q, k, v)  # no mask: every token attends to every latent
+        k = k.reshape(1, -1, h, d // h).transpose(1, 2)
+        v = v.reshape(1, -1, h, d // h).transpose(1, 2)
+        att = F.scaled_dot_product_attention(q, k, v)  # (1, h, b*n, d/h)
         x = hidden + self.to_out(att.transpose(1, 2).reshape(b, n, d))
         return x + self.ff_out(self.ff_act(self.ff_in(self.norm_ff(x))))
 

@@ -87,7 +87,7 @@ SCHEMA: dict[str, Any] = {
     },
     "loss": {
         "name": Key(str, REQUIRED),
-        "temperature": Key(float, 0.05, low=0, low_open=True),
+        "temperature": Key(float, 0.05, low=1e-4, hint="similarities are divided by it; 0.05 in SimCSE"),
         "dup_rate": Key(float, 0.32, low=0, high=1),
         "max_dup": Key(int, 10, low=0),
         "momentum": Key(float, 0.995, low=0, high=1, high_open=True),
@@ -112,10 +112,10 @@ SCHEMA: dict[str, Any] = {
         "shuffle_batches": Key(bool, True),
     },
     "training": {
-        "seed": Key(int, 42, low=0),
+        "seed": Key(int, 42, low=0, high=2**32 - 1),
         "batch_size": Key(int, 64, low=1),
-        "max_seq_length": Key(int, 32, low=1),
-        "learning_rate": Key(float, 3e-5, low=0, low_open=True),
+        "max_seq_length": Key(int, 32, low=1, high=2**31 - 1, hint="the model's positions bound it too"),
+        "learning_rate": Key(float, 3e-5, low=0, high=1, low_open=True, hint="AdamW; 3e-5 is typical"),
         "epochs": Key(float, 1.0, low=0, low_open=True),
         "max_steps": Key((int, _NONE), None, low=1, hint="or null to train for `epochs`"),
         "warmup_ratio": Key(float, 0.0, low=0, high=1, high_open=True),
@@ -126,7 +126,7 @@ SCHEMA: dict[str, Any] = {
         "fp16": Key(bool, False),
         "bf16": Key(bool, False),
         "use_cpu": Key((bool, _NONE), None),
-        "ddp_timeout": Key(int, 600, low=1, hint="seconds a collective waits for the other processes"),
+        "ddp_timeout": Key(int, 600, low=1, high=365 * 86400, hint="seconds a collective waits for the other processes"),
         "prompts": Key((dict, str, _NONE), None,
                        hint="instruction prepended to a column, e.g. {anchor: 'Instruct: ...\\nQuery: '}"),
     },
@@ -151,13 +151,13 @@ WRAPPERS: dict[str, dict[str, Key]] = {
         "last_layer_weight": Key(float, 1.0, low=0),
         "prior_layers_weight": Key(float, 1.0, low=0),
         "kl_div_weight": Key(float, 1.0, low=0),
-        "kl_temperature": Key(float, 0.3, low=0),
+        "kl_temperature": Key(float, 0.3, low=0, low_open=True),
     },
     "starbucks": {  # embedkit StarbucksLoss
         "ladder": Key((list, _NONE), None, hint="[[layers, dims], ...] or null for the default ladder"),
         "last_layer_weight": Key(float, 1.0, low=0),
         "kl_div_weight": Key(float, 1.0, low=0),
-        "kl_temperature": Key(float, 0.3, low=0),
+        "kl_temperature": Key(float, 0.3, low=0, low_open=True),
     },
 }
 
@@ -202,6 +202,11 @@ def _coerce(value, types, where: str, src: str):
     raise RecipeError(f"{src}: {where}: must be {_type_name(types)}, got {type(value).__name__} {value!r}")
 
 
+def _num(x) -> str:
+    """A bound or value for a message: whole numbers exactly, others as ``%g``."""
+    return str(x) if x is None or isinstance(x, int) and not isinstance(x, bool) else f"{x:g}"
+
+
 def _check_range(value, key: Key, where: str, src: str) -> None:
     if isinstance(value, str) and key.choices is not None and value not in key.choices:
         raise RecipeError(f"{src}: {where}: must be one of {', '.join(map(repr, key.choices))}, got {value!r}")
@@ -210,15 +215,15 @@ def _check_range(value, key: Key, where: str, src: str) -> None:
     hint = f" ({key.hint})" if key.hint else ""
     if isinstance(value, float) and not math.isfinite(value):
         raise RecipeError(f"{src}: {where}: must be a finite number, got {value}{hint}")
+    interval = f"in {'(' if key.low_open else '['}{_num(key.low)}, {_num(key.high)}{')' if key.high_open else ']'}"
     if key.low is not None and (value < key.low or (key.low_open and value == key.low)):
-        bound = f"> {key.low:g}" if key.low_open else f">= {key.low:g}"
+        bound = f"> {_num(key.low)}" if key.low_open else f">= {_num(key.low)}"
         if key.high is not None:
-            bound = f"in {'(' if key.low_open else '['}{key.low:g}, {key.high:g}{')' if key.high_open else ']'}"
-        raise RecipeError(f"{src}: {where}: must be {bound}, got {value:g}{hint}")
+            bound = interval
+        raise RecipeError(f"{src}: {where}: must be {bound}, got {_num(value)}{hint}")
     if key.high is not None and (value > key.high or (key.high_open and value == key.high)):
-        bound = f"in {'(' if key.low_open else '['}{key.low:g}, {key.high:g}{')' if key.high_open else ']'}" \
-            if key.low is not None else (f"< {key.high:g}" if key.high_open else f"<= {key.high:g}")
-        raise RecipeError(f"{src}: {where}: must be {bound}, got {value:g}{hint}")
+        bound = interval if key.low is not None else (f"< {_num(key.high)}" if key.high_open else f"<= {_num(key.high)}")
+        raise RecipeError(f"{src}: {where}: must be {bound}, got {_num(value)}{hint}")
 
 
 def _validate_section(raw: dict, schema: dict, prefix: str, src: str) -> dict:
@@ -285,17 +290,13 @@ class Recipe:
         prompts = c["training"]["prompts"]
         if isinstance(prompts, dict) and not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
             raise RecipeError(f"{src}: training.prompts: must map column names to instruction strings, got {prompts!r}")
-        pool = c["pooling"]
-        if pool["name"] == "latent_attention" and not self._stage_model_pending:
-            from embedkit.models.submodel import model_shape
-
-            shape = model_shape(None if c["model"] in (None, "default") else c["model"])
-            if shape and shape[1] % pool["num_heads"]:
-                raise RecipeError(f"{src}: pooling.num_heads: {pool['num_heads']} does not divide the model's "
-                                  f"width {shape[1]}")
         t = c["training"]
         if t["fp16"] and t["bf16"]:
             raise RecipeError(f"{src}: training.bf16: fp16 and bf16 are both true; choose one")
+        if t["weight_decay"] * t["learning_rate"] >= 1:
+            raise RecipeError(f"{src}: training.weight_decay: {t['weight_decay']:g} x learning_rate "
+                              f"{t['learning_rate']:g} must be < 1 (AdamW shrinks every weight by that product "
+                              "each step); 0.01 is typical")
         self.train_path = resolve_path(c["data"]["train"])
         if c["data"]["format"] == "beir":
             if not self.train_path.is_dir():
@@ -303,6 +304,8 @@ class Recipe:
         elif not self.train_path.is_file():
             raise RecipeError(f"{src}: data.train: file not found: {self.train_path}")
         self.extra = self._check_extra(c, src)
+        if not self._stage_model_pending:
+            self.check_against_model(c["model"])
         sets = c["eval"]["sets"]
         if sets is None:
             sets = ["data:sts/stsb.dev.tsv"]
@@ -313,6 +316,7 @@ class Recipe:
             p = resolve_path(s)
             if not p.is_file():
                 raise RecipeError(f"{src}: eval.sets[{i}]: file not found: {p}")
+            _check_eval_set(p, src, f"eval.sets[{i}]")
             self.eval_paths.append(p)
         eval_every = c["eval"]["every"] or t["checkpoint_every"]
         if c["eval"]["select_best"] and self.eval_paths and t["checkpoint_every"] % eval_every:
@@ -332,6 +336,38 @@ class Recipe:
         self.checkpoint_dir = Path(c["checkpoint_dir"]).expanduser() if c["checkpoint_dir"] else \
             self.output.parent / (self.output.name + ".checkpoints")
 
+    def check_against_model(self, model, where: str = "") -> None:
+        """Check what depends on the model's size, read from its config files (no weights loaded).
+
+        ``pooling``: ``num_heads`` must divide the width, and training the latent-attention module
+        must fit in this machine's memory; ``training.max_seq_length`` must be within the model's
+        positions. Skipped for what the config does not say (a hub name, an unusual layout); the
+        pooling is checked again against the training device once the model has loaded
+        (:func:`embedkit.training.run.apply_pooling`).
+        """
+        c, src = self.config, self.source
+        info = model_config(model)
+        if info is None:
+            return
+        cfg, path = info
+        width = cfg.get("hidden_size", cfg.get("d_model"))
+        pool = c["pooling"]
+        if pool["name"] == "latent_attention" and _whole(width):
+            if width % pool["num_heads"]:
+                raise RecipeError(f"{src}: {where}pooling.num_heads: {pool['num_heads']} does not divide the model's "
+                                  f"width {width}")
+            check_pooling_memory(pool, width, c["training"]["batch_size"], c["training"]["max_seq_length"],
+                                 f"{src}: {where}")
+        if _whole(width):
+            for loss, key in [(c["loss"], "loss"), *((x["loss"], f"data.extra[{i}].loss")
+                                                     for i, x in enumerate(getattr(self, "extra", [])))]:
+                _check_queue_memory(loss, width, c["training"]["batch_size"], f"{src}: {where}{key}")
+        limit = max_positions(cfg)
+        n = c["training"]["max_seq_length"]
+        if limit is not None and n > limit:
+            raise RecipeError(f"{src}: {where}training.max_seq_length: {n} is beyond the model's {limit} positions "
+                              f"(max_position_embeddings in {path}); use at most {limit}")
+
     @staticmethod
     def _check_loss_and_data(c: dict, src: str, where: str = "") -> None:
         from embedkit.training.registry import LOSSES
@@ -346,6 +382,11 @@ class Recipe:
         wrappers = [w for w in WRAPPERS if loss[w] is not None]
         if len(wrappers) > 1:
             raise RecipeError(f"{src}: {where}loss.{wrappers[1]}: only one of matryoshka, matryoshka2d, starbucks at a time")
+        if "starbucks" in wrappers and entry.from_embeddings is False:
+            able = [n for n, e in LOSSES.items() if e.from_embeddings]
+            raise RecipeError(f"{src}: {where}loss.starbucks: loss {loss['name']} cannot compute its loss from given "
+                              f"embeddings, which Starbucks needs for every (layers, dims) rung; use "
+                              f"{' or '.join(able)} with starbucks")
         for w in wrappers:
             loss[w] = _validate_section(loss[w], WRAPPERS[w], f"{where}loss.{w}.", src)
             _check_wrapper(w, loss[w], c.get("model"), src, f"{where}loss.{w}")
@@ -377,7 +418,14 @@ class Recipe:
 
     def stage_recipes(self) -> list[Recipe]:
         """The recipe of every stage (``stages:``), each the base recipe with the stage's sections merged
-        in; stage i+1 starts from stage i's output. Validated here, before any model loads."""
+        in; stage i+1 starts from stage i's output. Validated here, before any model loads.
+
+        Pooling is set once, for the first stage (the top-level ``pooling``, or ``stages[0].pooling``):
+        a later stage continues the previous stage's model, its pooling module and that module's
+        trained weights included. A later stage that sets ``pooling`` is refused rather than applied,
+        since replacing the module mid-training would throw away what the earlier stages trained
+        (a new latent-attention module starts as plain mean pooling).
+        """
         stages = self.config.get("stages") or []
         out: list[Recipe] = []
         for i, st in enumerate(stages):
@@ -388,6 +436,12 @@ class Recipe:
             if unknown:
                 raise RecipeError(f"{self.source}: {where}.{unknown[0]}: unknown key; a stage may set "
                                   f"{', '.join(STAGE_KEYS)}")
+            later_pool = st.get("pooling") or {}
+            if i > 0 and isinstance(later_pool, dict) and (set(later_pool) - {"name"}
+                                                           or later_pool.get("name", "keep") != "keep"):
+                raise RecipeError(f"{self.source}: {where}.pooling: only the first stage sets pooling; stage {i + 1} "
+                                  f"continues stage {i}'s model, its trained pooling module included — move this "
+                                  "pooling to the top level or to stages[0]")
             raw = copy.deepcopy(self._raw_without_stages())
             for section in STAGE_KEYS[1:]:
                 if section in st:
@@ -404,6 +458,8 @@ class Recipe:
             try:
                 r = Recipe(_validate_section(raw, SCHEMA, "", self.source), self.source, self.output_option,
                            _stage_model_pending=i > 0)
+                if i > 0:  # the same transformer as the first stage's model
+                    r.check_against_model(self.config["model"])
             except RecipeError as e:
                 msg = str(e)
                 prefix = f"{self.source}: "
@@ -434,6 +490,10 @@ class Recipe:
         return Recipe(c, self.source, option)
 
 
+#: larger loss weights overflow float32 gradients (AdamW squares them)
+_MAX_LOSS_WEIGHT = 1e6
+
+
 def _check_wrapper(name: str, cfg: dict, model, src: str, where: str) -> None:
     """Dims and ladders: whole numbers, increasing, within the model (read from its config, no weights)."""
     from embedkit.models.submodel import model_shape
@@ -450,6 +510,9 @@ def _check_wrapper(name: str, cfg: dict, model, src: str, where: str) -> None:
                 isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0
                 for w in cfg["weights"])):
             raise RecipeError(f"{src}: {where}.weights: must be {len(dims)} finite numbers >= 0 (one per dim)")
+        if cfg["weights"] is not None and max(cfg["weights"]) > _MAX_LOSS_WEIGHT:
+            raise RecipeError(f"{src}: {where}.weights: {max(cfg['weights']):g} is above {_MAX_LOSS_WEIGHT:g}; the "
+                              "weights are relative (1 is typical) and larger ones overflow the float32 gradients")
     if name == "starbucks" and cfg["ladder"] is not None:
         from embedkit.training.losses.starbucks import check_ladder
 
@@ -462,6 +525,121 @@ def _check_wrapper(name: str, cfg: dict, model, src: str, where: str) -> None:
             check_ladder(ladder, depth, width, where=f"{where}.ladder")
         except RecipeError as e:
             raise RecipeError(f"{src}: {e}") from None
+
+
+def _whole(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 1
+
+
+#: model types whose position ids start after the padding index (usable positions = max - pad - 1)
+_PADDED_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "xlm-roberta-xl", "data2vec-text")
+
+
+def model_config(model) -> tuple[dict, Path] | None:
+    """``(config, path)`` of the transformer's ``config.json`` inside the local sentence-transformers
+    folder ``model`` (``None``/``"default"``: the bundled model); None when it cannot be read."""
+    import json
+
+    from embedkit.models.loading import resolve_model
+
+    try:
+        folder = Path(resolve_model(None if model in (None, "default") else model))
+        if not folder.is_dir():
+            return None
+        sub = ""
+        mods = folder / "modules.json"
+        if mods.is_file() and mods.stat().st_size < (1 << 20):
+            for m in json.loads(mods.read_text(encoding="utf-8")):
+                if isinstance(m, dict) and str(m.get("type", "")).endswith("Transformer"):
+                    sub = str(m.get("path", ""))
+                    break
+        path = folder / sub / "config.json"
+        if not path.is_file() or path.stat().st_size > (4 << 20):
+            return None
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError, EmbedkitError):
+        return None
+    if not isinstance(cfg, dict):
+        return None
+    if "hidden_size" not in cfg and isinstance(cfg.get("text_config"), dict):
+        cfg = cfg["text_config"]
+    return cfg, path
+
+
+def max_positions(cfg: dict) -> int | None:
+    """The longest input (in tokens) a transformer config's absolute position embeddings allow, or None."""
+    n = cfg.get("max_position_embeddings")
+    if not _whole(n):
+        return None
+    if cfg.get("model_type") in _PADDED_POSITIONS:
+        pad = cfg.get("pad_token_id")
+        n -= (pad + 1) if _whole(pad) or pad == 0 else 2
+    return n if n >= 1 else None
+
+
+def check_pooling_memory(pool: dict, width: int, batch_size: int, max_seq_length: int, prefix: str, *,
+                         available: int | None = None, where: str = "this machine") -> None:
+    """Refuse a latent-attention ``pool`` section whose training would not fit in memory (one line).
+
+    The estimate (:func:`embedkit.models.pooling_size.latent_attention_terms`) is a lower bound, so
+    only sizes that cannot fit are refused; the message names the key that drives it. ``available``
+    defaults to :func:`embedkit.validation.available_memory` (the check is skipped when unknown).
+    """
+    from embedkit.models.pooling_size import latent_attention_terms
+    from embedkit.validation import available_memory, fmt_size
+
+    if pool["name"] != "latent_attention":
+        return
+    avail = available_memory() if available is None else available
+    r, m = pool["num_latents"], pool["mlp_ratio"]
+
+    def need(r=r, m=m, b=batch_size, n=max_seq_length) -> int:
+        return sum(latent_attention_terms(width, r, m, rows=b, seq_len=n).values())
+
+    total = need()
+    if avail is None or total <= avail:
+        return
+    # the key to blame: the one whose default value would save the most
+    lat, mlp = SCHEMA["pooling"]["num_latents"].default, SCHEMA["pooling"]["mlp_ratio"].default
+    b0, n0 = SCHEMA["training"]["batch_size"].default, SCHEMA["training"]["max_seq_length"].default
+    key = min(("num_latents", "mlp_ratio", "batch"), key=lambda k: need(
+        r=min(r, lat) if k == "num_latents" else r, m=min(m, mlp) if k == "mlp_ratio" else m,
+        b=min(batch_size, b0) if k == "batch" else batch_size, n=min(max_seq_length, n0) if k == "batch" else max_seq_length))
+    if key == "num_latents":
+        what, fix = f"pooling.num_latents: {r}", f"use fewer latents (NV-Embed uses {lat})"
+    elif key == "mlp_ratio":
+        what, fix = f"pooling.mlp_ratio: {m}", f"use a smaller ratio (the reference uses {mlp})"
+    else:
+        what = f"training.batch_size: {batch_size} texts of up to {max_seq_length} tokens"
+        fix = "use a smaller training.batch_size or training.max_seq_length"
+    raise RecipeError(f"{prefix}{what}: training the latent-attention pooling at width {width} needs about "
+                      f"{fmt_size(total)}; {where} has {fmt_size(avail)} available — {fix}")
+
+
+def _check_queue_memory(loss: dict, width: int, batch_size: int, where: str) -> None:
+    """ESimCSE's queue of negatives: ``queue_size`` (or ``queue_factor`` x batch) embeddings, plus the
+    batch x queue similarities and their gradient, must fit in this machine's memory."""
+    from embedkit.validation import available_memory, fmt_size
+
+    if loss["name"] != "esimcse":
+        return
+    size = loss["queue_size"] if loss["queue_size"] is not None else round(loss["queue_factor"] * batch_size)
+    need = 4 * size * (width + 2 * batch_size)
+    avail = available_memory()
+    if avail is not None and need > avail:
+        key = "queue_size" if loss["queue_size"] is not None else "queue_factor"
+        raise RecipeError(f"{where}.{key}: a queue of {size:,} negatives of width {width} needs about {fmt_size(need)}; "
+                          f"this machine has {fmt_size(avail)} available — 2.5 x the batch size is the reference's")
+
+
+def _check_eval_set(path: Path, src: str, where: str) -> None:
+    """Read an STS evaluation set now (a bad score must fail before the model loads, not at the first eval)."""
+    from embedkit.data import read_sts_tsv
+
+    try:
+        read_sts_tsv(path)
+    except EmbedkitError as e:
+        raise RecipeError(f"{src}: {where}: {e}") from None
 
 
 def validate_recipe(raw: Any, source: str = "<dict>") -> Recipe:

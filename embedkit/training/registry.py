@@ -29,11 +29,13 @@ __all__ = ["LOSSES", "SAMPLERS", "LossEntry", "SamplerEntry", "SamplerPlan", "re
 
 @dataclass(frozen=True)
 class LossEntry:
-    """A registered loss: ``build(model, loss_cfg) -> nn.Module`` and the dataset columns it reads."""
+    """A registered loss: ``build(model, loss_cfg) -> nn.Module``, the dataset columns it reads, and
+    whether the built loss offers ``compute_loss_from_embeddings`` (None: not declared)."""
 
     build: Callable[[Any, dict], Any]
     columns: tuple[str, ...] = ("text",)
     formats: tuple[str, ...] = ("sentences",)
+    from_embeddings: bool | None = None
 
 
 @dataclass
@@ -57,15 +59,18 @@ LOSSES: dict[str, LossEntry] = {}
 SAMPLERS: dict[str, SamplerEntry] = {}
 
 
-def register_loss(name: str, *, columns: Sequence[str] = ("text",), formats: Sequence[str] = ("sentences",)):
+def register_loss(name: str, *, columns: Sequence[str] = ("text",), formats: Sequence[str] = ("sentences",),
+                  from_embeddings: bool | None = None):
     """Decorator: register ``fn(model, loss_cfg)`` as the builder of loss ``name``.
 
     ``columns`` are the dataset columns it reads when trained on plain sentences (each sentence fills
-    every column); ``formats`` are the ``data.format`` values it can train on.
+    every column); ``formats`` are the ``data.format`` values it can train on; ``from_embeddings``
+    says whether the built loss has ``compute_loss_from_embeddings`` (the Starbucks wrapper needs it;
+    a recipe pairing the two is refused before any model loads when it is False).
     """
 
     def deco(fn):
-        LOSSES[name] = LossEntry(fn, tuple(columns), tuple(formats))
+        LOSSES[name] = LossEntry(fn, tuple(columns), tuple(formats), from_embeddings)
         return fn
 
     return deco
@@ -102,14 +107,14 @@ def build_sampler(name: str, texts: Sequence[str], model, config: dict, *, show_
 # --- built-in losses ----------------------------------------------------------------------------
 
 
-@register_loss("simcse")
+@register_loss("simcse", from_embeddings=False)
 def _simcse(model, cfg: dict):
     from embedkit.training.losses import SimCSELoss
 
     return SimCSELoss(model, temperature=cfg["temperature"], gather_across_devices=cfg.get("gather_across_devices", True))
 
 
-@register_loss("esimcse")
+@register_loss("esimcse", from_embeddings=False)
 def _esimcse(model, cfg: dict):
     from embedkit.training.losses import ESimCSELoss
 
@@ -118,7 +123,7 @@ def _esimcse(model, cfg: dict):
                        gather_across_devices=cfg.get("gather_across_devices", True))
 
 
-@register_loss("mnrl", columns=("anchor", "positive"), formats=("sentences", "pairs", "beir"))
+@register_loss("mnrl", columns=("anchor", "positive"), formats=("sentences", "pairs", "beir"), from_embeddings=True)
 def _mnrl(model, cfg: dict):
     if not cfg.get("in_batch_negatives", True):
         from embedkit.training.losses.hard_negatives import OwnNegativesLoss
@@ -132,7 +137,7 @@ def _mnrl(model, cfg: dict):
     return MultipleNegativesRankingLoss(model, scale=1.0 / cfg["temperature"], gather_across_devices=gather)
 
 
-@register_loss("cosent", columns=("sentence1", "sentence2", "score"), formats=("scored_pairs",))
+@register_loss("cosent", columns=("sentence1", "sentence2", "score"), formats=("scored_pairs",), from_embeddings=True)
 def _cosent(model, cfg: dict):
     from sentence_transformers.sentence_transformer.losses import CoSENTLoss
 

@@ -80,8 +80,18 @@ def _rows(columns: dict[str, list]) -> int:
     return len(next(iter(columns.values()))) if columns else 0
 
 
-def apply_pooling(model, cfg: dict) -> None:
-    """Replace the model's pooling module as the recipe's ``pooling`` section asks (``keep`` does nothing)."""
+def apply_pooling(model, cfg: dict, *, batch_size: int = 1, max_seq_length: int | None = None,
+                  source: str = "") -> None:
+    """Replace the model's pooling module as the recipe's ``pooling`` section asks (``keep`` does nothing).
+
+    A latent-attention module is checked against the memory of the device the model is on (free GPU
+    memory, or the RAM this process may still use) before it is allocated, for ``batch_size`` texts
+    of up to ``max_seq_length`` tokens (default: the model's); ``source`` prefixes the error.
+
+    Raises:
+        RecipeError: no pooling module to replace, ``num_heads`` does not divide the width, or the
+            module would not fit in memory (one line naming the key).
+    """
     name = cfg["name"]
     if name == "keep":
         return
@@ -95,13 +105,33 @@ def apply_pooling(model, cfg: dict) -> None:
         from embedkit.models.pooling import LatentAttentionPooling
 
         if dim % cfg["num_heads"]:
-            raise RecipeError(f"pooling.num_heads: {cfg['num_heads']} does not divide the model's width {dim}")
+            raise RecipeError(f"{source}pooling.num_heads: {cfg['num_heads']} does not divide the model's width {dim}")
+        from embedkit.training.recipe import check_pooling_memory
+
+        avail, where = _device_memory(next(model.parameters()).device)
+        check_pooling_memory(cfg, dim, batch_size, max_seq_length or model.max_seq_length or 1, source,
+                             available=avail, where=where)
         new = LatentAttentionPooling(dim, num_latents=cfg["num_latents"], num_heads=cfg["num_heads"],
                                      mlp_ratio=cfg["mlp_ratio"])
     else:
         new = Pooling(dim, "mean", include_prompt=False)
     new.to(next(model.parameters()).device)
     model._modules[str(idx)] = new
+
+
+def _device_memory(device) -> tuple[int | None, str]:
+    """(bytes free, how to name it) on ``device``: a GPU's free memory, else this machine's RAM."""
+    if getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        try:
+            free, _ = torch.cuda.mem_get_info(device)
+            return int(free), f"GPU {device}"
+        except (RuntimeError, AssertionError):
+            pass
+    from embedkit.validation import available_memory
+
+    return available_memory(), "this machine"
 
 
 @dataclass
@@ -219,6 +249,8 @@ def train_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
     extra_data = [read_training_data(x["path"], x["format"], x["loss"]["name"], split=x["split"],
                                      max_rows=x["max_sentences"], source=recipe.source, where=f"data.extra[{i}].train")
                   for i, x in enumerate(recipe.extra)]
+    say("recipe %s: loss %s, sampler %s, batch %d, %s", recipe.source, c["loss"]["name"], c["sampler"]["name"],
+        t["batch_size"], f"max_steps {t['max_steps']}" if t["max_steps"] else f"epochs {t['epochs']:g}")
 
     import torch
     from datasets import Dataset
@@ -234,7 +266,8 @@ def train_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
     torch.manual_seed(t["seed"])
     model = load_encoder(c["model"])
     model.max_seq_length = t["max_seq_length"]
-    apply_pooling(model, c["pooling"])
+    apply_pooling(model, c["pooling"], batch_size=t["batch_size"], max_seq_length=t["max_seq_length"],
+                  source=f"{recipe.source}: ")
     loss_name = c["loss"]["name"]
     loss = wrap_loss(model, build_loss(loss_name, model, c["loss"]), c["loss"])
     dataset = Dataset.from_dict(columns if columns is not None else {col: texts for col in LOSSES[loss_name].columns})
