@@ -17,13 +17,14 @@ def latent_attention_parameters(dim: int, num_latents: int, mlp_ratio: int) -> i
 
 
 def latent_attention_terms(dim: int, num_latents: int, mlp_ratio: int, *, rows: int, seq_len: int) -> dict[str, int]:
-    """The bytes training the module takes, by what drives them (a lower bound; float32, AdamW).
+    """The bytes training the module takes, by what drives them (an estimate; float32, AdamW).
 
     ``num_latents``: the latents and every latent's LayerNorm and key/value projections (forward and
     gradient); ``mlp_ratio``: the MLP's weights; ``tokens``: the MLP's inner activations of ``rows``
     texts of up to ``seq_len`` tokens (forward and gradient). Weights take 16 bytes per parameter
     (the value, its gradient and AdamW's two moments). The attention itself runs blockwise and is
-    left out; the transformer under the module is not counted.
+    left out; the transformer under the module is not counted. Measured on CPU (width 384, 100,000
+    latents, 64 rows of 32 tokens): 1.4 GB peak for an estimate of 1.6 GB.
     """
     d, r, m = int(dim), int(num_latents), int(mlp_ratio)
     return {

@@ -581,9 +581,10 @@ def check_pooling_memory(pool: dict, width: int, batch_size: int, max_seq_length
                          available: int | None = None, where: str = "this machine") -> None:
     """Refuse a latent-attention ``pool`` section whose training would not fit in memory (one line).
 
-    The estimate (:func:`embedkit.models.pooling_size.latent_attention_terms`) is a lower bound, so
-    only sizes that cannot fit are refused; the message names the key that drives it. ``available``
-    defaults to :func:`embedkit.validation.available_memory` (the check is skipped when unknown).
+    The estimate (:func:`embedkit.models.pooling_size.latent_attention_terms`, two views of every
+    batch row) counts the module alone, not the transformer under it, so a refused size cannot fit;
+    the message names the key whose default would save the most. ``available`` defaults to
+    :func:`embedkit.validation.available_memory` (the check is skipped when unknown).
     """
     from embedkit.models.pooling_size import latent_attention_terms
     from embedkit.validation import available_memory, fmt_size
@@ -593,8 +594,8 @@ def check_pooling_memory(pool: dict, width: int, batch_size: int, max_seq_length
     avail = available_memory() if available is None else available
     r, m = pool["num_latents"], pool["mlp_ratio"]
 
-    def need(r=r, m=m, b=batch_size, n=max_seq_length) -> int:
-        return sum(latent_attention_terms(width, r, m, rows=b, seq_len=n).values())
+    def need(r=r, m=m, b=batch_size, n=max_seq_length) -> int:  # every loss embeds two views (columns) per row
+        return sum(latent_attention_terms(width, r, m, rows=2 * b, seq_len=n).values())
 
     total = need()
     if avail is None or total <= avail:

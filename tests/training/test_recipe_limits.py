@@ -43,7 +43,7 @@ def _latent(d, **pool):
      "bad.yaml: pooling.num_latents: 100000000000: training the latent-attention pooling at width 32 needs about "
      "116.4 TiB; this machine has 8.0 GiB available — use fewer latents (NV-Embed uses 512)"),
     ({"mlp_ratio": 100_000_000},
-     "bad.yaml: pooling.mlp_ratio: 100000000: training the latent-attention pooling at width 32 needs about 22.4 TiB; "
+     "bad.yaml: pooling.mlp_ratio: 100000000: training the latent-attention pooling at width 32 needs about 40.3 TiB; "
      "this machine has 8.0 GiB available — use a smaller ratio (the reference uses 4)"),
 ])
 def test_pooling_sizes_beyond_memory_are_refused_before_loading(recipe_dict, no_model_loading, memory, pool, message):
