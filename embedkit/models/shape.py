@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ModelShape", "read_shape"]
+__all__ = ["ModelShape", "read_shape", "read_max_positions"]
 
 #: legacy sentence-transformers pooling flags (each active one adds a block of the token width)
 _POOLING_FLAGS = ("pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens",
@@ -141,3 +141,38 @@ def read_shape(folder: str | os.PathLike) -> ModelShape | None:
         if cut is not None:
             dim = min(dim, cut)
     return ModelShape(layers, hidden, dim if known else None)
+
+
+#: model types whose position ids start after the padding index (usable = max_position_embeddings - pad - 1)
+_PADDED_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "mpnet", "data2vec-text")
+
+
+def read_max_positions(folder: str | os.PathLike) -> int | None:
+    """The longest input, in tokens, the transformer's absolute position embeddings allow.
+
+    Read from the transformer's ``config.json`` (``max_position_embeddings``, less the padding offset
+    of RoBERTa-style models); None when ``folder`` holds no readable config or the config names no
+    such limit (relative or rotary positions without one).
+
+    Example:
+        >>> from embedkit.models.loading import default_model_path
+        >>> read_max_positions(default_model_path())
+        512
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    modules = _read_json(folder / "modules.json")
+    sub = folder
+    if isinstance(modules, list) and modules and isinstance(modules[0], dict):
+        sub = folder / str(modules[0].get("path") or "")
+    cfg = _read_json(sub / "config.json")
+    if not isinstance(cfg, dict):
+        return None
+    if "hidden_size" not in cfg and isinstance(cfg.get("text_config"), dict):
+        cfg = cfg["text_config"]
+    n = _int(cfg.get("max_position_embeddings"))
+    if n is not None and cfg.get("model_type") in _PADDED_POSITIONS:
+        pad = cfg.get("pad_token_id")
+        n -= pad + 1 if isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0 else 2
+    return n if n is not None and n >= 1 else None

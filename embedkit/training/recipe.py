@@ -346,11 +346,7 @@ class Recipe:
         (:func:`embedkit.training.run.apply_pooling`).
         """
         c, src = self.config, self.source
-        info = model_config(model)
-        if info is None:
-            return
-        cfg, path = info
-        width = cfg.get("hidden_size", cfg.get("d_model"))
+        width, limit = model_width_and_positions(model)
         pool = c["pooling"]
         if pool["name"] == "latent_attention" and _whole(width):
             if width % pool["num_heads"]:
@@ -362,11 +358,10 @@ class Recipe:
             for loss, key in [(c["loss"], "loss"), *((x["loss"], f"data.extra[{i}].loss")
                                                      for i, x in enumerate(getattr(self, "extra", [])))]:
                 _check_queue_memory(loss, width, c["training"]["batch_size"], f"{src}: {where}{key}")
-        limit = max_positions(cfg)
         n = c["training"]["max_seq_length"]
         if limit is not None and n > limit:
             raise RecipeError(f"{src}: {where}training.max_seq_length: {n} is beyond the model's {limit} positions "
-                              f"(max_position_embeddings in {path}); use at most {limit}")
+                              f"(max_position_embeddings in its config.json); use at most {limit}")
 
     @staticmethod
     def _check_loss_and_data(c: dict, src: str, where: str = "") -> None:
@@ -531,50 +526,18 @@ def _whole(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 1
 
 
-#: model types whose position ids start after the padding index (usable positions = max - pad - 1)
-_PADDED_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "xlm-roberta-xl", "data2vec-text")
-
-
-def model_config(model) -> tuple[dict, Path] | None:
-    """``(config, path)`` of the transformer's ``config.json`` inside the local sentence-transformers
-    folder ``model`` (``None``/``"default"``: the bundled model); None when it cannot be read."""
-    import json
-
+def model_width_and_positions(model) -> tuple[int | None, int | None]:
+    """``(hidden size, usable positions)`` of the local model ``model`` (``None``/``"default"``: the
+    bundled one), read from its configs (:mod:`embedkit.models.shape`); None for what they do not say."""
     from embedkit.models.loading import resolve_model
+    from embedkit.models.shape import read_max_positions, read_shape
 
     try:
-        folder = Path(resolve_model(None if model in (None, "default") else model))
-        if not folder.is_dir():
-            return None
-        sub = ""
-        mods = folder / "modules.json"
-        if mods.is_file() and mods.stat().st_size < (1 << 20):
-            for m in json.loads(mods.read_text(encoding="utf-8")):
-                if isinstance(m, dict) and str(m.get("type", "")).endswith("Transformer"):
-                    sub = str(m.get("path", ""))
-                    break
-        path = folder / sub / "config.json"
-        if not path.is_file() or path.stat().st_size > (4 << 20):
-            return None
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError, EmbedkitError):
-        return None
-    if not isinstance(cfg, dict):
-        return None
-    if "hidden_size" not in cfg and isinstance(cfg.get("text_config"), dict):
-        cfg = cfg["text_config"]
-    return cfg, path
-
-
-def max_positions(cfg: dict) -> int | None:
-    """The longest input (in tokens) a transformer config's absolute position embeddings allow, or None."""
-    n = cfg.get("max_position_embeddings")
-    if not _whole(n):
-        return None
-    if cfg.get("model_type") in _PADDED_POSITIONS:
-        pad = cfg.get("pad_token_id")
-        n -= (pad + 1) if _whole(pad) or pad == 0 else 2
-    return n if n >= 1 else None
+        folder = resolve_model(None if model in (None, "default") else model)
+    except EmbedkitError:
+        return None, None
+    shape = read_shape(folder)
+    return (shape.hidden if shape is not None else None), read_max_positions(folder)
 
 
 def check_pooling_memory(pool: dict, width: int, batch_size: int, max_seq_length: int, prefix: str, *,
