@@ -6,9 +6,19 @@ candidates for the query, drop every known positive of that query, and drop ever
 score exceeds ``max_positive_ratio`` (95%) of the positive's score — such near-positives are often
 unlabelled positives (false negatives) — then keep the ``num_negatives`` best of the rest.
 
+Two details the paper leaves open, settled as sentence-transformers' ``mine_hard_negatives`` settles
+them (``relative_margin = 1 - max_positive_ratio``):
+
+* a query with several labelled positives is thresholded on its *weakest* positive, for every one of
+  its pairs, so no kept negative outscores a labelled positive of its query;
+* the threshold is ``p - (1 - ratio) * |p|`` for a positive score ``p``: ``ratio * p`` when ``p >= 0``
+  (the paper's rule), and still below the positive when ``p < 0`` (``ratio * p`` would lie above it).
+
 Candidates come from an :class:`~embedkit.retrieval.EmbeddingIndex` over the corpus, so any
-compression spec works (``binary`` with float16 rescoring for large corpora); corpus embeddings go
-through the embedding cache, so mining twice encodes the corpus once.
+compression spec can find them (``binary`` with ``rescore`` for large corpora), but every candidate is
+then scored with the float cosine of the full embeddings, the scale the positive is scored on: the
+threshold compares like with like whatever the spec (a binary index's own scores, 1 - 2h/n, are not
+cosines). Corpus embeddings go through the embedding cache, so mining twice encodes the corpus once.
 """
 
 from __future__ import annotations
@@ -23,14 +33,18 @@ import numpy as np
 
 from embedkit.errors import EmbedkitError
 
-__all__ = ["MinedNegatives", "mine_hard_negatives", "percpos_filter", "write_triplets"]
+__all__ = ["MinedNegatives", "mine_hard_negatives", "percpos_filter", "percpos_threshold", "write_triplets"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class MinedNegatives:
-    """Mined negatives, one row per input (query, positive) pair."""
+    """Mined negatives, one row per input (query, positive) pair.
+
+    Scores are float cosines. ``positive_scores`` holds each pair's own positive; ``thresholds`` the
+    score above which its candidates were dropped (from the query's weakest positive).
+    """
 
     queries: list[str]
     positive_ids: list[str]
@@ -38,16 +52,34 @@ class MinedNegatives:
     negative_scores: list[list[float]]
     positive_scores: list[float]
     stats: dict = field(default_factory=dict)
+    thresholds: list[float] = field(default_factory=list)
+
+
+def percpos_threshold(positive_score: float, max_positive_ratio: float) -> float:
+    """The TopK-PercPos threshold: candidates scoring above it are dropped as likely false negatives.
+
+    ``positive_score - (1 - max_positive_ratio) * |positive_score|``: ``ratio x positive`` for a
+    positive score >= 0 (NV-Retriever's rule), and ``(2 - ratio) x positive`` for a negative one, so the
+    threshold always lies ``(1 - ratio) x |positive|`` *below* the positive (sentence-transformers'
+    ``relative_margin``).
+
+    Example:
+        >>> percpos_threshold(0.8, 0.95), round(percpos_threshold(-0.2, 0.95), 6)
+        (0.76, -0.21)
+    """
+    p, r = float(positive_score), float(max_positive_ratio)
+    return r * p if p >= 0 else (2.0 - r) * p
 
 
 def percpos_filter(candidate_ids: Sequence[str], candidate_scores: Sequence[float], positive_score: float, *,
                    positives: set[str], max_positive_ratio: float, num_negatives: int) -> tuple[list[str], list[float], int]:
     """TopK-PercPos on one query's ranked candidates.
 
+    ``positive_score`` is the query's weakest labelled positive (see :func:`percpos_threshold`).
     Returns the kept ``(ids, scores)`` (at most ``num_negatives``, in rank order) and how many candidates
-    the threshold ``max_positive_ratio * positive_score`` removed (known positives are not counted).
+    the threshold removed (known positives are not counted).
     """
-    threshold = max_positive_ratio * positive_score
+    threshold = percpos_threshold(positive_score, max_positive_ratio)
     kept, kept_scores, dropped = [], [], 0
     for did, s in zip(candidate_ids, candidate_scores):
         if did in positives:
@@ -68,14 +100,17 @@ def mine_hard_negatives(pairs: Sequence[tuple[str, str]], corpus_ids: Sequence[s
     """Mine ``num_negatives`` hard negatives for every ``(query text, positive document id)`` pair.
 
     Args:
-        pairs: (query, positive id) rows; a query with several positives appears once per positive,
-            and all its positives are excluded from its negatives.
+        pairs: (query, positive id) rows; a query with several positives appears once per positive;
+            all its positives are excluded from its negatives, and every one of its pairs is
+            thresholded on its weakest positive.
         corpus_ids, corpus_texts: the documents to mine from.
         model: the encoder that scores candidates (usually the model about to be trained).
         num_negatives: negatives per pair.
-        max_positive_ratio: drop candidates scoring above this share of the positive's score (0.95).
+        max_positive_ratio: drop candidates scoring above this share of the positive's score (0.95;
+            see :func:`percpos_threshold` for a negative positive score).
         candidates: how many top documents to consider per query (default ``4 * num_negatives + 10``).
-        spec, rescore: the index used for the candidate search (see :mod:`embedkit.compression.spec`).
+        spec, rescore: the index that finds the candidates (see :mod:`embedkit.compression.spec`);
+            whatever it is, candidates are then scored, ranked and thresholded by float cosine.
 
     Raises:
         EmbedkitError: a positive id not in the corpus, bad parameters, an empty corpus.
@@ -87,7 +122,7 @@ def mine_hard_negatives(pairs: Sequence[tuple[str, str]], corpus_ids: Sequence[s
             mined.negative_ids[0]    # up to 7 document ids
     """
     from embedkit.cache import encode_cached
-    from embedkit.retrieval.index import EmbeddingIndex
+    from embedkit.retrieval import EmbeddingIndex
     from embedkit.validation import check_finite_number, check_positive_int
 
     num_negatives = check_positive_int(num_negatives, "num_negatives")
@@ -118,14 +153,23 @@ def mine_hard_negatives(pairs: Sequence[tuple[str, str]], corpus_ids: Sequence[s
     positives: dict[str, set[str]] = {}
     for q, d in pairs:
         positives.setdefault(q, set()).add(d)
+    del scores  # the index's own scale (binary: 1 - 2h/n): candidates are scored by float cosine below
     docs_n = docs / np.maximum(np.linalg.norm(docs, axis=1, keepdims=True), 1e-12)
     Qn = Q / np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-12)
+    ranked: dict[str, tuple[list[str], np.ndarray]] = {}
+    for q in query_texts:  # every candidate on the positive's scale, best first
+        r = qrow[q]
+        cand = ids[r]
+        s = docs_n[[pos_of[c] for c in cand]] @ Qn[r] if cand else np.zeros(0, dtype=np.float32)
+        order = np.argsort(-s, kind="stable")
+        ranked[q] = ([cand[i] for i in order], s[order])
+    weakest = {q: min(float(Qn[qrow[q]] @ docs_n[pos_of[d]]) for d in ps) for q, ps in positives.items()}
     out = MinedNegatives([], [], [], [], [])
     dropped_total = short = 0
     for q, d in pairs:
-        r = qrow[q]
-        pos_score = float(Qn[r] @ docs_n[pos_of[d]])
-        kept, kept_scores, dropped = percpos_filter(ids[r], scores[r], pos_score, positives=positives[q],
+        pos_score = float(Qn[qrow[q]] @ docs_n[pos_of[d]])
+        cand, cand_scores = ranked[q]
+        kept, kept_scores, dropped = percpos_filter(cand, cand_scores, weakest[q], positives=positives[q],
                                                     max_positive_ratio=max_positive_ratio, num_negatives=num_negatives)
         dropped_total += dropped
         short += len(kept) < num_negatives
@@ -134,9 +178,11 @@ def mine_hard_negatives(pairs: Sequence[tuple[str, str]], corpus_ids: Sequence[s
         out.negative_ids.append(kept)
         out.negative_scores.append(kept_scores)
         out.positive_scores.append(pos_score)
+        out.thresholds.append(percpos_threshold(weakest[q], max_positive_ratio))
     out.stats = {"pairs": len(pairs), "queries": len(query_texts), "candidates_per_query": k,
                  "dropped_as_near_positive": dropped_total, "pairs_with_fewer_negatives": short,
-                 "max_positive_ratio": max_positive_ratio, "num_negatives": num_negatives, "spec": spec}
+                 "max_positive_ratio": max_positive_ratio, "num_negatives": num_negatives, "spec": spec,
+                 "rescore": rescore, "scores": "float cosine (candidates found with the spec, scored in float32)"}
     if short:
         logger.warning("%d of %d pairs got fewer than %d negatives; raise `candidates` (now %d)", short, len(pairs),
                        num_negatives, k)

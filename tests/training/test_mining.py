@@ -67,3 +67,75 @@ def test_pairs_file_errors(tmp_path):
     p.write_text("anchor\tpositive\na\tb\nonly one\n")
     with pytest.raises(DataFormatError, match=r"pairs.tsv:3: 1 tab-separated field"):
         read_text_pairs(p)
+
+
+# --- issue 27: one score scale, the weakest positive, a sign-correct rule -------------------------------
+
+
+def test_binary_candidates_are_scored_on_the_positives_float_scale(tiny):
+    """``spec='binary'`` only finds the candidates: every score (and so the 95% rule) is the float cosine,
+    so over the whole corpus binary and float mine the same negatives with the same scores."""
+    import numpy as np
+
+    pairs = [("cat pet kitten", "d0"), ("stock market money", "d3"), ("python code bug", "d5"), ("horse runs", "d7")]
+    ids, texts = list(CORPUS), list(CORPUS.values())
+    kw = dict(num_negatives=4, candidates=len(ids))
+    fl = mine_hard_negatives(pairs, ids, texts, tiny, spec="float", **kw)
+    bi = mine_hard_negatives(pairs, ids, texts, tiny, spec="binary", **kw)
+    assert bi.negative_ids == fl.negative_ids
+    np.testing.assert_allclose(sum(bi.negative_scores, []), sum(fl.negative_scores, []), atol=1e-5)
+    assert bi.stats["dropped_as_near_positive"] == fl.stats["dropped_as_near_positive"]
+    E = tiny.encode(texts, normalize_embeddings=True)
+    for (q, _), negs, ns in zip(pairs, bi.negative_ids, bi.negative_scores):
+        qv = tiny.encode([q], normalize_embeddings=True)[0]
+        np.testing.assert_allclose(ns, [float(qv @ E[ids.index(d)]) for d in negs], atol=1e-5)
+
+
+@pytest.fixture
+def fixed_vectors(monkeypatch):
+    """Replace the encoder by a table text -> vector (exact, known cosines)."""
+    import numpy as np
+
+    def install(table: dict):
+        def encode(model, texts, **kw):
+            return np.stack([np.asarray(table[t], dtype=np.float32) for t in texts])
+
+        monkeypatch.setattr("embedkit.cache.encode_cached", encode)
+
+    return install
+
+
+def _at(cos: float, axis: int = 1, dim: int = 8):
+    """A unit vector whose cosine with e0 is ``cos`` (the rest along ``axis``)."""
+    import math
+
+    v = [0.0] * dim
+    v[0], v[axis] = cos, math.sqrt(1 - cos * cos)
+    return v
+
+
+def test_every_pair_of_a_query_is_thresholded_on_its_weakest_positive(fixed_vectors):
+    """Positives p1 (0.9) and p2 (0.5): n1 (0.7) outscores the labelled positive p2, so it is a negative
+    for neither pair (sentence-transformers' rule: the minimum positive score of the query)."""
+    table = {"q": _at(1.0), "p1": _at(0.9, 1), "p2": _at(0.5, 2), "n1": _at(0.7, 3), "n2": _at(0.3, 4),
+             "n3": _at(0.1, 5)}
+    fixed_vectors(table)
+    ids = ["p1", "p2", "n1", "n2", "n3"]
+    mined = mine_hard_negatives([("q", "p1"), ("q", "p2")], ids, ids, object(), num_negatives=2, candidates=5)
+    assert mined.negative_ids == [["n2", "n3"], ["n2", "n3"]]
+    assert mined.positive_scores == pytest.approx([0.9, 0.5])
+    assert mined.thresholds == pytest.approx([0.475, 0.475])
+    assert mined.stats["dropped_as_near_positive"] == 2  # n1, once per pair
+
+
+def test_the_rule_keeps_its_sense_for_a_negative_positive_score():
+    """Positive at -0.2, ratio 0.95: the threshold is -0.2 - 0.05 x 0.2 = -0.21 (not 0.95 x -0.2 = -0.19,
+    which would keep candidates scoring above the positive)."""
+    from embedkit.training.mining import percpos_threshold
+
+    assert percpos_threshold(-0.2, 0.95) == pytest.approx(-0.21)
+    assert percpos_threshold(0.8, 0.95) == 0.95 * 0.8 and percpos_threshold(0.0, 0.95) == 0.0
+    ids = ["above", "within", "below"]
+    kept, _, dropped = percpos_filter(ids, [-0.195, -0.205, -0.5], -0.2, positives=set(), max_positive_ratio=0.95,
+                                      num_negatives=3)
+    assert kept == ["below"] and dropped == 2
