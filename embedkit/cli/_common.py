@@ -165,6 +165,7 @@ class _State:
     quiet = False
     verbose = False
     backend = "torch"
+    backend_given = False
     threads = None
     legacy_index_type = None
     layers = None
@@ -176,7 +177,7 @@ STATE = _State()
 
 def _reset_state() -> None:
     """Forget the shared options of an earlier command run in this process (tests, ``python -m``)."""
-    for key in ("quiet", "verbose", "backend", "threads", "legacy_index_type", "layers", "dim"):
+    for key in ("quiet", "verbose", "backend", "backend_given", "threads", "legacy_index_type", "layers", "dim"):
         setattr(STATE, key, getattr(_State, key))
 
 
@@ -202,9 +203,14 @@ class _BackendType(click.ParamType):
 
 
 def _set_backend(ctx, param, value):
+    from click.core import ParameterSource
+
     STATE.legacy_index_type = None
+    STATE.backend_given = False
     if value in INDEX_TYPES:
         STATE.legacy_index_type, value = value, "torch"
+    elif ctx is not None and ctx.get_parameter_source(param.name) not in (None, ParameterSource.DEFAULT):
+        STATE.backend_given = True
     STATE.backend = value or "torch"
     return value
 
@@ -484,6 +490,25 @@ def load_model(model, device=None, **kwargs):
     if STATE.threads is not None:
         kwargs.setdefault("threads", STATE.threads)
     return loading.load_encoder(model, **kwargs)
+
+
+def index_encoder(recorded_source, recorded_options: dict, model=None, device=None):
+    """Load the encoder for an existing index (``index search/add/eval``, ``serve``).
+
+    ``--model`` if given, else the model the index records, rebuilt with its recorded options (sub-model
+    size). The runtime is ``--backend`` when given (a speed choice over the same weights: the index
+    checks the weights, not the runtime), else the one the index's documents were encoded with
+    (torch when ``--device`` names a GPU, which the ONNX backends cannot use).
+    """
+    source, opts = (model, {}) if model is not None else (recorded_source, dict(recorded_options or {}))
+    recorded_backend = (recorded_options or {}).get("backend", "torch")
+    if STATE.backend_given:
+        opts["backend"] = STATE.backend
+    elif device is not None and str(device) != "cpu":
+        opts["backend"] = "torch"
+    else:
+        opts["backend"] = recorded_backend
+    return load_model(source, device, **opts)
 
 
 def prepare_output(path, kind: str, *, overwrite: bool = False, inputs=(), option_name: str = "--out") -> Path:

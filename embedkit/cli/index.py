@@ -16,6 +16,7 @@ from embedkit.cli._common import (
     corpus_option,
     embedding_dim,
     fmt_bytes,
+    index_encoder,
     info,
     json_option,
     load_model,
@@ -52,6 +53,7 @@ def _load_index(index_dir, model, device, force, check=None):
 
     Returns ``(index, index_seconds, model_seconds)``.
     """
+    from embedkit.cli._common import STATE
     from embedkit.retrieval.index import EmbeddingIndex
 
     t0 = time.perf_counter()
@@ -60,12 +62,11 @@ def _load_index(index_dir, model, device, force, check=None):
     if check is not None:
         check(idx)
     t2 = time.perf_counter()
-    if model is None and device is None:
+    if model is None and device is None and not STATE.backend_given:
         idx.model  # noqa: B018 - load the recorded model now, so that it is timed as loading
     else:
-        # --model, or the recorded model rebuilt as it was (sub-model size, backend) on --device
-        source, opts = (model, {}) if model is not None else (idx.model_source, dict(idx.model_options))
-        idx.use_model(load_model(source, device, **opts), force=force)
+        # --model, or the recorded model rebuilt as it was (sub-model size), on --backend / --device
+        idx.use_model(index_encoder(idx.model_source, idx.model_options, model, device), force=force)
     return idx, t1 - t0, time.perf_counter() - t2
 
 
@@ -94,7 +95,7 @@ _STRICT_HELP = "Refuse blank documents (empty or whitespace only) instead of ski
 @out_option(help="Index folder to write (a new or empty folder; --overwrite replaces an earlier index).")
 @option("--spec", "-s", default="float", show_default=True, help="Compression spec, e.g. binary, int8, mrl:128,binary.")
 @option("--index-type", "index_type", type=click.Choice(["flat", "hnsw", "ivf"]), default=None,
-        help="FAISS structure: flat (exact over codes), hnsw or ivf [flat]. (`--backend ivf` still works.)")
+        help="FAISS structure over the codes: flat (exact), hnsw or ivf [flat].")
 @click.option("--nprobe", type=POSITIVE, default=None, metavar="N", help="IVF lists searched per query [measured default].")
 @click.option("--ef-search", type=POSITIVE, default=None, metavar="N", help="HNSW efSearch [128].")
 @click.option("--embeddings", default=None, metavar="DIR",
@@ -119,12 +120,19 @@ def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_se
     """
     from embedkit.cli._common import STATE
 
-    backend = index_type or STATE.legacy_index_type or "flat"
+    if STATE.legacy_index_type is not None:
+        import warnings
+
+        warnings.warn(f"--backend {STATE.legacy_index_type} is the old spelling of --index-type "
+                      f"{STATE.legacy_index_type}; --backend now picks the encoder runtime (torch, onnx, onnx-int8)",
+                      DeprecationWarning, stacklevel=1)
+    index_type = index_type or STATE.legacy_index_type or "flat"
     from embedkit.data import read_corpus
+    from embedkit.models.resolve import model_backend
     from embedkit.retrieval.index import EmbeddingIndex, directory_size
 
     # cheap checks first: nothing is loaded before every argument is known to be usable
-    spec = check_spec(spec, backend=backend)
+    spec = check_spec(spec, backend=index_type)
     check_input(corpus, "--corpus")
     target = prepare_output(out, "index", overwrite=overwrite, inputs=[corpus, embeddings])
     shape = check_model(model)
@@ -135,34 +143,35 @@ def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_se
 
         check_input(embeddings, "--embeddings", kind="dir")
         shards = open_shards(embeddings)  # manifest and .npy headers only
-        n_train = default_sample_size(shards.count, check_nlist(nlist, shards.count)) if backend == "ivf" \
+        n_train = default_sample_size(shards.count, check_nlist(nlist, shards.count)) if index_type == "ivf" \
             else shards.count
-        check_spec(spec, dim=shards.dim, n_train=n_train, backend=backend, disk=True)
-        summary = build_command(embeddings, corpus, target, spec=spec, backend=backend, rescore=rescore, nlist=nlist,
+        check_spec(spec, dim=shards.dim, n_train=n_train, backend=index_type, disk=True)
+        summary = build_command(embeddings, corpus, target, spec=spec, backend=index_type, rescore=rescore, nlist=nlist,
                                 nprobe=nprobe, ef_search=ef_search, model=model, overwrite=overwrite, ray=ray_address)
         if as_json:
             print_json(summary)
         else:
             click.echo(f"built {out} from {embeddings}: " + ", ".join(f"{k} {v}" for k, v in summary.items()
-                                                                        if k in ("documents", "spec", "backend")))
+                                                                        if k in ("documents", "spec", "index_type")))
         return
     ids, texts, meta = read_corpus(corpus)
-    if nlist is not None and backend == "ivf" and nlist > len(texts):
+    if nlist is not None and index_type == "ivf" and nlist > len(texts):
         raise EmbedkitError(f"--nlist {nlist} is more than the {len(texts)} documents of {corpus}; "
                             f"use at most {len(texts)} (or omit it)")
     n_docs = _indexable(texts, ids, meta, strict)
-    check_spec(spec, dim=embedding_dim(shape), n_train=n_docs, backend=backend)  # sizes: before the model loads
+    check_spec(spec, dim=embedding_dim(shape), n_train=n_docs, backend=index_type)  # sizes: before the model loads
     info(f"{len(texts)} documents from {corpus}")
     enc = load_model(model, device)
     t = time.perf_counter()
-    idx = EmbeddingIndex.build(texts, ids, meta, model=enc, spec=spec, backend=backend, rescore=rescore, nlist=nlist,
+    idx = EmbeddingIndex.build(texts, ids, meta, model=enc, spec=spec, index_type=index_type, rescore=rescore, nlist=nlist,
                                nprobe=nprobe, ef_search=ef_search,
                                batch_size=batch_size, show_progress=show_progress(),
                                on_empty="error" if strict else "skip")
     idx.save(target)
     summary = {
         "out": out, "documents": len(idx), "skipped_documents": len(texts) - len(idx), "spec": idx.compression.spec,
-        "backend": backend, "rescore": rescore, "bytes_per_vector": idx.bytes_per_vector,
+        "index_type": index_type, "backend": model_backend(enc), "rescore": rescore,
+        "bytes_per_vector": idx.bytes_per_vector,
         "index_bytes_on_disk": directory_size(target), "build_seconds": time.perf_counter() - t,
     }
     if as_json:
@@ -256,6 +265,7 @@ def search(index_dir, query, k, model, device, force, no_rescore, as_json):
       embedkit index search scifact_idx "vitamin D" --json
     """
     from embedkit.data import is_blank
+    from embedkit.models.resolve import model_backend
 
     q = " ".join(query)
     if is_blank(q):
@@ -265,16 +275,18 @@ def search(index_dir, query, k, model, device, force, no_rescore, as_json):
     t = time.perf_counter()
     hits = idx.search(q, k=k, rescore=False if no_rescore else None)
     search_ms = (time.perf_counter() - t) * 1e3
+    backend = model_backend(idx.model)
     if as_json:
-        print_json({"query": q, "index_load_ms": index_s * 1e3, "model_load_ms": model_s * 1e3,
+        print_json({"query": q, "backend": backend, "index_type": idx.index_type,
+                    "index_load_ms": index_s * 1e3, "model_load_ms": model_s * 1e3,
                     "search_ms": search_ms, "ms": search_ms,
                     "hits": [{"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata} for h in hits]})
         return
     for rank, h in enumerate(hits, 1):
         text = " ".join(h.text.split())
         click.echo(f"{rank:>3}. {h.score:.4f}  [{h.id}]  {text[:110]}{'…' if len(text) > 110 else ''}")
-    info(f"{len(hits)} hits in {search_ms:.1f} ms (query encoding + search; loading took {index_s:.1f} s for the "
-         f"index, {model_s:.1f} s for the model)")
+    info(f"{len(hits)} hits in {search_ms:.1f} ms (query encoded with {backend}, then searched; loading took "
+         f"{index_s:.1f} s for the index, {model_s:.1f} s for the model)")
 
 
 def _rescore_text(rescore) -> str:
@@ -339,8 +351,8 @@ def eval_(index_dir, queries, qrels, beir, split, model, device, force, as_json)
     if as_json:
         print_json(res)
         return
-    click.echo(f"index {index_dir}: {res['documents']} documents, spec {res['spec']}, backend {res['backend']}, "
-               f"{_rescore_text(res['rescore'])}")
+    click.echo(f"index {index_dir}: {res['documents']} documents, spec {res['spec']}, index type {res['index_type']}, "
+               f"{_rescore_text(res['rescore'])}; queries encoded with {res['backend']}")
     click.echo(f"  nDCG@10     {res['ndcg@10']:.4f}")
     click.echo(f"  Recall@100  {res['recall@100']:.4f}")
     click.echo(f"  MRR@10      {res['mrr@10']:.4f}")

@@ -7,7 +7,7 @@ import socket
 
 import click
 
-from embedkit.cli._common import POSITIVE, FiniteFloat, check_input, command, info, load_model, model_option
+from embedkit.cli._common import POSITIVE, STATE, FiniteFloat, check_input, command, index_encoder, info, model_option
 from embedkit.errors import EmbedkitError, ServeError
 
 
@@ -72,10 +72,21 @@ def serve(index_dir, host, port, token_file, read_only, model, device, force, ba
                          max_body_bytes=max_body_bytes, default_k=min(10, max_k))
     sockets = bind_listening(host, port)  # a port in use fails now, before the model and the index load
     try:
-        enc = load_model(model, device) if model is not None or device is not None else None
+        enc = None
+        if model is not None or device is not None or STATE.backend_given:
+            # --model / --backend / --device: the index's recorded model (and sub-model size) unless --model
+            from embedkit._io import recover_directory
+            from embedkit.retrieval.index import EmbeddingIndex
+
+            recover_directory(index_dir)
+            recorded = EmbeddingIndex.read_manifest(index_dir, verify=False)["model"]
+            enc = index_encoder(recorded.get("source"), recorded.get("options") or {}, model, device)
         service = SearchService(index_dir, config, model=enc, force=force)
+        from embedkit.models.resolve import model_backend
+
         info(f"serving {len(service.index)} documents from {index_dir} on http://{host}:{port}/ "
-             f"(writes: {'off' if read_only else 'token from ' + source if token else 'no token, loopback only'})")
+             f"(queries encoded with {model_backend(service.index.model)}; "
+             f"writes: {'off' if read_only else 'token from ' + source if token else 'no token, loopback only'})")
         _run(create_app(service), host, port, access_log, service, sockets)
     finally:
         for sock in sockets:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from embedkit.models.resolve import model_backend
 from embedkit.retrieval.metrics import retrieval_scores
 
 __all__ = ["evaluate_index", "measure_latency", "run_from_search"]
@@ -65,7 +66,8 @@ def evaluate_index(index, queries: Mapping[str, str], qrels: Mapping[str, Mappin
 
     Returns:
         A dict with ``ndcg@10``, ``recall@100``, ``mrr@10``, ``p50_ms``, ``p95_ms``, ``batch_qps``,
-        ``queries``, ``documents``, ``spec``, ``backend``, ``rescore``, ``bytes_per_vector``,
+        ``queries``, ``documents``, ``spec``, ``index_type`` (FAISS structure), ``backend`` (the
+        encoder runtime that encoded the queries), ``rescore``, ``bytes_per_vector``,
         ``query_encode_seconds``, ``judged_documents``, ``judged_documents_in_index``,
         ``skipped_empty_documents``, ``no_judged_documents_in_index``, and with ``path`` the sizes on disk.
 
@@ -111,7 +113,8 @@ def evaluate_index(index, queries: Mapping[str, str], qrels: Mapping[str, Mappin
         "queries": len(qids),
         "documents": len(index),
         "spec": index.compression.spec,
-        "backend": index.backend,
+        "index_type": index.index_type,
+        "backend": model_backend(index.model) if query_embeddings is None else index.model_backend,
         "rescore": index.rescore,
         "bytes_per_vector": index.bytes_per_vector,
         "query_encode_seconds": encode_s,

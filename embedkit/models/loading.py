@@ -19,15 +19,17 @@ from embedkit.models.resolve import (
     check_device,
     default_model_path,
     is_offline,
+    model_backend,
     model_description,
     model_fingerprint,
     model_load_options,
+    model_weights_fingerprint,
     resolve_model,
 )
 
 __all__ = ["DEFAULT_MODEL_NAME", "OFFLINE_VARIABLES", "check_device", "default_model_path", "is_offline",
-           "load_causal_lm", "load_encoder", "model_description", "model_fingerprint", "model_load_options",
-           "resolve_model"]
+           "load_causal_lm", "load_encoder", "model_backend", "model_description", "model_fingerprint",
+           "model_load_options", "model_weights_fingerprint", "resolve_model"]
 
 
 def load_encoder(

@@ -15,7 +15,8 @@ from embedkit.errors import ModelNotFoundError
 from embedkit.models.identity import fingerprint, identity
 
 __all__ = ["DEFAULT_MODEL_NAME", "OFFLINE_VARIABLES", "check_device", "default_model_path", "is_offline",
-           "model_description", "model_fingerprint", "model_load_options", "resolve_model"]
+           "model_backend", "model_description", "model_fingerprint", "model_load_options", "model_weights_fingerprint",
+           "resolve_model"]
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -91,6 +92,25 @@ def model_fingerprint(model) -> str:
     place (see :mod:`embedkit.models.identity`), so it never goes stale.
     """
     return fingerprint(model)
+
+
+def model_weights_fingerprint(model) -> str:
+    """The fingerprint of the torch weights a model computes with, whatever runtime runs them.
+
+    For a torch model it is :func:`model_fingerprint`; for an ONNX Runtime encoder (``backend="onnx"`` /
+    ``"onnx-int8"``) it is the fingerprint of the torch model the export was made from. Two encoders
+    with equal weights fingerprints are the same model on different backends (a speed choice): an
+    index built with one can be searched with the other.
+    """
+    onnx = identity(model).extra.get("onnx")
+    if isinstance(onnx, dict) and isinstance(onnx.get("torch_fingerprint"), str):
+        return onnx["torch_fingerprint"]
+    return fingerprint(model)
+
+
+def model_backend(model) -> str:
+    """The runtime a loaded encoder runs on: ``"torch"``, ``"onnx"`` or ``"onnx-int8"``."""
+    return identity(model).backend or "torch"
 
 
 def model_description(model) -> str:

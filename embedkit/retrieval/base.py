@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,15 +23,51 @@ from embedkit.compression.pipeline import CompressionPipeline
 from embedkit.compression.spec import quantizer_from_spec
 from embedkit.data.documents import MAX_LISTED_IDS, validate_documents
 from embedkit.errors import EmbedkitError, IndexFormatError, IndexStateError, ModelMismatchError
-from embedkit.models.resolve import model_description, model_fingerprint, model_load_options
+from embedkit.models.resolve import (
+    model_backend,
+    model_description,
+    model_fingerprint,
+    model_load_options,
+    model_weights_fingerprint,
+)
 from embedkit.retrieval.common import DEFAULT_EF_SEARCH, Hit, check_ids, default_nprobe
 from embedkit.retrieval.locking import ReadWriteLock
 from embedkit.retrieval.manifest import read_manifest
 from embedkit.validation import check_positive_int
 
-__all__ = ["IndexBase"]
+__all__ = ["INDEX_TYPES", "IndexBase", "resolve_index_type"]
 
 logger = logging.getLogger(__name__)
+
+#: FAISS structures an index can search its codes with (``index_type=``, ``--index-type``)
+INDEX_TYPES = tuple(BACKENDS)
+_ENCODER_BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+def resolve_index_type(index_type: str | None, backend: str | None = None, *, stacklevel: int = 3) -> str:
+    """The FAISS structure from ``index_type=`` (default ``"flat"``), or from the deprecated ``backend=``.
+
+    ``backend`` used to name the FAISS structure; it now means the encoder runtime (``torch``, ``onnx``,
+    ``onnx-int8``: ``load_encoder(backend=...)``), so ``backend="ivf"`` still works with a
+    :class:`DeprecationWarning` and an encoder runtime given here is refused with what to pass instead.
+
+    Raises:
+        EmbedkitError: an unknown index type, an encoder runtime, or two different values.
+    """
+    if backend is not None:
+        if backend in _ENCODER_BACKENDS:
+            raise EmbedkitError(f"backend={backend!r} is an encoder runtime, not an index structure: load the model "
+                                f"with load_encoder(..., backend={backend!r}), pass it as model=, and choose the "
+                                f"FAISS structure with index_type= ({', '.join(INDEX_TYPES)})")
+        if index_type is not None and index_type != backend:
+            raise EmbedkitError(f"index_type={index_type!r} and backend={backend!r} disagree; give index_type= only")
+        warnings.warn("backend= is the old name of index_type= (the FAISS structure: flat, hnsw, ivf); "
+                      "'backend' now names the encoder runtime", DeprecationWarning, stacklevel=stacklevel)
+        index_type = backend
+    index_type = "flat" if index_type is None else index_type
+    if index_type not in INDEX_TYPES:
+        raise EmbedkitError(f"unknown index_type {index_type!r}; choose one of {', '.join(INDEX_TYPES)}")
+    return index_type
 
 
 class IndexBase:
@@ -53,17 +90,18 @@ class IndexBase:
     ``embedkit.index/2``).
     """
 
-    def __init__(self, model=None, spec: str = "float", *, backend: str = "flat", rescore: int | None = None,
-                 nlist: int | None = None, hnsw_m: int = 32, nprobe: int | None = None, ef_search: int | None = None):
-        if backend not in BACKENDS:
-            raise EmbedkitError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    def __init__(self, model=None, spec: str = "float", *, index_type: str | None = None, rescore: int | None = None,
+                 nlist: int | None = None, hnsw_m: int = 32, nprobe: int | None = None, ef_search: int | None = None,
+                 backend: str | None = None):
+        index_type = resolve_index_type(index_type, backend, stacklevel=4)
         self.rescore = None if rescore is None else check_positive_int(rescore, "rescore (oversampling factor)")
         self.nlist = None if nlist is None else check_positive_int(nlist, "nlist")
         self.hnsw_m = check_positive_int(hnsw_m, "hnsw_m", minimum=2)
         self._nprobe = None if nprobe is None else check_positive_int(nprobe, "nprobe (IVF lists per query, --nprobe)")
         self._ef_search = None if ef_search is None else check_positive_int(ef_search, "ef_search (HNSW, --ef-search)")
         self.spec = spec
-        self.backend = backend
+        #: the FAISS structure over the codes: ``"flat"``, ``"hnsw"`` or ``"ivf"``
+        self.index_type = index_type
         self.compression: CompressionPipeline = quantizer_from_spec(spec)
         self._model = None
         self._force = False
@@ -72,6 +110,9 @@ class IndexBase:
         self.model_source: str | None = None
         self.model_options: dict = {}
         self.model_fingerprint: str | None = None
+        #: fingerprint of the torch weights behind the encoder (equal for torch, onnx and onnx-int8 of one
+        #: model; None for an index saved before it was recorded with a non-torch backend)
+        self.model_weights: str | None = None
         if model is not None and not isinstance(model, (str, os.PathLike)):
             self._set_model(model)
         elif model is not None:
@@ -84,10 +125,20 @@ class IndexBase:
         self.skipped_count = 0
         self.build_seconds: float | None = None
 
+    @property
+    def backend(self) -> str:
+        """Deprecated alias of :attr:`index_type` (the FAISS structure). The encoder runtime is
+        :attr:`model_backend`."""
+        return self.index_type
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        self.index_type = value
+
     def __repr__(self) -> str:
         model = self.model_source if self.model_source is not None else "default (all-MiniLM-L6-v2)"
         return (f"EmbeddingIndex(count={len(self)}, dim={self.dim}, spec={self.compression.spec!r}, "
-                f"backend={self.backend!r}, rescore={self.rescore}, model={model!r})")
+                f"index_type={self.index_type!r}, rescore={self.rescore}, model={model!r})")
 
     @property
     def nprobe(self) -> int | None:
@@ -122,8 +173,35 @@ class IndexBase:
     def _set_model(self, model) -> None:
         self._model = model
         self.model_fingerprint = model_fingerprint(model)
+        self.model_weights = model_weights_fingerprint(model)
         self.model_source = model_description(model)
         self.model_options = model_load_options(model)
+
+    @property
+    def model_backend(self) -> str:
+        """The runtime the index's documents were encoded with (``torch``, ``onnx``, ``onnx-int8``)."""
+        return str((self.model_options or {}).get("backend", "torch"))
+
+    def _same_weights(self, model) -> bool:
+        """True when ``model`` is the index's model, on the index's backend or another one (the runtime is
+        a speed choice: torch, onnx and onnx-int8 of the same weights search the same index)."""
+        if model_fingerprint(model) == self.model_fingerprint:
+            return True
+        if self.model_weights is None or model_weights_fingerprint(model) != self.model_weights:
+            return False
+        if model_backend(model) != self.model_backend:
+            logger.info("encoding with backend %s; the index's documents were encoded with %s (same weights)",
+                        model_backend(model), self.model_backend)
+        return True
+
+    def _backend_hint(self, model) -> str | None:
+        """What to pass when ``model`` may be the right weights on another backend than an older index records."""
+        backend = model_backend(model)
+        if self.model_weights is None and backend != self.model_backend:
+            return (f"this index records only the fingerprint of its {self.model_backend} encoder (saved by an older "
+                    f"embedkit), so the {backend} backend cannot be checked against it: query it with "
+                    f"backend={self.model_backend!r} (--backend {self.model_backend}), or rebuild the index")
+        return None
 
     @property
     def model(self):
@@ -137,7 +215,8 @@ class IndexBase:
                     fp = model_fingerprint(model)
                     if self.model_fingerprint is None:
                         self.model_fingerprint = fp
-                    elif fp != self.model_fingerprint:
+                        self.model_weights = model_weights_fingerprint(model)
+                    elif not self._same_weights(model):
                         msg = (f"the model at {self.model_source!r} (fingerprint {fp}) is not the one this index was "
                                f"built with ({self.model_fingerprint})")
                         if not self._force:
@@ -152,10 +231,14 @@ class IndexBase:
         The way to give a loaded index its encoder: ``EmbeddingIndex.load(path, model=...)`` calls it,
         and so does the CLI once the index's own checks have passed, so an index is read once.
 
+        The same weights on another runtime are accepted (an index built with ``backend="torch"`` can be
+        searched with ``"onnx-int8"`` and the other way round): the check compares the fingerprint of
+        the torch weights behind the encoder.
+
         Args:
             model: an encoder object, or a path or name to load with :func:`~embedkit.models.load_encoder`.
-            force: use it even if its fingerprint differs from the one the index records (a warning
-                is logged instead).
+            force: use it even if its weights differ from the ones the index records (a warning is
+                logged instead).
 
         Raises:
             EmbedkitError: ``model`` is None.
@@ -174,12 +257,15 @@ class IndexBase:
                            "(built from precomputed embeddings); querying with %s (fingerprint %s)",
                            model_description(model), fp)
             self.model_fingerprint = fp
+            self.model_weights = model_weights_fingerprint(model)
             self.model_source = model_description(model)
-        elif fp != self.model_fingerprint:
-            msg = (f"this index was built with model {self.model_source!r} (fingerprint {self.model_fingerprint}); "
-                   f"the given model has fingerprint {fp}")
+        elif not self._same_weights(model):
+            msg = (f"this index was built with model {self.model_source!r} (fingerprint {self.model_fingerprint}, "
+                   f"backend {self.model_backend}); the given model has fingerprint {fp} (backend {model_backend(model)})")
+            hint = self._backend_hint(model)
             if not force:
-                raise ModelMismatchError(f"{msg}. Use the original model, or force=True (--force) to query anyway")
+                raise ModelMismatchError(f"{msg}. " + (hint[0].upper() + hint[1:] if hint else
+                                                       "Use the original model, or force=True (--force) to query anyway"))
             logger.warning("%s; querying anyway (force)", msg)
         with self._model_lock:
             self._model = model
@@ -333,6 +419,8 @@ class IndexBase:
     def _manifest_model(self) -> dict:
         """The manifest's ``model`` entry: where the model came from, its fingerprint and load options."""
         out = {"source": self.model_source, "fingerprint": self.model_fingerprint}
+        if self.model_weights is not None and self.model_weights != self.model_fingerprint:
+            out["weights"] = self.model_weights  # the torch weights behind an onnx / onnx-int8 encoder
         if self.model_options:
             out["options"] = self.model_options
         return out
@@ -341,7 +429,7 @@ class IndexBase:
     def _from_manifest_fields(cls, path: Path, manifest: dict, *, force: bool = False):
         """An empty index of ``cls`` configured from a checked manifest (shared by both index formats)."""
         try:
-            index = cls(None, manifest["spec"], backend=manifest["backend"], rescore=manifest.get("rescore"),
+            index = cls(None, manifest["spec"], index_type=manifest["backend"], rescore=manifest.get("rescore"),
                         nlist=manifest.get("nlist"), hnsw_m=manifest.get("hnsw_m", 32),
                         nprobe=manifest.get("nprobe"), ef_search=manifest.get("ef_search"))
         except EmbedkitError as e:
@@ -350,6 +438,10 @@ class IndexBase:
         index.model_source = manifest["model"]["source"]
         index.model_options = dict(manifest["model"].get("options") or {})
         index.model_fingerprint = manifest["model"]["fingerprint"]
+        weights = manifest["model"].get("weights")
+        # a torch index's weights are its fingerprint; an onnx index saved before "weights" was recorded: unknown
+        index.model_weights = weights if isinstance(weights, str) else (
+            index.model_fingerprint if index.model_backend == "torch" else None)
         index.dim = manifest["dim"]
         index.build_seconds = manifest.get("build_seconds")
         skipped = manifest.get("skipped_empty") or {"count": 0, "ids": []}

@@ -44,7 +44,7 @@ from embedkit.compression.rescore import rescore as rescore_candidates
 from embedkit.data.documents import MAX_LISTED_IDS
 from embedkit.errors import EmbedkitError, IndexFormatError, IndexStateError
 from embedkit.retrieval._growable import Growable
-from embedkit.retrieval.base import IndexBase
+from embedkit.retrieval.base import IndexBase, resolve_index_type
 from embedkit.retrieval.common import DEFAULT_EF_SEARCH, Hit, check_ids, default_nprobe
 from embedkit.retrieval.docstore import DocStore
 from embedkit.retrieval.manifest import (
@@ -68,7 +68,9 @@ class EmbeddingIndex(IndexBase):
         model: a SentenceTransformer, a model path/name, or ``None`` for the default
             all-MiniLM-L6-v2 (loaded when first needed).
         spec: compression spec string (see :mod:`embedkit.compression.spec`), e.g. ``"binary"``.
-        backend: ``"flat"`` (exact over codes), ``"hnsw"`` or ``"ivf"``.
+        index_type: the FAISS structure over the codes: ``"flat"`` (exact), ``"hnsw"`` or ``"ivf"``
+            (``backend=`` is its deprecated old name; the encoder runtime is chosen when loading the model,
+            ``load_encoder(backend="onnx-int8")``).
         rescore: oversampling factor for float16 rescoring (e.g. 4: fetch 4k candidates by code,
             rescore them with float16 vectors, keep k); ``None`` keeps no rescoring vectors.
         nlist: IVF list count (default about 4*sqrt(n)); at most the number of documents.
@@ -78,7 +80,7 @@ class EmbeddingIndex(IndexBase):
         ef_search: HNSW search breadth (default :data:`DEFAULT_EF_SEARCH`); settable later.
 
     Raises:
-        EmbedkitError: an unknown backend, ``rescore``/``nlist`` < 1 or not whole numbers.
+        EmbedkitError: an unknown index type, ``rescore``/``nlist`` < 1 or not whole numbers.
         SpecError: a spec that does not parse.
 
     Thread safety: many threads may search while one thread adds or removes; every search sees the
@@ -95,10 +97,11 @@ class EmbeddingIndex(IndexBase):
             index = EmbeddingIndex.load("my_index")
     """
 
-    def __init__(self, model=None, spec: str = "float", *, backend: str = "flat", rescore: int | None = None,
-                 nlist: int | None = None, hnsw_m: int = 32, nprobe: int | None = None, ef_search: int | None = None):
-        super().__init__(model, spec, backend=backend, rescore=rescore, nlist=nlist, hnsw_m=hnsw_m, nprobe=nprobe,
-                         ef_search=ef_search)
+    def __init__(self, model=None, spec: str = "float", *, index_type: str | None = None, rescore: int | None = None,
+                 nlist: int | None = None, hnsw_m: int = 32, nprobe: int | None = None, ef_search: int | None = None,
+                 backend: str | None = None):
+        super().__init__(model, spec, index_type=resolve_index_type(index_type, backend), rescore=rescore,
+                         nlist=nlist, hnsw_m=hnsw_m, nprobe=nprobe, ef_search=ef_search)
         self._code_index = None
         self._docs = DocStore()
         self._keys = np.zeros(0, dtype=np.int64)
@@ -110,18 +113,18 @@ class EmbeddingIndex(IndexBase):
 
     @classmethod
     def build(cls, texts: Sequence[str], ids: Sequence[str] | None = None, metadata: Sequence[dict | None] | None = None,
-              *, model=None, spec: str = "float", backend: str = "flat", rescore: int | None = None,
+              *, model=None, spec: str = "float", index_type: str | None = None, rescore: int | None = None,
               embeddings: np.ndarray | None = None, nlist: int | None = None, hnsw_m: int = 32,
               batch_size: int = 64, show_progress: bool = True, cache=None, on_empty: str = "skip",
-              nprobe: int | None = None, ef_search: int | None = None) -> EmbeddingIndex:
+              nprobe: int | None = None, ef_search: int | None = None, backend: str | None = None) -> EmbeddingIndex:
         """Encode ``texts`` (through the embedding cache), fit the compression, index everything.
 
         Blank documents are skipped with a warning (``on_empty="skip"``) or refused
         (``on_empty="error"``); see :meth:`add`.
         """
         t0 = time.perf_counter()
-        index = cls(model, spec, backend=backend, rescore=rescore, nlist=nlist, hnsw_m=hnsw_m, nprobe=nprobe,
-                    ef_search=ef_search)
+        index = cls(model, spec, index_type=resolve_index_type(index_type, backend), rescore=rescore, nlist=nlist,
+                    hnsw_m=hnsw_m, nprobe=nprobe, ef_search=ef_search)
         index.add(texts, ids, metadata, embeddings=embeddings, batch_size=batch_size, show_progress=show_progress,
                   cache=cache, on_empty=on_empty)
         index.build_seconds = time.perf_counter() - t0

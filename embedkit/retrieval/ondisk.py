@@ -458,10 +458,11 @@ class DiskIndex(IndexBase):
 
         if mem._code_index is None:
             raise EmbedkitError("cannot convert an empty index: add documents first")
-        idx = cls(None, mem.spec, backend=mem.backend, rescore=mem.rescore, nlist=mem.nlist, hnsw_m=mem.hnsw_m,
+        idx = cls(None, mem.spec, index_type=mem.index_type, rescore=mem.rescore, nlist=mem.nlist, hnsw_m=mem.hnsw_m,
                   nprobe=mem.nprobe, ef_search=mem.ef_search)
         idx.compression, idx.dim = mem.compression, mem.dim
         idx._model, idx.model_source, idx.model_fingerprint = mem._model, mem.model_source, mem.model_fingerprint
+        idx.model_weights, idx.model_options = mem.model_weights, dict(mem.model_options)
         idx.skipped_ids, idx.skipped_count, idx.build_seconds = list(mem.skipped_ids), mem.skipped_count, mem.build_seconds
         idx._rescore_full_dim = mem._rescore_full_dim
         idx._init_codec()

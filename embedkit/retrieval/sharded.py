@@ -150,7 +150,7 @@ def build_index_from_shards(embeddings: str | os.PathLike, out: str | os.PathLik
                                      f"fingerprint {fp}, the given model has {got}; pass the model they were encoded with")
     if backend != "ivf":
         X = np.concatenate([x for _, x in shards.iter_shards()])
-        idx = EmbeddingIndex.build(docs.texts, docs.ids, docs.metadata, model=model, spec=spec, backend=backend,
+        idx = EmbeddingIndex.build(docs.texts, docs.ids, docs.metadata, model=model, spec=spec, index_type=backend,
                                    rescore=rescore, embeddings=X, nlist=nlist, hnsw_m=hnsw_m, nprobe=nprobe,
                                    ef_search=ef_search, show_progress=False, on_empty="error")
         _record_model(idx, shards, model)
@@ -187,7 +187,7 @@ def _build_ivf(shards, target: Path, docs, *, spec, rescore, nlist, hnsw_m, npro
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(n, size=sample_size, replace=False))
     sample = l2_normalize(shards.read_rows(rows), copy=False)  # in place: no second copy of the sample at peak
-    index = DiskIndex(None, spec, backend="ivf", rescore=rescore, nlist=nlist, hnsw_m=hnsw_m, nprobe=nprobe,
+    index = DiskIndex(None, spec, index_type="ivf", rescore=rescore, nlist=nlist, hnsw_m=hnsw_m, nprobe=nprobe,
                       ef_search=ef_search)
     index.compression = quantizer_from_spec(spec).fit(sample)
     index.dim = shards.dim
@@ -364,6 +364,6 @@ def build_command(embeddings: str | os.PathLike, corpus: str | os.PathLike, out:
                                   overwrite=overwrite, corpus_name=str(corpus),
                                   ray_address=None if ray is None else ("local" if ray in ("", "local") else ray))
     return {"out": str(out), "documents": len(idx), "skipped_documents": 0, "spec": idx.compression.spec,
-            "backend": backend, "rescore": rescore, "nprobe": idx.nprobe, "ef_search": idx.ef_search,
+            "index_type": backend, "rescore": rescore, "nprobe": idx.nprobe, "ef_search": idx.ef_search,
             "bytes_per_vector": idx.bytes_per_vector, "index_bytes_on_disk": directory_size(out),
             "build_seconds": time.perf_counter() - t, "layout": "disk"}

@@ -29,6 +29,7 @@ import numpy as np
 
 from embedkit._io import recover_directory
 from embedkit.errors import EmbedkitError, ServeError, WriteLogError
+from embedkit.models.resolve import model_backend
 from embedkit.serve.batching import QueryBatcher
 from embedkit.serve.config import ServeConfig
 from embedkit.serve.inputs import check_documents
@@ -374,7 +375,8 @@ class SearchService:
         return {
             "documents": len(idx),
             "spec": idx.compression.spec,
-            "backend": idx.backend,
+            "index_type": idx.index_type,
+            "backend": model_backend(idx.model),
             "rescore": idx.rescore,
             "dim": idx.dim,
             "bytes_per_vector": idx.bytes_per_vector,

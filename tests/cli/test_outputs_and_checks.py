@@ -238,7 +238,7 @@ def test_bad_spec_fails_before_any_model_loads(args, files, tmp_path, invoke, no
     (["index", "build", "--corpus", "{C}", "--out", "{out}", "--batch-size", "0"], "'--batch-size': 0 is not in the range"),
     (["index", "build", "--corpus", "{C}", "--out", "{out}", "--rescore", "0"], "'--rescore': 0 is not in the range"),
     (["index", "build", "--corpus", "{C}", "--out", "{out}", "--nlist", "0"], "'--nlist': 0 is not in the range"),
-    (["index", "build", "--corpus", "{C}", "--out", "{out}/o", "--backend", "ivf", "--nlist", "1000"],
+    (["index", "build", "--corpus", "{C}", "--out", "{out}/o", "--index-type", "ivf", "--nlist", "1000"],
      "--nlist 1000 is more than the 4 documents"),
     (["index", "build", "--corpus", "{out}/missing.txt", "--out", "{out}"], "file not found"),
     (["index", "build", "--corpus", "{C}", "--out", "{out}/o", "-m", "/nonexistent/model"], "does not exist"),

@@ -28,7 +28,7 @@ def built(tiny_model, isolated_cache):
 @pytest.mark.parametrize("backend", ["flat", "hnsw", "ivf"])
 def test_self_retrieval_every_spec_and_backend(spec, backend):
     X = rand_unit(400, 32)
-    idx = EmbeddingIndex.build([f"doc {i}" for i in range(400)], spec=spec, backend=backend, embeddings=X,
+    idx = EmbeddingIndex.build([f"doc {i}" for i in range(400)], spec=spec, index_type=backend, embeddings=X,
                                rescore=4 if "binary" in spec else None, nlist=8)
     scores, ids = idx.search_ids(X[:20], 5)
     hit = np.mean([row[0] == f"{i}" for i, row in enumerate(ids)])
@@ -74,7 +74,7 @@ def test_add_and_remove(built, tmp_path):
 @pytest.mark.parametrize("backend", ["hnsw", "ivf"])
 def test_remove_on_graph_and_ivf_backends(backend):
     X = rand_unit(200, 32, seed=3)
-    idx = EmbeddingIndex.build([f"t{i}" for i in range(200)], spec="int8", backend=backend, embeddings=X, nlist=4)
+    idx = EmbeddingIndex.build([f"t{i}" for i in range(200)], spec="int8", index_type=backend, embeddings=X, nlist=4)
     idx.remove(["5", "17"])
     _, ids = idx.search_ids(X[[5, 17, 30]], 3)
     assert "5" not in ids[0] and "17" not in ids[1] and ids[2][0] == "30"

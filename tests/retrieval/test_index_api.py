@@ -125,9 +125,9 @@ def test_evaluation_counts_skipped_documents_as_not_retrievable(caplog):
 
 def test_repr():
     idx = EmbeddingIndex.build(["a", "b", "c"], embeddings=rand_unit(3), spec="int8", rescore=2)
-    assert repr(idx) == ("EmbeddingIndex(count=3, dim=32, spec='int8', backend='flat', rescore=2, "
+    assert repr(idx) == ("EmbeddingIndex(count=3, dim=32, spec='int8', index_type='flat', rescore=2, "
                          "model='default (all-MiniLM-L6-v2)')")
-    assert repr(EmbeddingIndex(spec="binary", backend="hnsw")).startswith("EmbeddingIndex(count=0, dim=None, spec='binary'")
+    assert repr(EmbeddingIndex(spec="binary", index_type="hnsw")).startswith("EmbeddingIndex(count=0, dim=None, spec='binary'")
 
 
 def test_one_line_argument_errors():
@@ -145,11 +145,11 @@ def test_one_line_argument_errors():
     with pytest.raises(EmbedkitError, match="rescore .* must be a whole number, got 2.5"):
         EmbeddingIndex(rescore=2.5)
     with pytest.raises(EmbedkitError, match="nlist must be >= 1, got 0"):
-        EmbeddingIndex(backend="ivf", nlist=0)
-    with pytest.raises(EmbedkitError, match="unknown backend 'annoy'"):
-        EmbeddingIndex(backend="annoy")
+        EmbeddingIndex(index_type="ivf", nlist=0)
+    with pytest.raises(EmbedkitError, match="unknown index_type 'annoy'; choose one of flat, hnsw, ivf"):
+        EmbeddingIndex(index_type="annoy")
     with pytest.raises(EmbedkitError, match="nlist 1000 is larger than the 30 documents to index; use nlist <= 30"):
-        EmbeddingIndex.build([f"t{i}" for i in range(30)], embeddings=X, backend="ivf", nlist=1000)
+        EmbeddingIndex.build([f"t{i}" for i in range(30)], embeddings=X, index_type="ivf", nlist=1000)
 
 
 def test_manifest_digest_is_the_documented_one(tmp_path):
@@ -190,7 +190,7 @@ def test_rescoring_vectors_are_stored_at_the_spec_dimension(tmp_path):
 def test_an_explicit_small_nprobe_is_used_as_given_not_raised_to_a_floor():
     rng = np.random.default_rng(1)
     X = rng.standard_normal((600, 16)).astype(np.float32)
-    idx = EmbeddingIndex.build([f"t{i}" for i in range(600)], embeddings=X, backend="ivf", nlist=24, nprobe=2)
+    idx = EmbeddingIndex.build([f"t{i}" for i in range(600)], embeddings=X, index_type="ivf", nlist=24, nprobe=2)
     idx.search_embeddings(X[:3], 5)
     assert idx._faiss_ivf().nprobe == 2  # was silently raised to 16 at search time
     one, _ = idx.search_embeddings(X[:50], 10)

@@ -21,7 +21,7 @@ def rand_unit(n, d=32, seed=0):
 def small(backend="flat", spec="binary", rescore=4, n=30):
     X = rand_unit(n, seed=7)
     idx = EmbeddingIndex.build([f"text {i}" for i in range(n)], [f"d{i}" for i in range(n)],
-                               [{"i": i} for i in range(n)], embeddings=X, spec=spec, backend=backend,
+                               [{"i": i} for i in range(n)], embeddings=X, spec=spec, index_type=backend,
                                rescore=rescore, nlist=2)
     return idx, X
 

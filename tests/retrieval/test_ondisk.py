@@ -79,7 +79,7 @@ def test_sharded_ivf_build_equals_the_in_memory_build(tmp_path, corpus, spec, re
     X, ids, texts = corpus
     # nprobe 18 of 24 lists: above the floor of 16 the in-memory search applies, below all lists
     disk = build(tmp_path, corpus, spec, rescore, sample_size=len(X), nlist=24, nprobe=18)
-    mem = EmbeddingIndex.build(texts, ids, embeddings=X, spec=spec, backend="ivf", rescore=rescore, nlist=24,
+    mem = EmbeddingIndex.build(texts, ids, embeddings=X, spec=spec, index_type="ivf", rescore=rescore, nlist=24,
                                nprobe=18)
     assert isinstance(disk, DiskIndex) and len(disk) == len(mem) == len(X)
     assert (tmp_path / "idx" / "seg-00000.ivfdata").stat().st_size > 0
@@ -95,14 +95,14 @@ def test_sharded_ivf_build_equals_the_in_memory_build(tmp_path, corpus, spec, re
 def test_nprobe_and_ef_search_arguments_defaults_and_setting_on_a_loaded_index(tmp_path, corpus):
     X, ids, texts = corpus
     assert default_nprobe(8) == 8 and default_nprobe(128) == 51 and default_nprobe(507) == 134
-    mem = EmbeddingIndex.build(texts, ids, embeddings=X, backend="ivf", nlist=16)
+    mem = EmbeddingIndex.build(texts, ids, embeddings=X, index_type="ivf", nlist=16)
     assert mem.nprobe == default_nprobe(16) and mem.ef_search is None
     mem.nprobe = 2
     assert mem._faiss_ivf().nprobe == 2
     with pytest.raises(EmbedkitError, match=r"nprobe \(IVF lists per query, --nprobe\) must be >= 1, got 0"):
         mem.nprobe = 0
     with pytest.raises(EmbedkitError, match="nprobe"):
-        EmbeddingIndex(backend="ivf", nprobe=True)
+        EmbeddingIndex(index_type="ivf", nprobe=True)
     mem.save(tmp_path / "m")
     assert json.loads((tmp_path / "m" / "manifest.json").read_text())["nprobe"] == 2
     loaded = EmbeddingIndex.load(tmp_path / "m")
@@ -110,9 +110,9 @@ def test_nprobe_and_ef_search_arguments_defaults_and_setting_on_a_loaded_index(t
     loaded.nprobe = 16  # every list: exact over the codes
     s, r = loaded.search_embeddings(X[:5], 1)
     assert list(r[:, 0]) == [0, 1, 2, 3, 4]
-    h = EmbeddingIndex.build(texts, ids, embeddings=X, backend="hnsw", ef_search=40)
+    h = EmbeddingIndex.build(texts, ids, embeddings=X, index_type="hnsw", ef_search=40)
     assert h.ef_search == 40
-    assert EmbeddingIndex.build(texts[:50], ids[:50], embeddings=X[:50], backend="hnsw").ef_search == DEFAULT_EF_SEARCH
+    assert EmbeddingIndex.build(texts[:50], ids[:50], embeddings=X[:50], index_type="hnsw").ef_search == DEFAULT_EF_SEARCH
     disk = build(tmp_path, corpus, nprobe=3)
     assert disk.nprobe == 3
     disk.nprobe = 8
@@ -160,7 +160,7 @@ def test_in_memory_index_saved_in_the_disk_layout(tmp_path, corpus):
     X, ids, texts = corpus
     for backend, spec in [("flat", "f16"), ("hnsw", "float"), ("ivf", "binary")]:
         mem = EmbeddingIndex.build(texts, ids, [{"i": i} for i in range(len(X))], embeddings=X, spec=spec,
-                                   backend=backend, rescore=2, nlist=8, nprobe=8)
+                                   index_type=backend, rescore=2, nlist=8, nprobe=8)
         mem.remove(["d0"])
         mem.save(tmp_path / backend, layout="disk")
         disk = EmbeddingIndex.load(tmp_path / backend)
@@ -179,7 +179,7 @@ def test_docstore_is_queried_on_disk_with_bounded_rss(tmp_path):
     n, d = 3000, 32
     X = rand_unit(n, d, seed=2)
     texts = [f"doc {i} " + "lorem ipsum dolor sit amet " * 740 for i in range(n)]  # ~20 kB each
-    mem = EmbeddingIndex.build(texts, [str(i) for i in range(n)], embeddings=X, backend="ivf", nlist=16, rescore=2)
+    mem = EmbeddingIndex.build(texts, [str(i) for i in range(n)], embeddings=X, index_type="ivf", nlist=16, rescore=2)
     mem.save(tmp_path / "big", layout="disk")
     del mem, texts
     assert (tmp_path / "big" / "seg-00001.sqlite").stat().st_size > 55e6

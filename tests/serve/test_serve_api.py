@@ -494,7 +494,8 @@ def test_health_stats_and_metrics(client):
     for q in ("cat", "dog", "cat"):
         client.get("/api/search", params={"q": q})
     s = client.get("/api/stats").json()
-    assert s["documents"] == len(DOCS) and s["spec"] == "binary" and s["backend"] == "flat"
+    assert s["documents"] == len(DOCS) and s["spec"] == "binary" and s["index_type"] == "flat"
+    assert s["backend"] == "torch"  # the encoder runtime
     assert s["bytes_per_vector"] == 4 and s["rescore"] == 4 and s["dim"] == 32
     assert s["model"]["fingerprint"] == client.service.index.model_fingerprint
     assert s["queries_served"] == 3 and s["uptime_seconds"] > 0
