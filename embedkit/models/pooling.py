@@ -8,7 +8,6 @@ ICLR 2025, arXiv 2405.17428; reference: ``modeling_nvembed.py`` of nvidia/NV-Emb
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import torch
@@ -61,8 +60,14 @@ class LatentAttentionPooling(Module):
     so a freshly added module is exactly mean pooling and fine-tuning a trained encoder starts from its
     own embeddings (the reference trains a 7B decoder from scratch on this head; with a small trained
     encoder a random residual branch first destroys what the encoder knew). The MLP's second layer is
-    zero-initialised for the same reason. Heads default to 8 with head width dim / 8 (the reference's
-    released config is not verified; see shared/METHODS.md).
+    zero-initialised for the same reason.
+
+    Heads: 8, each as wide as the model by default (``head_dim = embedding_dimension``), as in the
+    reference: its ``Attention`` projects to ``num_heads x dim_head`` and NV-Embed's released config sets
+    ``num_cross_heads`` 8 and ``cross_dim_head`` 4096 on a 4096-wide model, so the queries, keys and
+    values are ``8 x 4096`` wide and each head attends over the full width. ``head_dim=dim // num_heads``
+    is the usual split layout (one ``dim``-wide projection cut into heads: ``num_heads`` times fewer
+    attention weights); folders saved before ``head_dim`` existed load in that layout.
 
     Saved folders load with :func:`embedkit.load_encoder` as they are. sentence-transformers 6 imports a
     module class from outside its own package only with ``trust_remote_code=True``, so plain
@@ -72,7 +77,9 @@ class LatentAttentionPooling(Module):
     Args:
         embedding_dimension: width of the token states (the transformer's hidden size).
         num_latents: r, the number of latents (512 in the paper).
-        num_heads: attention heads; must divide ``embedding_dimension``.
+        num_heads: attention heads.
+        head_dim: width of each head; ``None`` (default) = ``embedding_dimension`` (the reference's
+            full-width heads). ``embedding_dimension // num_heads`` gives the split layout.
         mlp_ratio: the GEGLU MLP's inner width as a multiple of the dimension (4 in the reference).
         normalize: L2-normalise the pooled output.
         include_prompt: pool instruction (prompt) tokens too; False excludes them, as NV-Embed does.
@@ -87,25 +94,27 @@ class LatentAttentionPooling(Module):
             model = SentenceTransformer(modules=[tr, LatentAttentionPooling(tr.get_embedding_dimension())])
     """
 
-    config_keys = ["embedding_dimension", "num_latents", "num_heads", "mlp_ratio", "normalize", "include_prompt",
-                   "zero_init"]
+    config_keys = ["embedding_dimension", "num_latents", "num_heads", "head_dim", "mlp_ratio", "normalize",
+                   "include_prompt", "zero_init"]
 
     def __init__(self, embedding_dimension: int, num_latents: int = 512, num_heads: int = 8, mlp_ratio: int = 4,
-                 normalize: bool = False, include_prompt: bool = False, zero_init: bool = True) -> None:
+                 normalize: bool = False, include_prompt: bool = False, zero_init: bool = True,
+                 head_dim: int | None = None) -> None:
         super().__init__()
+        if head_dim is None and isinstance(embedding_dimension, int) and not isinstance(embedding_dimension, bool):
+            head_dim = embedding_dimension
         for name, value in (("embedding_dimension", embedding_dimension), ("num_latents", num_latents),
-                            ("num_heads", num_heads), ("mlp_ratio", mlp_ratio)):
+                            ("num_heads", num_heads), ("head_dim", head_dim), ("mlp_ratio", mlp_ratio)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise EmbedkitError(f"latent attention {name}={value!r}: must be a whole number >= 1")
-        if embedding_dimension % num_heads:
-            raise EmbedkitError(f"latent attention num_heads={num_heads} does not divide the width "
-                                f"{embedding_dimension}; pick a divisor (e.g. {math.gcd(embedding_dimension, 8)})")
-        n_params = latent_attention_parameters(embedding_dimension, num_latents, mlp_ratio)
+        inner = num_heads * head_dim
+        n_params = latent_attention_parameters(embedding_dimension, num_latents, mlp_ratio, inner=inner)
         check_memory(4 * n_params, f"latent attention pooling with num_latents={num_latents}, mlp_ratio={mlp_ratio} "
                                    f"at width {embedding_dimension} ({n_params:,} float32 parameters)")
         self.embedding_dimension = embedding_dimension
         self.num_latents = num_latents
         self.num_heads = num_heads
+        self.head_dim = head_dim
         self.mlp_ratio = mlp_ratio
         self.normalize = normalize
         self.include_prompt = include_prompt
@@ -114,9 +123,9 @@ class LatentAttentionPooling(Module):
         self.latents = nn.Parameter(torch.randn(num_latents, d))
         self.norm_q = nn.LayerNorm(d)
         self.norm_kv = nn.LayerNorm(d)
-        self.to_q = nn.Linear(d, d, bias=False)
-        self.to_kv = nn.Linear(d, 2 * d, bias=False)
-        self.to_out = nn.Linear(d, d, bias=False)
+        self.to_q = nn.Linear(d, inner, bias=False)
+        self.to_kv = nn.Linear(d, 2 * inner, bias=False)
+        self.to_out = nn.Linear(inner, d, bias=False)
         self.norm_ff = nn.LayerNorm(d)
         self.ff_in = nn.Linear(d, 2 * mlp_ratio * d)
         self.ff_act = _GEGLU()
@@ -133,14 +142,14 @@ class LatentAttentionPooling(Module):
         ``b * n`` queries against one copy of the keys and values: the same result as a per-text
         attention, without ``b`` copies of the ``num_latents x dim`` keys and values.
         """
-        b, n, d = hidden.shape
-        h = self.num_heads
-        q = self.to_q(self.norm_q(hidden)).reshape(1, b * n, h, d // h).transpose(1, 2)
+        b, n, _ = hidden.shape
+        h, dh = self.num_heads, self.head_dim
+        q = self.to_q(self.norm_q(hidden)).reshape(1, b * n, h, dh).transpose(1, 2)
         k, v = self.to_kv(self.norm_kv(self.latents)).chunk(2, dim=-1)
-        k = k.reshape(1, -1, h, d // h).transpose(1, 2)
-        v = v.reshape(1, -1, h, d // h).transpose(1, 2)
-        att = F.scaled_dot_product_attention(q, k, v)  # (1, h, b*n, d/h)
-        x = hidden + self.to_out(att.transpose(1, 2).reshape(b, n, d))
+        k = k.reshape(1, -1, h, dh).transpose(1, 2)
+        v = v.reshape(1, -1, h, dh).transpose(1, 2)
+        att = F.scaled_dot_product_attention(q, k, v)  # (1, h, b*n, dh), scaled by 1/sqrt(dh) as the reference
+        x = hidden + self.to_out(att.transpose(1, 2).reshape(b, n, h * dh))
         return x + self.ff_out(self.ff_act(self.ff_in(self.norm_ff(x))))
 
     def forward(self, features: dict[str, Tensor | Any], **kwargs) -> dict[str, Tensor | Any]:
@@ -172,5 +181,8 @@ class LatentAttentionPooling(Module):
         hub = {"subfolder": subfolder, "token": token, "cache_folder": cache_folder, "revision": revision,
                "local_files_only": local_files_only}
         config = cls.load_config(model_name_or_path=model_name_or_path, **hub)
-        model = cls(**{k: v for k, v in config.items() if k in cls.config_keys})
+        config = {k: v for k, v in config.items() if k in cls.config_keys}
+        if config.get("head_dim") is None and "embedding_dimension" in config:  # saved before head_dim: split heads
+            config["head_dim"] = config["embedding_dimension"] // config.get("num_heads", 8)
+        model = cls(**config)
         return cls.load_torch_weights(model_name_or_path=model_name_or_path, model=model, **hub)

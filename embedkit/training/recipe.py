@@ -141,7 +141,7 @@ class Recipe:
     def check_against_model(self, model, where: str = "") -> None:
         """Check what depends on the model's size, read from its config files (no weights loaded).
 
-        ``pooling``: ``num_heads`` must divide the width, and training the latent-attention module
+        ``pooling``: with ``head_width: split``, ``num_heads`` must divide the width; training the latent-attention module
         must fit in this machine's memory; ``training.max_seq_length`` must be within the model's
         positions. Skipped for what the config does not say (a hub name, an unusual layout); the
         pooling is checked again against the training device once the model has loaded
@@ -151,9 +151,9 @@ class Recipe:
         width, limit = model_width_and_positions(model)
         pool = c["pooling"]
         if pool["name"] == "latent_attention" and whole(width):
-            if width % pool["num_heads"]:
+            if pool["head_width"] == "split" and width % pool["num_heads"]:
                 raise RecipeError(f"{src}: {where}pooling.num_heads: {pool['num_heads']} does not divide the model's "
-                                  f"width {width}")
+                                  f"width {width} (head_width: split; head_width: full takes any number of heads)")
             check_pooling_memory(pool, width, c["training"]["batch_size"], c["training"]["max_seq_length"],
                                  f"{src}: {where}")
         if whole(width):

@@ -80,9 +80,11 @@ def check_pooling_memory(pool: dict, width: int, batch_size: int, max_seq_length
         return
     avail = available_memory() if available is None else available
     r, m = pool["num_latents"], pool["mlp_ratio"]
+    heads = pool.get("num_heads", 8)
+    inner = width if pool.get("head_width", "full") == "split" else heads * width  # num_heads x head width
 
     def need(r=r, m=m, b=batch_size, n=max_seq_length) -> int:  # every loss embeds two views (columns) per row
-        return sum(latent_attention_terms(width, r, m, rows=2 * b, seq_len=n).values())
+        return sum(latent_attention_terms(width, r, m, rows=2 * b, seq_len=n, inner=inner).values())
 
     total = need()
     if avail is None or total <= avail:

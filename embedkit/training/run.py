@@ -89,8 +89,8 @@ def apply_pooling(model, cfg: dict, *, batch_size: int = 1, max_seq_length: int 
     of up to ``max_seq_length`` tokens (default: the model's); ``source`` prefixes the error.
 
     Raises:
-        RecipeError: no pooling module to replace, ``num_heads`` does not divide the width, or the
-            module would not fit in memory (one line naming the key).
+        RecipeError: no pooling module to replace, ``num_heads`` does not divide the width with
+            ``head_width: split``, or the module would not fit in memory (one line naming the key).
     """
     name = cfg["name"]
     if name == "keep":
@@ -104,15 +104,17 @@ def apply_pooling(model, cfg: dict, *, batch_size: int = 1, max_seq_length: int 
     if name == "latent_attention":
         from embedkit.models.pooling import LatentAttentionPooling
 
-        if dim % cfg["num_heads"]:
-            raise RecipeError(f"{source}pooling.num_heads: {cfg['num_heads']} does not divide the model's width {dim}")
+        split = cfg.get("head_width", "full") == "split"  # full (default): NV-Embed's full-width heads
+        if split and dim % cfg["num_heads"]:
+            raise RecipeError(f"{source}pooling.num_heads: {cfg['num_heads']} does not divide the model's width {dim} "
+                              "(head_width: split; head_width: full takes any number of heads)")
         from embedkit.training.recipe import check_pooling_memory
 
         avail, where = _device_memory(next(model.parameters()).device)
         check_pooling_memory(cfg, dim, batch_size, max_seq_length or model.max_seq_length or 1, source,
                              available=avail, where=where)
         new = LatentAttentionPooling(dim, num_latents=cfg["num_latents"], num_heads=cfg["num_heads"],
-                                     mlp_ratio=cfg["mlp_ratio"])
+                                     mlp_ratio=cfg["mlp_ratio"], head_dim=dim // cfg["num_heads"] if split else dim)
     else:
         new = Pooling(dim, "mean", include_prompt=False)
     new.to(next(model.parameters()).device)

@@ -76,6 +76,8 @@ SCHEMA: dict[str, Any] = {
         "name": Key(str, "keep", choices=("keep", "mean", "latent_attention")),
         "num_latents": Key(int, 512, low=1),
         "num_heads": Key(int, 8, low=1),
+        "head_width": Key(str, "full", choices=("full", "split"),
+                          hint="full: every head as wide as the model (NV-Embed); split: width / num_heads each"),
         "mlp_ratio": Key(int, 4, low=1),
     },
     "stages": Key((list, NoneType), None, hint="a list of stages, each overriding data / loss / training"),
@@ -131,6 +133,10 @@ WRAPPERS: dict[str, dict[str, Key]] = {
         "last_layer_weight": Key(float, 1.0, low=0),
         "kl_div_weight": Key(float, 1.0, low=0),
         "kl_temperature": Key(float, 0.3, low=0, low_open=True),
+        "kl": Key(str, "dims", choices=("dims", "scores"),
+                  hint="dims: the reference's STS KL over embedding coordinates; scores: its retrieval KL"),
+        "score_temperature": Key((float, NoneType), None, low=1e-4, hint="or null for the inner loss's temperature"),
+        "distil_weight": Key(float, 0.0, low=0, hint="distil every size from the frozen starting model; 0 = off"),
     },
 }
 

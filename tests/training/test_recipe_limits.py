@@ -41,7 +41,7 @@ def _latent(d, **pool):
 @pytest.mark.parametrize("pool, message", [
     ({"num_latents": 100_000_000_000},
      "bad.yaml: pooling.num_latents: 100000000000: training the latent-attention pooling at width 32 needs about "
-     "116.4 TiB; this machine has 8.0 GiB available — use fewer latents (NV-Embed uses 512)"),
+     "163.0 TiB; this machine has 8.0 GiB available — use fewer latents (NV-Embed uses 512)"),  # full-width heads
     ({"mlp_ratio": 100_000_000},
      "bad.yaml: pooling.mlp_ratio: 100000000: training the latent-attention pooling at width 32 needs about 40.3 TiB; "
      "this machine has 8.0 GiB available — use a smaller ratio (the reference uses 4)"),
@@ -55,11 +55,11 @@ def test_pooling_sizes_beyond_memory_are_refused_before_loading(recipe_dict, no_
 
 
 def test_pooling_size_is_measured_against_what_is_available(recipe_dict, no_model_loading, memory):
-    d = _latent(recipe_dict(), num_latents=1_000_000)  # ~1.2 GiB to train at width 32
+    d = _latent(recipe_dict(), num_latents=1_000_000)  # ~1.7 GiB to train at width 32 (2 full-width heads)
     memory(64 * GiB)
     assert validate_recipe(d, "r.yaml").config["pooling"]["num_latents"] == 1_000_000
     memory(1 * GiB)
-    with pytest.raises(RecipeError, match=r"^r.yaml: pooling.num_latents: 1000000: .* needs about 1.2 GiB; this machine "
+    with pytest.raises(RecipeError, match=r"^r.yaml: pooling.num_latents: 1000000: .* needs about 1.7 GiB; this machine "
                                           r"has 1.0 GiB available"):
         validate_recipe(d, "r.yaml")
     d = _latent(recipe_dict(batch_size=10**9))  # the tokens drive it: batch_size is named
@@ -90,7 +90,7 @@ def test_the_module_checks_its_own_size_before_allocating(monkeypatch):
     with pytest.raises(ResourceError) as e:
         LatentAttentionPooling(384, num_latents=10**11)
     assert str(e.value) == ("latent attention pooling with num_latents=100000000000, mlp_ratio=4 at width 384 "
-                            "(38,400,002,365,056 float32 parameters) need about 139.7 TiB; this machine has 8.0 GiB "
+                            "(38,400,006,493,824 float32 parameters) need about 139.7 TiB; this machine has 8.0 GiB "
                             "available")
 
 
@@ -103,12 +103,12 @@ def test_latent_attention_folds_the_batch_into_one_attention():
     torch.manual_seed(0)
     m = LatentAttentionPooling(32, num_latents=17, num_heads=4, zero_init=False)
     x = torch.randn(5, 9, 32)
-    b, n, d, h = 5, 9, 32, 4
-    q = m.to_q(m.norm_q(x)).view(b, n, h, d // h).transpose(1, 2)
+    b, n, h, dh = 5, 9, 4, m.head_dim  # full-width heads (the default): dh = 32
+    q = m.to_q(m.norm_q(x)).view(b, n, h, dh).transpose(1, 2)
     k, v = m.to_kv(m.norm_kv(m.latents)).chunk(2, dim=-1)
-    k = k.view(1, -1, h, d // h).transpose(1, 2).expand(b, -1, -1, -1)
-    v = v.view(1, -1, h, d // h).transpose(1, 2).expand(b, -1, -1, -1)
-    y = x + m.to_out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d))
+    k = k.view(1, -1, h, dh).transpose(1, 2).expand(b, -1, -1, -1)
+    v = v.view(1, -1, h, dh).transpose(1, 2).expand(b, -1, -1, -1)
+    y = x + m.to_out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, h * dh))
     y = y + m.ff_out(m.ff_act(m.ff_in(m.norm_ff(y))))
     assert torch.allclose(m.token_states(x), y, atol=1e-5)
 
@@ -171,7 +171,7 @@ def test_nan_score_in_an_eval_set_fails_before_loading(recipe_dict, tmp_path, no
      "8.0 GiB available"),
     (lambda d: d["loss"].update(name="esimcse", queue_factor=1e12),
      "loss.queue_factor: a queue of 16,000,000,000,000 negatives"),
-    (lambda d: d.update(pooling={"name": "latent_attention", "num_heads": 64}),
+    (lambda d: d.update(pooling={"name": "latent_attention", "num_heads": 64, "head_width": "split"}),
      "pooling.num_heads: 64 does not divide the model's width 32"),
 ])
 def test_hostile_values_name_their_key(recipe_dict, no_model_loading, memory, mutate, message):

@@ -67,7 +67,8 @@ def test_malformed_pairs_file_names_file_and_line(recipe_dict, pair_files, monke
     (lambda r: r["loss"].update(matryoshka={"dims": [16]}, starbucks={}), "loss.starbucks", "only one of"),
     (lambda r: r["loss"].update(name="simcse"), "loss.name", "trains on data.format sentences, not pairs"),
     (lambda r: r["loss"].update(in_batch_negatives=False, name="cosent"), "loss.name", "scored_pairs"),
-    (lambda r: r.update(pooling={"name": "latent_attention", "num_heads": 5}), "pooling.num_heads", "does not divide"),
+    (lambda r: r.update(pooling={"name": "latent_attention", "num_heads": 5, "head_width": "split"}), "pooling.num_heads",
+     "does not divide"),
     (lambda r: r.update(stages=[{"data": {"format": "pairs"}, "learning": 1}]), "stages[0].learning", "unknown key"),
 ])
 def test_bad_supervised_recipes_name_the_key(recipe_dict, pair_files, mutate, key, words):
