@@ -119,7 +119,28 @@ def _resolve(toks):
     return cmd, path, toks[i:]
 
 
-COMMANDS = _commands()
+def _help_examples():
+    """``(where, tokens, shell)`` for every ``embedkit ...`` line of every command's --help example."""
+    found = []
+
+    def walk(cmd, path):
+        if isinstance(cmd, click.Group):
+            for name in cmd.list_commands(click.Context(cmd)):
+                walk(cmd.get_command(click.Context(cmd), name), path + [name])
+        text = cmd.help or ""
+        if "Example" in text:
+            body = text.split("Example", 1)[1].replace("\\\n", " ")
+            for line in body.splitlines():
+                for seg in _split_commands(line.strip()):
+                    toks = _after_embedkit(_tokens(seg.strip(), True))
+                    if toks is not None:
+                        found.append((f"embedkit {' '.join(path)} --help", toks, True))
+
+    walk(cli, [])
+    return found
+
+
+COMMANDS = _commands() + _help_examples()
 
 
 def test_the_docs_have_commands_to_check():

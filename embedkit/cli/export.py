@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from embedkit.cli._common import POSITIVE, check_model, command, info, json_option, out_option, print_json
+from embedkit.cli._common import POSITIVE, check_model, command, json_option, out_option, print_json
 
 
 @command()
@@ -17,9 +17,13 @@ from embedkit.cli._common import POSITIVE, check_model, command, info, json_opti
 def export(model, layers, dim, out, overwrite, device, as_json):
     """Write the (layers, dims) sub-model of a Matryoshka / Starbucks model as a plain sentence-transformers folder.
 
+    Any sentence-transformers model can be cut; one trained with a Matryoshka / Starbucks recipe
+    (docs/training.md) keeps its quality at the sizes it was trained for.
+
     \b
     Example:
-      embedkit export runs/starbucks/final --layers 2 --dim 64 --out starbucks-2x64
+      embedkit export default --layers 3 --dim 128 --out minilm-3x128
+      embedkit export runs/starbucks --layers 2 --dim 64 --out starbucks-2x64   # a recipe's output folder
     """
     from embedkit.cli._common import prepare_output
     from embedkit.models.export import export_submodel
@@ -27,7 +31,6 @@ def export(model, layers, dim, out, overwrite, device, as_json):
     check_model(model, layers=layers, dim=dim)  # sizes against the model's config: before its weights load
     prepare_output(out, "model", overwrite=overwrite, inputs=[model])
     path = export_submodel(model, out, layers=layers, dim=dim, overwrite=overwrite, device=device or "cpu")
-    info(f"exported to {path}")
     if as_json:
         import json
 
