@@ -123,8 +123,8 @@ class BEBRQuantizer(Quantizer):
     renamed_params = {"bits": "nbits", "progress": "show_progress"}
 
     def __init__(self, nbits: int = 1, width: int | None = None, *, epochs: int = 5, batch_size: int = 256,
-                 queue_size: int = 4096, hard_negatives: int = 64, temperature: float = 0.05, lr: float = 1e-4,
-                 nce_weight: float = 1.0, recon_weight: float = 1.0, distill_weight: float = 1.0,
+                 queue_size: int = 4096, hard_negatives: int = 64, temperature: float = 0.05, lr: float = 3e-4,
+                 nce_weight: float = 0.0, recon_weight: float = 1.0, distill_weight: float = 1.0,
                  distill_temperature: float = 0.05, pair_weight: float = 1.0, n_neighbours: int = 16,
                  residual_mlp: bool = True,
                  symmetric: str = "centred", validation_fraction: float = 0.1, n_iter_no_change: int = 2,
@@ -340,7 +340,7 @@ class BEBRQuantizer(Quantizer):
 
     # -- search ------------------------------------------------------------------------------
     def new_index(self, backend="flat", *, nlist=None, hnsw_m=32, train_X=None, scoring: str = "sdc",
-                  candidates: int = 10) -> BEBRIndex:
+                  candidates: int = 10, symmetric: str | None = None) -> BEBRIndex:
         """An empty :class:`~embedkit.compression.bebr_index.BEBRIndex` (``scoring`` sdc or adc).
 
         ``nlist`` (backend ``ivf``) is checked against ``train_X`` when given; the index trains its
@@ -352,7 +352,8 @@ class BEBRQuantizer(Quantizer):
             from embedkit.compression.base import check_nlist
 
             check_nlist(nlist, len(train_X) if train_X is not None else nlist)
-        return BEBRIndex(self, backend, scoring=scoring, candidates=candidates, hnsw_m=hnsw_m, nlist=nlist)
+        return BEBRIndex(self, backend, scoring=scoring, candidates=candidates, hnsw_m=hnsw_m, nlist=nlist,
+                         symmetric=symmetric)
 
     def index_from_bytes(self, data: bytes, backend: str) -> BEBRIndex:
         self._check_fitted()

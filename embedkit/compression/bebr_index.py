@@ -14,7 +14,7 @@ The symmetric score comes in two forms (the quantizer's ``symmetric``):
   the per-document term ``<c, y_d>`` as one float32 per document (:attr:`BEBRIndex.bytes_per_vector`
   counts it).
 
-Why centred is the default: measured in ``bench/compression.py`` (``--symmetric``); the per-document
+Why centred is the default: measured in ``bench/bebr.py`` on two collections; the per-document
 term is computed from the codes themselves, and on a collection where it is noisy it costs more than it
 adds. :func:`sdc_scores` evaluates ``<y_q, y_d>`` with popcounts over the packed planes (FAISS'
 ``hammings`` kernel when the plane is a whole number of 64-bit words, else ``numpy.bitwise_count``);
@@ -130,9 +130,14 @@ class BEBRIndex(CodeIndex):
     """
 
     def __init__(self, quantizer, backend: str = "flat", *, scoring: str = "sdc", candidates: int = 10,
-                 exhaustive_limit: int = EXHAUSTIVE_LIMIT, hnsw_m: int = 32, nlist: int | None = None):
+                 exhaustive_limit: int = EXHAUSTIVE_LIMIT, hnsw_m: int = 32, nlist: int | None = None,
+                 symmetric: str | None = None):
         if scoring not in ("sdc", "adc"):
             raise EmbedkitError(f"BEBR scoring must be 'sdc' or 'adc', got {scoring!r}")
+        symmetric = symmetric if symmetric is not None else getattr(quantizer, "symmetric", "decoded")
+        if symmetric not in ("centred", "decoded"):
+            raise EmbedkitError(f"BEBR symmetric must be 'centred' or 'decoded', got {symmetric!r}")
+        self.symmetric = symmetric
         self.q = quantizer
         self.backend = check_backend(backend)
         self.scoring = scoring
@@ -152,7 +157,7 @@ class BEBRIndex(CodeIndex):
 
     @property
     def _decoded(self) -> bool:
-        return self.scoring == "sdc" and getattr(self.q, "symmetric", "decoded") == "decoded"
+        return self.scoring == "sdc" and self.symmetric == "decoded"
 
     @property
     def _hamming_exact(self) -> bool:
@@ -272,7 +277,7 @@ class BEBRIndex(CodeIndex):
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
         meta = np.array([self.q.code_size, self.candidates, self.exhaustive_limit, self.hnsw_m, self.nlist or 0], dtype=np.int64)
-        np.savez(buf, codes=self.codes, meta=meta, scoring=np.array(self.scoring))
+        np.savez(buf, codes=self.codes, meta=meta, scoring=np.array(self.scoring), symmetric=np.array(self.symmetric))
         return buf.getvalue()
 
     @classmethod
@@ -280,11 +285,13 @@ class BEBRIndex(CodeIndex):
         try:
             with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as z:
                 codes, meta, scoring = z["codes"], z["meta"], str(z["scoring"])
+                # indexes saved before the choice existed scored the decoded inner product
+                symmetric = str(z["symmetric"]) if "symmetric" in z.files else "decoded"
         except Exception as e:  # noqa: BLE001 - any parse failure is a corrupt index
             raise IndexFormatError(f"cannot read the BEBR index bytes: {e}") from e
         if int(meta[0]) != quantizer.code_size or codes.ndim != 2 or codes.shape[1] != quantizer.code_size:
             raise IndexFormatError(f"BEBR index codes have {codes.shape[-1]} bytes, the quantizer {quantizer.code_size}")
         index = cls(quantizer, backend, scoring=scoring, candidates=int(meta[1]), exhaustive_limit=int(meta[2]),
-                    hnsw_m=int(meta[3]), nlist=int(meta[4]) or None)
+                    hnsw_m=int(meta[3]), nlist=int(meta[4]) or None, symmetric=symmetric)
         index.add_codes(codes)
         return index

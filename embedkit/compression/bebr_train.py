@@ -27,7 +27,7 @@ import logging
 
 import numpy as np
 
-__all__ = ["build_model", "exact_topk", "init_from_itq", "split_holdout", "train"]
+__all__ = ["build_model", "exact_topk", "init_from_itq", "refit_decoder", "split_holdout", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,29 @@ def init_from_itq(model, Xc, A: np.ndarray) -> None:
             phi.lin.bias.zero_()
             torch.nn.init.zeros_(phi.fc2.weight)
             torch.nn.init.zeros_(phi.fc2.bias)
+
+
+def refit_decoder(model, Xc, n_iter: int = 3) -> None:
+    """Fit ``P`` and ``alpha`` to the model's current hard codes of ``Xc`` in closed form (codes fixed):
+    alternately the orthogonal Procrustes ``P`` for ``y = sum_t alpha_t b_t`` and the least-squares
+    ``alpha`` for ``Xc P``. The decoder is then the best one for these codes, so what the ranking terms
+    changed in the codes is not read through a decoder fitted to older ones (the ADC score and the
+    reconstruction both use it)."""
+    import torch
+
+    with torch.no_grad():
+        planes = torch.cat([model(Xc[i : i + 8192], ste=False)[0] for i in range(0, len(Xc), 8192)])  # (n, u, m)
+        alpha = model.log_alpha.exp().clone()
+        for _ in range(n_iter):
+            y = torch.einsum("t,ntm->nm", alpha, planes)
+            U, _, Vh = torch.linalg.svd(Xc.T @ y, full_matrices=False)  # (d, m), (m, m)
+            P = U @ Vh
+            target = Xc @ P  # (n, m)
+            A = planes.permute(0, 2, 1).reshape(-1, planes.shape[1])  # (n*m, u)
+            sol = torch.linalg.lstsq(A.double(), target.reshape(-1, 1).double()).solution.reshape(-1).float()
+            alpha = sol.clamp_min(1e-6)
+        model.P_raw.copy_(P)
+        model.log_alpha.copy_(alpha.log())
 
 
 def split_holdout(n: int, seed: int, fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
@@ -303,6 +326,7 @@ def train(quantizer, X: np.ndarray, Xc, groups, gen, *, holdout: tuple[np.ndarra
             bar.update(1)
         avg = sums / steps_per_epoch
         row = {"epoch": epoch + 1, "infonce": float(avg[0]), "recon": float(avg[1]), "distill": float(avg[2])}
+        refit_decoder(model, Xct)
         if sel_q is not None:
             scores = measure()
             row.update(scores)
