@@ -97,6 +97,7 @@ __all__ = [
     "IndexStateError",
     "DistributedError",
     "ResourceError",
+    "UntrainedSizeWarning",
 ]
 
 
@@ -106,3 +107,7 @@ class DistributedError(EmbedkitError):
 
 class ResourceError(EmbedkitError):
     """A requested size does not fit this machine's memory (refused before anything is allocated)."""
+
+
+class UntrainedSizeWarning(UserWarning):
+    """A (layers, dims) sub-model of a Matryoshka / Starbucks model at a size its training did not cover."""

@@ -7,6 +7,16 @@ model), and the pooled embedding is cut to its first D dimensions and renormalis
 plain sentence-transformers model — Transformer, Pooling, a Dense layer holding the D x H identity
 slice (ST's own module, so ``SentenceTransformer(folder)`` loads an exported folder without embedkit),
 and Normalize — so :func:`embedkit.models.export.export_submodel` writes a standalone folder.
+
+**The layer-L sentence embedding** (one definition, used by training, :func:`encode_ladder`,
+:func:`truncate_encoder` and export): the model's pooling (and any head modules) applied to the
+token states the first L layers produce *as the L-layer network runs*, cut to the first D values
+and L2-normalised. For a backbone with a final normalisation after its layer stack (pre-norm
+decoders: Llama / Qwen3 ``norm``, GPT-2 ``ln_f``; ModernBERT ``final_norm``) that norm is applied
+at every layer, exactly as the truncated model applies it after its last kept layer. Hugging Face
+returns intermediate ``hidden_states`` without it (only the last one has it), so the training-side
+functions here apply it themselves (:func:`every_layer_normed`). BERT-style (post-norm) models have
+no final norm, and nothing changes for them.
 """
 
 from __future__ import annotations
@@ -14,16 +24,26 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
-from embedkit.errors import EmbedkitError
+from embedkit.errors import EmbedkitError, UntrainedSizeWarning
 from embedkit.models.resolve import resolve_model
 from embedkit.models.shape import read_shape
 
-__all__ = ["truncate_encoder", "layer_stack", "model_depth", "model_width", "model_shape",
-           "layer_sentence_embeddings", "encode_ladder"]
+__all__ = ["truncate_encoder", "layer_stack", "final_norm", "every_layer_normed", "unwrap_model", "model_depth",
+           "model_width", "model_shape", "layer_sentence_embeddings", "encode_ladder", "SIZES_FILE",
+           "read_trained_sizes", "check_trained_size"]
 
 logger = logging.getLogger(__name__)
+
+#: written by ``embedkit train`` next to a model trained with a Matryoshka / 2DMSE / Starbucks loss:
+#: ``{"method": ..., "sizes": [[layers, dims], ...]}``, the (layers, dims) sizes the loss trained
+SIZES_FILE = "embedkit_sizes.json"
+
+# attribute names of the normalisation a pre-norm backbone applies after its last layer
+_FINAL_NORM_NAMES = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "final_norm")
 
 
 def layer_stack(auto_model):
@@ -44,6 +64,81 @@ def layer_stack(auto_model):
         "supports BERT-, GPT-2-, Llama-style models")
 
 
+def final_norm(auto_model):
+    """The normalisation module a backbone applies after its layer stack, or None.
+
+    Found beside the layer stack under one of the usual names: Llama / Qwen3 / Mistral ``norm``,
+    GPT-2 / Falcon / BLOOM ``ln_f``, OPT / GPT-NeoX ``final_layer_norm``, Phi ``final_layernorm``,
+    ModernBERT ``final_norm``. BERT-style models (a LayerNorm inside every layer, none after the
+    stack) have none.
+    """
+    import torch.nn as nn
+
+    parent = layer_stack(auto_model)[0]
+    for name in _FINAL_NORM_NAMES:
+        mod = getattr(parent, name, None)
+        if isinstance(mod, nn.Module):
+            return mod
+    return None
+
+
+@contextmanager
+def every_layer_normed(model):
+    """Within the block, the Transformer module's ``all_layer_embeddings`` follow the sub-model definition.
+
+    Entry L becomes ``final_norm(h_L)`` (what the first-L-layers model outputs) for every L below
+    the depth, the embeddings entry (L = 0, which sentence-transformers' ``AdaptiveLayerLoss``
+    trains too) included; the last entry already is the model's output. A no-op for backbones
+    without a final norm (BERT). ``model`` may be wrapped (DistributedDataParallel,
+    ``torch.compile``). Gradients flow through the norm.
+
+    The Transformer module's ``forward`` is replaced for the duration (sentence-transformers calls
+    the Hugging Face model's ``forward`` directly, so a module hook would not fire), which is also
+    what sentence-transformers' ``AdaptiveLayerLoss`` caches its layer states from.
+    """
+    base = unwrap_model(model)
+    tr = _transformer(base)
+    norm = final_norm(tr.auto_model)
+    if norm is None or getattr(tr, "_embedkit_every_layer_normed", False):
+        yield
+        return
+    depth = len(layer_stack(tr.auto_model)[2])
+    original = tr.forward
+    had_own = "forward" in tr.__dict__
+
+    def forward(features, *args, **kwargs):
+        out = original(features, *args, **kwargs)
+        hs = out.get("all_layer_embeddings")
+        if hs is not None and len(hs) == depth + 1:
+            out["all_layer_embeddings"] = (*(norm(h) for h in hs[:-1]), hs[-1])
+        return out
+
+    tr.forward = forward
+    tr._embedkit_every_layer_normed = True
+    try:
+        yield
+    finally:
+        if had_own:
+            tr.forward = original
+        else:
+            del tr.forward
+        tr._embedkit_every_layer_normed = False
+
+
+def unwrap_model(model):
+    """The SentenceTransformer inside DistributedDataParallel (``.module``) / ``torch.compile`` (``_orig_mod``)
+    wrappers (sentence-transformers' trainer puts the wrapped model into a loss's ``model``)."""
+    seen = 0
+    while not hasattr(model, "__getitem__") or not hasattr(model, "tokenize"):
+        inner = getattr(model, "_orig_mod", None)
+        inner = getattr(model, "module", None) if inner is None else inner
+        if inner is None or seen > 8:
+            raise EmbedkitError(f"model {type(model).__name__}: not a SentenceTransformer, nor a "
+                                "DistributedDataParallel / torch.compile wrapper around one")
+        model, seen = inner, seen + 1
+    return model
+
+
 def _transformer(model):
     first = model[0]
     if not hasattr(first, "auto_model"):
@@ -53,13 +148,13 @@ def _transformer(model):
 
 
 def model_depth(model) -> int:
-    """Number of transformer layers of a SentenceTransformer."""
-    return len(layer_stack(_transformer(model).auto_model)[2])
+    """Number of transformer layers of a SentenceTransformer (or a wrapper around one)."""
+    return len(layer_stack(_transformer(unwrap_model(model)).auto_model)[2])
 
 
 def model_width(model) -> int:
     """Width of the pooled embedding before any truncation (the transformer's hidden size)."""
-    return int(_transformer(model).auto_model.config.hidden_size)
+    return int(_transformer(unwrap_model(model)).auto_model.config.hidden_size)
 
 
 def model_shape(name_or_path) -> tuple[int, int] | None:
@@ -78,8 +173,12 @@ def model_shape(name_or_path) -> tuple[int, int] | None:
 def truncate_encoder(model, *, layers: int | None = None, dim: int | None = None):
     """Cut a SentenceTransformer to its first ``layers`` transformer layers and ``dim`` output dims, in place.
 
-    The embedding of the result equals the full model's layer-``layers`` hidden state, pooled as the
-    model pools, cut to the first ``dim`` values and L2-normalised.
+    The embedding of the result equals the full model's layer-``layers`` sentence embedding (see the
+    module docstring: the final norm of a pre-norm backbone applies after the last kept layer), cut to
+    the first ``dim`` values and L2-normalised. A model trained by ``embedkit train`` with a
+    Matryoshka / 2DMSE / Starbucks loss records its trained sizes (:data:`SIZES_FILE`); a size off
+    that list gives an :class:`~embedkit.errors.UntrainedSizeWarning` (it works, but it was never
+    trained, so it is usually much worse than the nearest trained size).
 
     Args:
         model: a SentenceTransformer whose modules are Transformer, Pooling and optionally Normalize.
@@ -115,6 +214,9 @@ def truncate_encoder(model, *, layers: int | None = None, dim: int | None = None
         raise EmbedkitError(f"layers={layers!r}: must be a whole number from 1 to the model's depth {depth}")
     if isinstance(D, bool) or not isinstance(D, int) or not 1 <= D <= width:
         raise EmbedkitError(f"dim={dim!r}: must be a whole number from 1 to the model's width {width}")
+    from embedkit.models.identity import identity
+
+    check_trained_size(identity(model).source, L, D, full=(depth, width))
     rest = [model[i] for i in range(1, len(model))]
     kinds = [type(m).__name__ for m in rest]
     if not rest or not isinstance(rest[0], Pooling) or any(k not in ("Normalize", "Dense") for k in kinds[1:]) \
@@ -137,8 +239,6 @@ def truncate_encoder(model, *, layers: int | None = None, dim: int | None = None
         model.append(Dense(width, D, bias=False, activation_function=nn.Identity(), init_weight=w))
     model.append(Normalize())
     model.to(next(tr.auto_model.parameters()).device)
-    from embedkit.models.identity import identity
-
     ident = identity(model)
     ident.extra["submodel"] = {"layers": L, "dim": D, "full_layers": depth, "full_dim": width}
     return model
@@ -160,26 +260,81 @@ def read_submodel_info(path: str | os.PathLike) -> dict | None:
         return None
 
 
-def layer_sentence_embeddings(model, features: dict, layers) -> dict:
-    """Sentence embeddings of the given layers from ONE transformer forward: the model's own pooling
-    (and normalisation) applied to each layer's hidden states. Gradients flow (used by StarbucksLoss)."""
-    transformer = _transformer(model)
+def read_trained_sizes(path) -> dict | None:
+    """The trained sizes recorded in a model folder (:data:`SIZES_FILE`): ``{"method": str, "sizes":
+    [(layers, dims), ...]}``, or None when the folder records none (a model not trained by embedkit
+    with a Matryoshka-style loss, a hub name, an unreadable file)."""
+    if path is None:
+        return None
+    p = Path(str(path)) / SIZES_FILE
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+        return {"method": str(raw["method"]), "sizes": [(int(a), int(b)) for a, b in raw["sizes"]]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_trained_size(path, layers: int, dim: int, *, full: tuple[int, int] | None = None) -> bool:
+    """Warn (:class:`~embedkit.errors.UntrainedSizeWarning`) when (``layers``, ``dim``) is not a size
+    the model at ``path`` was trained at; True when it is, or when the model records no sizes.
+
+    ``full`` is the model's (depth, width): the full size always counts as trained.
+    """
+    info = read_trained_sizes(path)
+    if info is None or (layers, dim) in info["sizes"] or (full is not None and (layers, dim) == tuple(full)):
+        return True
+    ladder = ", ".join(f"--layers {a} --dim {b}" for a, b in info["sizes"])
+    hint = ("; mrl:D in a compression spec cuts dims at full depth, also untrained below the full width"
+            if "starbucks" in info["method"] else "")
+    warnings.warn(UntrainedSizeWarning(
+        f"model {path}: {layers} layers x {dim} dims is not a size its {info['method']} training covered, so it is "
+        f"an untrained cut (usually far worse than a trained size); trained sizes: {ladder}{hint}"), stacklevel=3)
+    return False
+
+
+def _trailing_normalize(modules) -> int:
+    n = 0
+    for m in reversed(modules):
+        if type(m).__name__ != "Normalize":
+            break
+        n += 1
+    return n
+
+
+def layer_sentence_embeddings(model, features: dict, layers, *, normalize: bool = True) -> dict:
+    """Sentence embeddings of the given layers from ONE forward pass: the layer-L sentence embedding of
+    the module docstring for every L in ``layers``. Gradients flow (used by StarbucksLoss).
+
+    ``model`` may be wrapped (DistributedDataParallel, ``torch.compile``): the forward goes through
+    the wrapper, so DDP synchronises the gradients; the head modules are then applied to every
+    layer's token states. ``normalize=False`` returns them before any trailing Normalize module
+    (what the reference's KL term sees: it trains models without one); with ``normalize=True`` (the
+    default) they are L2-normalised when the model ends with Normalize, as the model outputs them.
+    """
+    import torch.nn.functional as F
+
+    base = unwrap_model(model)
+    transformer = _transformer(base)
     config = transformer.auto_model.config
     previous = config.output_hidden_states
     config.output_hidden_states = True
     try:
-        out = transformer(dict(features))
+        with every_layer_normed(base):
+            out = model(dict(features))  # through the wrapper: DDP synchronises the gradients
     finally:
         config.output_hidden_states = previous
     hidden = out["all_layer_embeddings"]  # [embeddings output, layer 1, ..., layer depth]
-    heads = [model[i] for i in range(1, len(model))]
+    heads = [base[i] for i in range(1, len(base))]
+    n_norm = _trailing_normalize(heads)
+    heads = heads[: len(heads) - n_norm]
     result = {}
     for layer in layers:
-        feats = {k: v for k, v in out.items() if k != "all_layer_embeddings"}
+        feats = {k: v for k, v in out.items() if k not in ("all_layer_embeddings", "sentence_embedding")}
         feats["token_embeddings"] = hidden[layer]
         for module in heads:
             feats = module(feats)
-        result[layer] = feats["sentence_embedding"]
+        emb = feats["sentence_embedding"]
+        result[layer] = F.normalize(emb, p=2, dim=-1) if normalize and n_norm else emb
     return result
 
 

@@ -152,7 +152,7 @@ def wrap_loss(model, loss, cfg: dict):
         m = cfg["matryoshka"]
         return MatryoshkaLoss(model, loss, m["dims"], matryoshka_weights=m["weights"])
     if cfg.get("matryoshka2d"):
-        from sentence_transformers.sentence_transformer.losses import Matryoshka2dLoss
+        from embedkit.training.losses.matryoshka2d import Matryoshka2dLoss  # ST's, on embedkit's layer-L embedding
 
         m = cfg["matryoshka2d"]
         return Matryoshka2dLoss(model, loss, m["dims"], matryoshka_weights=m["weights"],
@@ -164,7 +164,8 @@ def wrap_loss(model, loss, cfg: dict):
 
         m = cfg["starbucks"]
         return StarbucksLoss(model, loss, m["ladder"], last_layer_weight=m["last_layer_weight"],
-                             kl_div_weight=m["kl_div_weight"], kl_temperature=m["kl_temperature"])
+                             kl_div_weight=m["kl_div_weight"], kl_temperature=m["kl_temperature"], kl=m["kl"],
+                             score_temperature=m["score_temperature"], distil_weight=m["distil_weight"])
     return loss
 
 

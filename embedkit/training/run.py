@@ -76,6 +76,62 @@ def read_training_data(path: Path, fmt: str, loss_name: str, *, split: str = "tr
     raise RecipeError(f"{source}: {where}: unknown data.format {fmt!r}")
 
 
+def mined_columns(path: Path, fmt: str, mine: dict, recipe_model, *, split: str = "train", max_rows: int | None = None,
+                  max_seq_length: int | None = None, miners: dict | None = None, source: str = "<recipe>",
+                  where: str = "data") -> tuple[dict[str, list], dict]:
+    """``(anchor, positive, negative_1 ..)`` columns mined before training (a recipe's ``data.mine``), and the
+    mining statistics.
+
+    ``beir``: the folder's qrels ``split`` pairs, negatives from its corpus; ``scored_pairs``: STS pairs
+    scoring at least ``mine.min_score``, both directions, negatives from the file's other sentences
+    (:func:`embedkit.training.mining.sts_pairs`). The miner is ``mine.model`` (default: the recipe's
+    model), truncating at ``max_seq_length`` tokens like training does; its embeddings are cached, so a
+    second stage or a resumed run mines the same negatives again in seconds. Pairs that got fewer than
+    ``mine.negatives`` negatives (every other candidate scored above the threshold) are left out.
+
+    Raises:
+        RecipeError: no pair got ``mine.negatives`` negatives (named with ``source`` and ``where``).
+    """
+    from embedkit.models.loading import load_encoder
+    from embedkit.training.mining import mine_hard_negatives, sts_pairs
+
+    if fmt == "beir":
+        from embedkit.data import read_corpus, read_retrieval_pairs
+
+        corpus = read_corpus(path)
+        pairs = read_retrieval_pairs(path, doc_ids=corpus.ids, split=split)
+        ids, texts = corpus.ids, corpus.texts
+    else:
+        pairs, ids, texts = sts_pairs(path, mine["min_score"])
+    name = mine.get("model") or recipe_model
+    name = None if name in (None, "default") else name
+    miners = {} if miners is None else miners
+    key = (name, max_seq_length)
+    if key not in miners:
+        miners[key] = load_encoder(name)
+        if max_seq_length:
+            miners[key].max_seq_length = max_seq_length
+    mined = mine_hard_negatives(pairs, ids, texts, miners[key], num_negatives=mine["negatives"],
+                                max_positive_ratio=mine["max_positive_ratio"], candidates=mine.get("candidates"),
+                                spec=mine.get("spec", "float"))
+    text = dict(zip(ids, texts))
+    n = mine["negatives"]
+    rows = [(q, text[p], negs) for q, p, negs in zip(mined.queries, mined.positive_ids, mined.negative_ids)
+            if len(negs) == n][:max_rows]
+    short = sum(len(x) < n for x in mined.negative_ids)
+    if not rows:
+        raise RecipeError(f"{source}: {where}.mine: no pair of {path} got {n} negatives (the other candidates of "
+                          f"{mined.stats['candidates_per_query']} per query scored above the threshold); raise "
+                          "mine.candidates or mine.max_positive_ratio")
+    if short:
+        logger.warning("mining %s: %d of %d pairs got fewer than %d negatives and were left out", path, short,
+                       len(pairs), n)
+    cols = {"anchor": [r[0] for r in rows], "positive": [r[1] for r in rows]}
+    for j in range(n):
+        cols[f"negative_{j + 1}"] = [text[r[2][j]] for r in rows]
+    return cols, {**mined.stats, "rows": len(rows), "model": name or "default"}
+
+
 def _rows(columns: dict[str, list]) -> int:
     return len(next(iter(columns.values()))) if columns else 0
 
@@ -236,10 +292,22 @@ def train_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
     inputs = _inputs(recipe)
     prepare_output(recipe.output, "model", overwrite=overwrite or resume, inputs=inputs, option=recipe.output_option)
     d = c["data"]
+    miners: dict = {}
+    mining_stats = {}
     if d["format"] == "sentences":
         texts = read_sentences(recipe)
         columns = None
         say("%d training sentences from %s", len(texts), recipe.train_path)
+    elif d.get("mine"):
+        columns, mining_stats["data.train"] = mined_columns(
+            recipe.train_path, d["format"], d["mine"], c["model"], split=d["split"], max_rows=d["max_sentences"],
+            max_seq_length=t["max_seq_length"], miners=miners, source=recipe.source, where="data")
+        if _rows(columns) < t["batch_size"]:
+            raise RecipeError(f"{recipe.source}: data.train: {_rows(columns)} mined rows from {recipe.train_path}, "
+                              f"fewer than one batch ({t['batch_size']})")
+        texts = columns["anchor"]
+        say("%d training rows with %d mined negatives each from %s", _rows(columns), len(columns) - 2,
+            recipe.train_path)
     else:
         columns = read_training_data(recipe.train_path, d["format"], c["loss"]["name"], split=d["split"],
                                      max_rows=d["max_sentences"], source=recipe.source)
@@ -248,9 +316,24 @@ def train_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
                               f"fewer than one batch ({t['batch_size']})")
         texts = columns.get("anchor") or columns.get("sentence1")
         say("%d training rows (%s) from %s", _rows(columns), d["format"], recipe.train_path)
-    extra_data = [read_training_data(x["path"], x["format"], x["loss"]["name"], split=x["split"],
-                                     max_rows=x["max_sentences"], source=recipe.source, where=f"data.extra[{i}].train")
-                  for i, x in enumerate(recipe.extra)]
+    extra_data = []
+    for i, x in enumerate(recipe.extra):
+        if x.get("mine"):
+            cols, mining_stats[f"data.extra[{i}]"] = mined_columns(
+                x["path"], x["format"], x["mine"], c["model"], split=x["split"], max_rows=x["max_sentences"],
+                max_seq_length=t["max_seq_length"], miners=miners, source=recipe.source, where=f"data.extra[{i}]")
+        else:
+            cols = read_training_data(x["path"], x["format"], x["loss"]["name"], split=x["split"],
+                                      max_rows=x["max_sentences"], source=recipe.source, where=f"data.extra[{i}].train")
+        extra_data.append(cols)
+    miners.clear()  # the mining models are not needed any more
+    for where, cols, loss_cfg, path in [("data.train", columns, c["loss"], recipe.train_path),
+                                        *((f"data.extra[{i}].train", x, e["loss"], e["path"])
+                                          for i, (x, e) in enumerate(zip(extra_data, recipe.extra)))]:
+        if not loss_cfg["in_batch_negatives"] and not any(k.startswith("negative") for k in (cols or {})):
+            raise RecipeError(f"{recipe.source}: {where}: {path} has no negative columns, and "
+                              "loss.in_batch_negatives: false scores each anchor against its own negatives only; "
+                              "add them with `embedkit mine`")
     say("recipe %s: loss %s, sampler %s, batch %d, %s", recipe.source, c["loss"]["name"], c["sampler"]["name"],
         t["batch_size"], f"max_steps {t['max_steps']}" if t["max_steps"] else f"epochs {t['epochs']:g}")
 
@@ -311,7 +394,7 @@ def train_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
         ddp_timeout=t["ddp_timeout"],
         # query-side instructions (NV-Embed): prepended to the named columns; pooling modules with
         # include_prompt=False (mean pooling set by `pooling`, latent attention) leave their tokens out
-        prompts=t["prompts"],
+        prompts=_prompts(t["prompts"], recipe.extra),
         disable_tqdm=not show_progress,
         dataloader_drop_last=True,
         batch_sampler=plan.batch_sampler,
@@ -341,8 +424,15 @@ def train_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
             raise type(e)(f"{e} (the trained weights are in the last checkpoint in {ckpt_dir})") from None
         with atomic_directory(recipe.output) as tmp:
             model.save(str(tmp))
+            sizes = _trained_sizes(model, [c["loss"], *(x["loss"] for x in recipe.extra)])
+            if sizes is not None:  # warns later when an untrained (layers, dims) is asked for
+                from embedkit.models.submodel import SIZES_FILE
+
+                atomic_write_json(tmp / SIZES_FILE, sizes)
             report = result.as_dict()
             report["recipe"] = c
+            if mining_stats:
+                report["mining"] = mining_stats
             atomic_write_json(tmp / "train_report.json", report)
             mark_output(tmp, "model")
         best = (f", best STS-B dev {trainer.state.best_metric:.2f} at {trainer.state.best_model_checkpoint}"
@@ -350,6 +440,28 @@ def train_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
         say("saved %s (step %d%s)", recipe.output, out.global_step, best)
     distributed.barrier()
     return result
+
+
+def _trained_sizes(model, loss_cfgs: list[dict]) -> dict | None:
+    """The (layers, dims) sizes the recipe's Matryoshka / 2DMSE / Starbucks losses trained (union over
+    the main loss and ``data.extra``), or None when none of them has such a wrapper."""
+    from embedkit.models.submodel import model_depth, model_width
+    from embedkit.training.losses.starbucks import trained_sizes
+
+    found = [t for t in (trained_sizes(cfg, model_depth(model), model_width(model)) for cfg in loss_cfgs) if t]
+    if not found:
+        return None
+    sizes = sorted({tuple(x) for t in found for x in t["sizes"]})
+    return {"method": "+".join(dict.fromkeys(t["method"] for t in found)), "sizes": [list(x) for x in sizes]}
+
+
+def _prompts(main, extra: list[dict]):
+    """The trainer's ``prompts``: ``training.prompts`` for every dataset, unless a ``data.extra`` entry sets
+    its own ``prompts`` (e.g. NV-Embed's STS instruction on both sides); then one mapping per dataset."""
+    if not any(x.get("prompts") is not None for x in extra):
+        return main
+    return {"main": main or {}, **{f"extra{i}": (x["prompts"] if x.get("prompts") is not None else main or {})
+                                   for i, x in enumerate(extra)}}
 
 
 def _stage_done(stage: Recipe) -> bool:

@@ -57,6 +57,7 @@ SCHEMA: dict[str, Any] = {
         "extra": Key((list, NoneType), None, hint="a list of {train, format, loss} datasets trained alongside"),
         "max_sentences": Key((int, NoneType), None, low=1, hint="or null for all"),
         "min_chars": Key(int, 1, low=0),
+        "mine": Key((dict, NoneType), None, hint="{negatives: 3}: hard negatives mined before training (beir, scored_pairs)"),
     },
     "loss": {
         "name": Key(str, REQUIRED),
@@ -138,6 +139,18 @@ WRAPPERS: dict[str, dict[str, Key]] = {
         "score_temperature": Key((float, NoneType), None, low=1e-4, hint="or null for the inner loss's temperature"),
         "distil_weight": Key(float, 0.0, low=0, hint="distil every size from the frozen starting model; 0 = off"),
     },
+}
+
+#: ``data.mine`` (and ``data.extra[i].mine``): hard negatives mined before training, TopK-PercPos
+#: (:mod:`embedkit.training.mining`); a BEIR folder's qrels pairs against its corpus, or an STS file's pairs
+#: scoring >= min_score (both directions) against its other sentences
+MINE: dict[str, Key] = {
+    "negatives": Key(int, 7, low=1),
+    "max_positive_ratio": Key(float, 0.95, low=0, high=1, low_open=True),
+    "candidates": Key((int, NoneType), None, low=1, hint="or null for 4 x negatives + 10"),
+    "min_score": Key(float, 4.0, hint="scored_pairs: the lowest score kept as a positive"),
+    "model": Key((str, NoneType), None, hint="the model that mines; null: the recipe's (first stage's) model"),
+    "spec": Key(str, "float"),
 }
 
 #: keys a stage may override (each a section of the recipe)

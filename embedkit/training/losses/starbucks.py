@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from embedkit.errors import RecipeError
 
-__all__ = ["StarbucksLoss", "default_ladder", "check_ladder"]
+__all__ = ["KL_VARIANTS", "StarbucksLoss", "default_ladder", "check_ladder", "trained_sizes"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,30 +67,81 @@ def check_ladder(ladder, depth: int, width: int, *, where: str = "ladder") -> li
     return pairs
 
 
+def trained_sizes(loss_cfg: dict, depth: int, width: int) -> dict | None:
+    """The (layers, dims) sizes a recipe's validated ``loss`` section trains, or None without a wrapper.
+
+    Starbucks: its ladder; 2DMSE (``matryoshka2d``): every layer with every listed dim (it samples
+    over that grid); Matryoshka: the listed dims at full depth. The full size always counts.
+    Returns ``{"method": name, "sizes": [(layers, dims), ...]}`` sorted.
+    """
+    if loss_cfg.get("starbucks") is not None:
+        ladder = loss_cfg["starbucks"].get("ladder")
+        method, sizes = "starbucks", set(check_ladder(default_ladder(depth, width) if ladder is None else ladder,
+                                                      depth, width))
+    elif loss_cfg.get("matryoshka2d") is not None:
+        method = "matryoshka2d"
+        sizes = {(layer, int(d)) for layer in range(1, depth + 1) for d in loss_cfg["matryoshka2d"]["dims"]}
+    elif loss_cfg.get("matryoshka") is not None:
+        method, sizes = "matryoshka", {(depth, int(d)) for d in loss_cfg["matryoshka"]["dims"]}
+    else:
+        return None
+    sizes.add((depth, width))
+    return {"method": method, "sizes": sorted(sizes)}
+
+
 def _shrink(x: Tensor, d: int) -> Tensor:
     return F.normalize(x[..., :d], p=2, dim=-1)
+
+
+#: the KL variants: the reference's STS one (over embedding coordinates) and its retrieval one (over in-batch scores)
+KL_VARIANTS = ("dims", "scores")
+
+
+def _score_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """KL(softmax(teacher / t) || softmax(student / t)) row-wise, ``batchmean``; the teacher carries no gradient."""
+    return F.kl_div(F.log_softmax(student / temperature, dim=-1), F.softmax(teacher.detach() / temperature, dim=-1),
+                    reduction="batchmean")
 
 
 class StarbucksLoss(nn.Module):
     """Train every (layers, dims) size of a fixed diagonal ladder at every step, from one forward pass.
 
-    For each text column, the transformer runs ONCE with all hidden states returned; the model's own
-    pooling (and normalisation) is applied to the hidden state of every ladder layer. Then, as the
-    reference computes it:
+    For each text column, the model runs ONCE with all hidden states returned, and the layer-L
+    sentence embedding (:mod:`embedkit.models.submodel`: the model's pooling applied to layer L's
+    token states, with a pre-norm backbone's final norm, exactly what the exported L-layer
+    sub-model computes) is taken for every ladder layer. Then, as the reference computes it:
 
     * the inner loss on the full model's embedding (all layers, all dims) times ``last_layer_weight``;
     * for every other ladder size (l, d): the inner loss on the layer-l embedding cut to its first d
-      dims and renormalised (weight 1, as in the reference), plus ``kl_temperature * kl_div_weight *
-      KL(softmax(full[:, :d]) || softmax(sub_l[:, :d]))`` over embedding dimensions, ``batchmean``,
-      with all columns' embeddings stacked — the STS variant of the reference.
+      dims and renormalised (weight 1, as in the reference), plus a KL term to the full size:
 
-    Deviation: the reference passes the full-size embeddings to the KL term with ``.clone()``, so the
-    teacher receives gradients from the KL; here the teacher is detached by default
-    (``detach_teacher=True``), as sentence-transformers' AdaptiveLayerLoss does since its fix
-    (huggingface/sentence-transformers#3880) and as the paper describes distillation from the full
-    size. The inner loss must offer ``compute_loss_from_embeddings`` (sentence-transformers'
-    MultipleNegativesRankingLoss, CoSENTLoss, ... do); the reference's sampling of sizes
-    (``n_selections_per_step``) is not offered, since its best results use all sizes every step.
+      - ``kl="dims"`` (the reference's STS variant, ``sts/starbucks_loss.py``):
+        ``kl_temperature * kl_div_weight * KL(softmax(full[:, :d]) || softmax(sub_l[:, :d]))`` over
+        embedding coordinates, ``batchmean``, all columns stacked. The embeddings are the pooled
+        ones *before* any trailing Normalize module, as in the reference (whose models have none):
+        on unit vectors the softmax over 32-384 coordinates is nearly uniform and the term ~35x weaker.
+      - ``kl="scores"`` (the reference's retrieval variant, ``retrieval/modeling.py``):
+        ``kl_div_weight * KL(softmax(S_full / t) || softmax(S_l,d / t))`` where ``S`` holds the
+        cosine similarities of every anchor (first column) to every candidate of the batch (the
+        other columns), ``t = score_temperature``, teacher detached.
+
+    * ``distil_weight > 0`` (embedkit's addition, against regret at the full size): every size, the
+      full one included, also gets ``distil_weight * KL(softmax(S_start / t) || softmax(S_l,d / t))``
+      where ``S_start`` are the in-batch scores of a frozen copy of the model as it was when the loss
+      was built (the starting model). It keeps the full size near where it started while the
+      smaller sizes learn; it costs one extra no-gradient forward per column and a copy of the model.
+
+    Deviations: the reference passes the full-size embeddings to the STS KL with ``.clone()``, so the
+    teacher receives gradients; here it is detached by default (``detach_teacher=True``), as
+    sentence-transformers' AdaptiveLayerLoss does since huggingface/sentence-transformers#3880 and as
+    the reference's retrieval variant does. The retrieval variant scores by cosine similarity (the
+    inner losses' similarity) where the reference takes dot products of the cut, un-renormalised
+    vectors. The inner loss must offer ``compute_loss_from_embeddings`` (MultipleNegativesRankingLoss,
+    CoSENTLoss, ... do); the reference's sampling of sizes (``n_selections_per_step``) is not offered,
+    since its best results use all sizes every step.
+
+    Works under DistributedDataParallel (sentence-transformers' trainer puts the wrapped model into
+    ``loss.model``; the forward goes through the wrapper so gradients are synchronised).
 
     Args:
         model: a SentenceTransformer (Transformer, Pooling[, Normalize]).
@@ -98,8 +149,12 @@ class StarbucksLoss(nn.Module):
         ladder: (layers, dims) pairs, strictly increasing in both; default :func:`default_ladder`.
         last_layer_weight: weight of the full-size loss.
         kl_div_weight: weight of the KL terms.
-        kl_temperature: the reference's scale of the KL terms (0 turns them off).
+        kl_temperature: the reference's scale of the ``dims`` KL terms (0 turns them off).
         detach_teacher: stop gradients through the full-size embedding in the KL terms.
+        kl: ``"dims"`` or ``"scores"`` (see above).
+        score_temperature: ``t`` of the score distributions (``kl="scores"`` and distillation); None
+            takes the inner loss's own (``1 / scale``, 0.05 for MultipleNegativesRankingLoss), else 0.05.
+        distil_weight: weight of the distillation of every size from the frozen starting model (0: off).
 
     Example:
         .. code-block:: python
@@ -113,9 +168,10 @@ class StarbucksLoss(nn.Module):
 
     def __init__(self, model, loss: nn.Module, ladder: Sequence[Sequence[int]] | None = None, *,
                  last_layer_weight: float = 1.0, kl_div_weight: float = 1.0, kl_temperature: float = 0.3,
-                 detach_teacher: bool = True) -> None:
+                 detach_teacher: bool = True, kl: str = "dims", score_temperature: float | None = None,
+                 distil_weight: float = 0.0) -> None:
         super().__init__()
-        from embedkit.models.submodel import model_depth, model_width
+        from embedkit.models.submodel import model_depth, model_width, unwrap_model
 
         self.model = model
         self.loss = loss
@@ -126,40 +182,107 @@ class StarbucksLoss(nn.Module):
         self.kl_div_weight = float(kl_div_weight)
         self.kl_temperature = float(kl_temperature)
         self.detach_teacher = bool(detach_teacher)
+        if kl not in KL_VARIANTS:
+            raise RecipeError(f"kl={kl!r}: must be one of {', '.join(map(repr, KL_VARIANTS))}")
+        self.kl = kl
+        if score_temperature is None:
+            scale = getattr(loss, "scale", None)
+            score_temperature = 1.0 / float(scale) if isinstance(scale, (int, float)) and scale > 0 else 0.05
+        self.score_temperature = float(score_temperature)
+        self.distil_weight = float(distil_weight)
         if not hasattr(loss, "compute_loss_from_embeddings"):
             raise RecipeError(f"loss {type(loss).__name__}: StarbucksLoss needs an inner loss with "
                               "compute_loss_from_embeddings (e.g. MultipleNegativesRankingLoss, CoSENTLoss)")
+        # the frozen starting model: kept out of the module tree (no parameters, no state dict, not
+        # replaced by the trainer's DDP wrapper), moved to the batch's device on first use
+        self.__dict__["_start"] = None
+        if self.distil_weight > 0:
+            import copy
 
-    def layer_embeddings(self, features: dict[str, Tensor], layers: Iterable[int]) -> dict[int, Tensor]:
-        """Pooled (and normalised, as the model does) embeddings of the given layers, from one forward."""
+            start = copy.deepcopy(unwrap_model(model)).eval()
+            for p in start.parameters():
+                p.requires_grad_(False)
+            self.__dict__["_start"] = start
+        #: the last step's terms (floats, for logging and tests): inner, kl, distil
+        self.last_terms: dict[str, float] = {}
+
+    def layer_embeddings(self, features: dict[str, Tensor], layers: Iterable[int], *,
+                         normalize: bool = True) -> dict[int, Tensor]:
+        """The layer-L sentence embeddings of the given layers, from one forward (see the class docs);
+        ``normalize=False``: before any trailing Normalize module."""
         from embedkit.models.submodel import layer_sentence_embeddings
 
-        return layer_sentence_embeddings(self.model, features, layers)
+        return layer_sentence_embeddings(self.model, features, layers, normalize=normalize)
+
+    def _scores(self, columns: list[Tensor], dim: int) -> Tensor:
+        """Cosine similarities of the anchors (column 0) to every candidate of the batch (the other columns)."""
+        from embedkit.training.distributed import all_gather
+
+        if len(columns) < 2:
+            raise RecipeError("StarbucksLoss: kl: scores and distil_weight need at least two text columns "
+                              "(anchor and candidates), e.g. data.format pairs, beir or scored_pairs")
+        cands = torch.cat([_shrink(c, dim) for c in columns[1:]], dim=0)
+        if getattr(self.loss, "gather_across_devices", False):
+            cands = all_gather(cands)
+        return _shrink(columns[0], dim) @ cands.T
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        from embedkit.models.submodel import unwrap_model
+
+        sentence_features = list(sentence_features)
         layers = sorted({layer for layer, _ in self.ladder} | {self.depth})
-        per_column = [self.layer_embeddings(f, layers) for f in sentence_features]
-        full = [col[self.depth] for col in per_column]
-        loss = self.last_layer_weight * self.loss.compute_loss_from_embeddings(full, labels)
+        raw = [self.layer_embeddings(f, layers, normalize=False) for f in sentence_features]
+        normalizes = type(unwrap_model(self.model)[-1]).__name__ == "Normalize"
+        full = [col[self.depth] for col in raw]
+        full_out = [F.normalize(e, p=2, dim=-1) for e in full] if normalizes else full  # what the model outputs
+        inner = self.last_layer_weight * self.loss.compute_loss_from_embeddings(full_out, labels)
+        kl_total = inner.new_zeros(())
+        distil_total = inner.new_zeros(())
         teacher = torch.cat(full, dim=0)
         if self.detach_teacher:
             teacher = teacher.detach()
+        if self.kl == "scores" and self.kl_div_weight > 0:
+            full_scores = self._scores(full, self.width).detach()
+        start_scores = None
+        if self.distil_weight > 0:
+            start_scores = self._start_scores(sentence_features)
+            distil_total = distil_total + _score_kl(self._scores(full, self.width), start_scores, self.score_temperature)
         for layer, dim in self.ladder:
             if (layer, dim) == (self.depth, self.width):
                 continue
-            subs = [col[layer] for col in per_column]
-            loss = loss + self.loss.compute_loss_from_embeddings([_shrink(e, dim) for e in subs], labels)
-            if self.kl_temperature > 0:
+            subs = [col[layer] for col in raw]
+            inner = inner + self.loss.compute_loss_from_embeddings([_shrink(e, dim) for e in subs], labels)
+            if self.kl == "dims" and self.kl_temperature > 0 and self.kl_div_weight > 0:
                 student = torch.cat(subs, dim=0)
                 kl = F.kl_div(F.log_softmax(student[:, :dim], dim=-1), F.softmax(teacher[:, :dim], dim=-1),
                               reduction="batchmean")
-                loss = loss + kl * self.kl_temperature * self.kl_div_weight
-        return loss
+                kl_total = kl_total + kl * self.kl_temperature * self.kl_div_weight
+            sub_scores = None
+            if self.kl == "scores" and self.kl_div_weight > 0:
+                sub_scores = self._scores(subs, dim)
+                kl_total = kl_total + self.kl_div_weight * _score_kl(sub_scores, full_scores, self.score_temperature)
+            if start_scores is not None:
+                sub_scores = self._scores(subs, dim) if sub_scores is None else sub_scores
+                distil_total = distil_total + _score_kl(sub_scores, start_scores, self.score_temperature)
+        self.last_terms = {"inner": float(inner.detach()), "kl": float(kl_total.detach()),
+                           "distil": float(self.distil_weight * distil_total.detach())}
+        return inner + kl_total + self.distil_weight * distil_total
+
+    @torch.no_grad()
+    def _start_scores(self, sentence_features: list[dict[str, Tensor]]) -> Tensor:
+        """In-batch scores of the frozen starting model at its full size."""
+        start = self.__dict__["_start"]
+        device = next(v.device for v in sentence_features[0].values() if isinstance(v, Tensor))
+        if next(start.parameters()).device != device:
+            start.to(device)
+        cols = [start(dict(f))["sentence_embedding"] for f in sentence_features]
+        return self._scores(cols, self.width)
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"loss": type(self.loss).__name__, "ladder": [list(p) for p in self.ladder],
                 "last_layer_weight": self.last_layer_weight, "kl_div_weight": self.kl_div_weight,
-                "kl_temperature": self.kl_temperature, "detach_teacher": self.detach_teacher}
+                "kl_temperature": self.kl_temperature, "detach_teacher": self.detach_teacher, "kl": self.kl,
+                "score_temperature": self.score_temperature, "distil_weight": self.distil_weight}
 
     @property
     def citation(self) -> str:
