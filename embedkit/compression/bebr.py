@@ -15,42 +15,46 @@ and a code decodes to ``mean + P y`` with ``y = sum_t alpha_t b_t``.
 What the paper leaves open, and what embedkit chose (the paper has no public code):
 
 * **Reconstruction psi_t is linear and shares one matrix P with orthonormal columns**
-  (``P^T P = I``, kept orthonormal by a QR re-parametrisation), scaled by a learned positive
-  ``alpha_t`` per plane. This is what makes symmetric search exact on popcounts: the inner product
-  of two decoded codes is ``|mean|^2 + <c, y_q> + <c, y_d> + sum_ts alpha_t alpha_s <b_t, b'_s>``
-  with ``c = P^T mean``, and ``<b_t, b'_s> = m - 2 hamming(b_t, b'_s)``. The index stores the
-  per-document term ``<c, y_d>`` as one float per document and adds the per-query terms, so its
-  symmetric (SDC) score *is* the decoded inner product (see :mod:`embedkit.compression.bebr_index`).
-  An MLP psi would reconstruct better but could only be searched by decoding every code.
+  (``P^T P = I``, kept orthonormal by a QR re-parametrisation), scaled by a positive ``alpha_t`` per
+  plane. This is what makes symmetric search run on popcounts: ``<P y_q, P y_d> = <y_q, y_d> =
+  sum_ts alpha_t alpha_s (m - 2 hamming(b_t, b'_s))``. An MLP psi would reconstruct better but could
+  only be searched by decoding every code.
+* **The symmetric (SDC) score** (``symmetric``): ``"centred"`` (default) scores ``<y_q, y_d>``, nothing
+  stored beside the code, and with one plane it is a plain Hamming search (FAISS ``IndexBinaryFlat``);
+  ``"decoded"`` scores the inner product of the decoded vectors, adding ``<P^T mean, y_d>`` (one stored
+  float per document) and the per-query terms. Chosen by measurement on two collections
+  (``bench/bebr.py``); either can be set per index (``new_index(symmetric=...)``).
 * **phi_t** is the paper's MLP binarization block: a linear map ``d -> m`` followed by a residual
-  block ``z + W2 gelu(W1 LayerNorm(z))`` (hidden width ``m``, ``W2`` zero-initialised, so training
-  starts from the linear map). ``residual_mlp=False`` drops the block (phi_t linear). The linear maps
-  start from ITQ's PCA + rotation (Gong & Lazebnik) fitted on the same vectors, and P from its
-  transpose, so before training the model is exactly ITQ followed by greedy residual sign
-  quantization; training starts from a strong baseline. Inputs are centred on the corpus mean
-  (stored with the model).
-* **Straight-through sign**: forward ``sign`` (0 maps to +1), backward the gradient of
-  ``clamp(z, -1, 1)`` (hard-tanh STE).
-* **Objective** = ``nce_weight`` * InfoNCE + ``recon_weight`` * reconstruction +
-  ``distill_weight`` * neighbour distillation, all on centred vectors:
-  (1) InfoNCE (temperature ``temperature``) between the L2-normalised decoded code of each vector
-  and the normalised float vectors of its batch and of a FIFO queue of up to ``queue_size`` float
-  vectors of earlier batches: the code must pick out its own float vector. An anchor's own vector
-  and exact duplicates of it are masked out of its negatives (in the batch and in the queue), as a
-  MoCo-style queue excludes the positive by construction, and the queue holds each fitting vector
-  at most once (a re-enqueued vector replaces its older copy). Without both, once the queue covers
-  the fitting set each anchor meets copies of its own target as negatives and the loss cannot
-  fall below ln(copies).
-  (2) reconstruction: squared error of the decoded code relative to the mean squared norm.
-  (3) distillation (embedkit's addition, not in the paper): for each anchor, its ``n_neighbours``
-  nearest fitting vectors by cosine are decoded too; two listwise KL terms (averaged) match the
-  softmax (temperature ``distill_temperature``) over those neighbours of the float-float cosines
-  with (a) the cosines of the normalised code vectors ``y`` (the symmetric, code-code score) and
-  (b) the cosines of the anchor's float vector with the normalised decoded neighbours (the
-  asymmetric score). ``distill_weight=0`` gives the paper's two terms.
-* **Optimiser**: Adam on every trainable weight (phi's linear maps, the residual block when on,
-  P and the alphas), cosine-decayed learning rate, ``epochs`` passes over the fitting vectors in
-  seeded random batches; ``torch`` on CPU, deterministic for a given seed and thread count.
+  block ``z + W2 gelu(W1 LayerNorm(z))`` (hidden width ``m``, ``W2`` zero-initialised). ``residual_mlp=False``
+  drops the block. The linear maps start from ITQ's PCA + rotation (Gong & Lazebnik) fitted on the
+  same vectors, divided by ``alpha_t`` so that ``|z| ~ 1``, and P from its transpose: before training
+  the model is exactly ITQ followed by greedy residual sign quantization (``epochs=0``).
+* **Straight-through sign** for the ranking terms: forward ``sign``, backward the gradient of
+  ``clamp(z, -1, 1)`` — with ``z`` in units of ``alpha_t`` this passes gradients near the decision
+  boundary only. (Round 2 used raw ``z`` of size ~0.03, so the clamp never bit and the residual block's
+  first Adam steps swamped ``z``.)
+* **Objective** (details and reasons in :mod:`embedkit.compression.bebr_train`) =
+  ``recon_weight`` * reconstruction + ``distill_weight`` * distillation + ``nce_weight`` * InfoNCE
+  [+ ``pair_weight`` * query-document InfoNCE when ``fit(X, pairs=...)`` gets pairs]:
+  (1) reconstruction (paper): squared error of the decoded *hard* codes relative to the mean squared
+  norm, the codes detached, so it fits ``P`` and ``alpha`` and cannot flip a bit; after every epoch
+  ``P`` and ``alpha`` are also refitted in closed form to the current codes (Procrustes + least squares).
+  (2) distillation (embedkit's, not in the paper): over each vector's ``n_neighbours`` nearest fitting
+  vectors, listwise KL between the softmax (``distill_temperature``) of float cosines and that of the
+  code-code cosines (the SDC order) and of float-code cosines (the ADC order).
+  (3) InfoNCE (paper; off by default, ``nce_weight=0``): a float vector must pick out its own decoded
+  code (the ADC score) among the batch's codes and its ``hard_negatives`` highest-scoring codes from a
+  queue of earlier batches (the paper's queue-based hard-negative mining); an anchor's own code and its
+  exact duplicates are never its negatives. Off because it lowered held-out agreement with float search
+  on unlabelled sentences (2 planes: ADC recall@10 0.814 -> 0.765 after one epoch; measured with
+  held-out sentences, not SciFact).
+* **Selection** (embedkit's): ``validation_fraction`` of the fitting vectors (at most 2,000) is held out;
+  after every epoch the recall@10 of SDC and ADC search against exact float search is measured there
+  (and, with pairs, the held-out pairs' recall); the best epoch whose every measure is at least the
+  start's is kept, the ITQ start when none is (``selection_`` records the scores and ``chosen_epoch``,
+  saved with the codec), and training stops after ``n_iter_no_change`` epochs without a better one.
+* **Optimiser**: Adam on every trainable weight, cosine-decayed learning rate ``lr``, at most
+  ``epochs`` passes in seeded random batches; ``torch`` on CPU, deterministic for a seed and thread count.
 * ``WIDTH`` must be a multiple of 8 and at most the input dimension (``P`` needs ``m <= d``
   orthonormal columns); the default is the input dimension, giving ``NBITS`` bits per dimension.
 
