@@ -12,13 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from embedkit.compression.base import BACKENDS, check_matrix, l2_normalize
+from embedkit.compression.base import check_matrix, l2_normalize
 from embedkit.compression.pipeline import CompressionPipeline
 from embedkit.compression.spec import quantizer_from_spec
 from embedkit.data.documents import MAX_LISTED_IDS, validate_documents
@@ -30,7 +29,8 @@ from embedkit.models.resolve import (
     model_load_options,
     model_weights_fingerprint,
 )
-from embedkit.retrieval.common import DEFAULT_EF_SEARCH, Hit, check_ids, default_nprobe
+from embedkit.retrieval.common import DEFAULT_EF_SEARCH, INDEX_TYPES, Hit, check_ids, default_nprobe, resolve_index_type
+from embedkit.retrieval.hybrid import check_mode, ranked_keys
 from embedkit.retrieval.locking import ReadWriteLock
 from embedkit.retrieval.manifest import read_manifest
 from embedkit.validation import check_positive_int
@@ -38,37 +38,6 @@ from embedkit.validation import check_positive_int
 __all__ = ["INDEX_TYPES", "IndexBase", "resolve_index_type"]
 
 logger = logging.getLogger(__name__)
-
-#: FAISS structures an index can search its codes with (``index_type=``, ``--index-type``)
-INDEX_TYPES = tuple(BACKENDS)
-_ENCODER_BACKENDS = ("torch", "onnx", "onnx-int8")
-
-
-def resolve_index_type(index_type: str | None, backend: str | None = None, *, stacklevel: int = 3) -> str:
-    """The FAISS structure from ``index_type=`` (default ``"flat"``), or from the deprecated ``backend=``.
-
-    ``backend`` used to name the FAISS structure; it now means the encoder runtime (``torch``, ``onnx``,
-    ``onnx-int8``: ``load_encoder(backend=...)``), so ``backend="ivf"`` still works with a
-    :class:`DeprecationWarning` and an encoder runtime given here is refused with what to pass instead.
-
-    Raises:
-        EmbedkitError: an unknown index type, an encoder runtime, or two different values.
-    """
-    if backend is not None:
-        if backend in _ENCODER_BACKENDS:
-            raise EmbedkitError(f"backend={backend!r} is an encoder runtime, not an index structure: load the model "
-                                f"with load_encoder(..., backend={backend!r}), pass it as model=, and choose the "
-                                f"FAISS structure with index_type= ({', '.join(INDEX_TYPES)})")
-        if index_type is not None and index_type != backend:
-            raise EmbedkitError(f"index_type={index_type!r} and backend={backend!r} disagree; give index_type= only")
-        warnings.warn("backend= is the old name of index_type= (the FAISS structure: flat, hnsw, ivf); "
-                      "'backend' now names the encoder runtime", DeprecationWarning, stacklevel=stacklevel)
-        index_type = backend
-    index_type = "flat" if index_type is None else index_type
-    if index_type not in INDEX_TYPES:
-        raise EmbedkitError(f"unknown index_type {index_type!r}; choose one of {', '.join(INDEX_TYPES)}")
-    return index_type
-
 
 class IndexBase:
     """The index contract both storage formats implement, and everything they share.
@@ -92,8 +61,10 @@ class IndexBase:
 
     def __init__(self, model=None, spec: str = "float", *, index_type: str | None = None, rescore: int | None = None,
                  nlist: int | None = None, hnsw_m: int = 32, nprobe: int | None = None, ef_search: int | None = None,
-                 backend: str | None = None):
+                 backend: str | None = None, keyword: bool = True):
         index_type = resolve_index_type(index_type, backend, stacklevel=4)
+        #: whether the docstore keeps the keyword (BM25, SQLite FTS5) index of the texts
+        self.keyword = bool(keyword)
         self.rescore = None if rescore is None else check_positive_int(rescore, "rescore (oversampling factor)")
         self.nlist = None if nlist is None else check_positive_int(nlist, "nlist")
         self.hnsw_m = check_positive_int(hnsw_m, "hnsw_m", minimum=2)
@@ -351,41 +322,61 @@ class IndexBase:
         with self._lock.read():
             return self._search_rows(Q, k, rescore)
 
-    def search_ids(self, Q, k: int = 10, *, rescore: bool | None = None) -> tuple[np.ndarray, list[list[str]]]:
-        """Like :meth:`search_embeddings` but returns ``(scores, ids)``: document ids, no text lookup."""
+    def search_ids(self, Q, k: int = 10, *, rescore: bool | None = None, mode: str = "dense", where=None,
+                   texts: Sequence[str] | None = None, fusion: str = "rrf", alpha: float = 0.5,
+                   depth: int | None = None) -> tuple[np.ndarray, list[list[str]]]:
+        """Like :meth:`search_embeddings` but returns ``(scores, ids)``: document ids, no text lookup.
+
+        ``mode``, ``where``, ``fusion``, ``alpha``, ``depth``: as for :meth:`search`; ``keyword`` and
+        ``hybrid`` also need the query ``texts`` (``Q`` may then be None for ``keyword``). Scores are
+        padded with NaN where a query has fewer than ``k`` hits.
+        """
         k = check_positive_int(k, "k")
         with self._lock.read():
-            scores, rows = self._search_rows(Q, k, rescore)
-            keys = self._keys
-            flat = np.unique(rows[rows >= 0])
-            key_to_id = self._docs.ids_for_keys(keys[flat].tolist())
-        ids = [[key_to_id[int(keys[r])] for r in row if r >= 0] for row in rows]
-        return scores, ids
+            ranked = ranked_keys(self, None if texts is None else list(texts), Q, k, mode=mode, where=where,
+                                 rescore=rescore, fusion=fusion, alpha=alpha, depth=depth)
+            key_to_id = self._docs.ids_for_keys(sorted({key for hits in ranked for key, _ in hits}))
+        scores = np.full((len(ranked), max((len(h) for h in ranked), default=0)), np.nan, dtype=np.float32)
+        for i, hits in enumerate(ranked):
+            scores[i, :len(hits)] = [s for _, s in hits]
+        return scores, [[key_to_id[key] for key, _ in hits] for hits in ranked]
 
-    def search(self, query, k: int = 10, *, rescore: bool | None = None):
+    def search(self, query, k: int = 10, *, rescore: bool | None = None, mode: str = "dense", where=None,
+               fusion: str = "rrf", alpha: float = 0.5, depth: int | None = None):
         """Search with a query string (returns ``list[Hit]``), a list of strings or an embedding
-        matrix (returns one ``list[Hit]`` per query)."""
+        matrix (returns one ``list[Hit]`` per query).
+
+        Args:
+            mode: ``"dense"`` (the vectors), ``"keyword"`` (BM25 over the texts; needs the keyword
+                index) or ``"hybrid"`` (both, fused; see :mod:`embedkit.retrieval.hybrid`).
+            where: a metadata filter, e.g. ``{"year": {"$gte": 2020}, "lang": {"$in": ["en", "de"]}}``
+                (see :mod:`embedkit.retrieval.filters`): only matching documents are returned, the
+                best ``k`` of them.
+            fusion: ``"rrf"`` (reciprocal-rank fusion, default) or ``"weighted"`` (min-max scores,
+                ``alpha * dense + (1 - alpha) * keyword``) for hybrid search.
+            depth: candidates per side for hybrid search (default 100, at least k).
+        """
         k = check_positive_int(k, "k")
         single = isinstance(query, str)
+        texts = None
         if single or (isinstance(query, (list, tuple)) and query and isinstance(query[0], str)):
-            Q = self.encode_queries([query] if single else list(query))
+            texts = [query] if single else list(query)
+            check_mode(mode, fusion, alpha)
+            if mode == "keyword":
+                for i, q in enumerate(texts):
+                    if not isinstance(q, str) or not q.strip():
+                        raise EmbedkitError(f"query {i} is empty; give some text to search for")
+            Q = None if mode == "keyword" else self.encode_queries(texts)
         elif isinstance(query, (list, tuple)) and not query:
             raise EmbedkitError("no queries given")
         else:
             Q = query
         with self._lock.read():
-            scores, rows = self._search_rows(Q, k, rescore)
-            keys = self._keys
-            docs = self._docs.get(keys[np.unique(rows[rows >= 0])].tolist())
-        results = []
-        for row, sc in zip(rows, scores):
-            hits = []
-            for r, s in zip(row, sc):
-                if r < 0:
-                    continue
-                did, text, meta = docs[int(keys[r])]
-                hits.append(Hit(did, float(s), text, meta))
-            results.append(hits)
+            ranked = ranked_keys(self, texts, Q, k, mode=mode, where=where, rescore=rescore, fusion=fusion,
+                                 alpha=alpha, depth=depth)
+            docs = self._docs.get(sorted({key for hits in ranked for key, _ in hits}))
+        results = [[Hit(docs[key][0], float(s), docs[key][1], docs[key][2])
+                    for key, s in hits] for hits in ranked]
         return results[0] if single else results
 
     # -- stats ----------------------------------------------------------------------------------
@@ -431,7 +422,8 @@ class IndexBase:
         try:
             index = cls(None, manifest["spec"], index_type=manifest["backend"], rescore=manifest.get("rescore"),
                         nlist=manifest.get("nlist"), hnsw_m=manifest.get("hnsw_m", 32),
-                        nprobe=manifest.get("nprobe"), ef_search=manifest.get("ef_search"))
+                        nprobe=manifest.get("nprobe"), ef_search=manifest.get("ef_search"),
+                        keyword=manifest.get("keyword", False))
         except EmbedkitError as e:
             raise IndexFormatError(f"{path}: the manifest describes an index this embedkit cannot build ({e})") from e
         index._force = bool(force)

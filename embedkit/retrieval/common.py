@@ -1,14 +1,16 @@
-"""What both index formats share below the index classes: search-effort defaults, the result type,
-and the id check."""
+"""What both index formats share below the index classes: the index types (and the deprecated
+``backend=`` spelling), search-effort defaults, the result type, and the id check."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from embedkit.compression.base import BACKENDS
 from embedkit.errors import EmbedkitError
 
-__all__ = ["DEFAULT_EF_SEARCH", "Hit", "check_ids", "default_nprobe"]
+__all__ = ["DEFAULT_EF_SEARCH", "INDEX_TYPES", "Hit", "check_ids", "default_nprobe", "resolve_index_type"]
 
 #: HNSW efSearch used unless ``ef_search`` is given (searches use at least k)
 DEFAULT_EF_SEARCH = 128
@@ -54,3 +56,34 @@ def check_ids(ids) -> list[str]:
         else:
             raise EmbedkitError(f"document ids must be strings, got {i!r}")
     return out
+
+
+#: FAISS structures an index can search its codes with (``index_type=``, ``--index-type``)
+INDEX_TYPES = tuple(BACKENDS)
+_ENCODER_BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+def resolve_index_type(index_type: str | None, backend: str | None = None, *, stacklevel: int = 3) -> str:
+    """The FAISS structure from ``index_type=`` (default ``"flat"``), or from the deprecated ``backend=``.
+
+    ``backend`` used to name the FAISS structure; it now means the encoder runtime (``torch``, ``onnx``,
+    ``onnx-int8``: ``load_encoder(backend=...)``), so ``backend="ivf"`` still works with a
+    :class:`DeprecationWarning` and an encoder runtime given here is refused with what to pass instead.
+
+    Raises:
+        EmbedkitError: an unknown index type, an encoder runtime, or two different values.
+    """
+    if backend is not None:
+        if backend in _ENCODER_BACKENDS:
+            raise EmbedkitError(f"backend={backend!r} is an encoder runtime, not an index structure: load the model "
+                                f"with load_encoder(..., backend={backend!r}), pass it as model=, and choose the "
+                                f"FAISS structure with index_type= ({', '.join(INDEX_TYPES)})")
+        if index_type is not None and index_type != backend:
+            raise EmbedkitError(f"index_type={index_type!r} and backend={backend!r} disagree; give index_type= only")
+        warnings.warn("backend= is the old name of index_type= (the FAISS structure: flat, hnsw, ivf); "
+                      "'backend' now names the encoder runtime", DeprecationWarning, stacklevel=stacklevel)
+        index_type = backend
+    index_type = "flat" if index_type is None else index_type
+    if index_type not in INDEX_TYPES:
+        raise EmbedkitError(f"unknown index_type {index_type!r}; choose one of {', '.join(INDEX_TYPES)}")
+    return index_type

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from embedkit.errors import EmbedkitError, IndexFormatError
+from embedkit.retrieval.keyword import enable_keyword, has_keyword, keyword_search
 
 __all__ = ["DocStore", "SCHEMA", "sqlite_readonly_uri"]
 
@@ -41,12 +42,44 @@ def sqlite_readonly_uri(path: str | os.PathLike) -> str:
 class DocStore:
     """Documents keyed by an increasing integer ``key`` (insertion order) and a unique ``id``."""
 
-    def __init__(self, conn: sqlite3.Connection | None = None):
+    def __init__(self, conn: sqlite3.Connection | None = None, *, keyword: bool = False):
         self.conn = conn or sqlite3.connect(":memory:", check_same_thread=False)
         self._lock = threading.RLock()
+        self._fields: dict | None = None
         with self._lock:
             self.conn.execute(SCHEMA)
             self.conn.commit()
+            if keyword:
+                enable_keyword(self.conn)
+
+    @property
+    def keyword(self) -> bool:
+        """Whether the store holds the keyword (FTS5) index of its texts."""
+        with self._lock:
+            return has_keyword(self.conn)
+
+    def keyword_search(self, query: str, k: int, flt=None) -> list[tuple[int, float]]:
+        """``(key, bm25)`` of the ``k`` best documents for ``query`` (among those ``flt`` allows)."""
+        with self._lock:
+            return keyword_search(self.conn, query, k, where_sql=None if flt is None else flt.sql,
+                                  where_params=() if flt is None else flt.params)
+
+    def allowed_keys(self, flt) -> Any:
+        """Sorted keys (int64 array) of the documents the compiled filter ``flt`` allows."""
+        import numpy as np
+
+        with self._lock:
+            rows = self.conn.execute(f"SELECT key FROM docs WHERE {flt.sql} ORDER BY key", flt.params).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def field_types(self) -> dict[str, set[str]]:
+        """``{metadata field: JSON types}`` (cached until the next insert)."""
+        from embedkit.retrieval.filters import field_types
+
+        with self._lock:
+            if self._fields is None:
+                self._fields = field_types(self.conn)
+            return self._fields
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> DocStore:
@@ -110,6 +143,7 @@ class DocStore:
         """Insert rows without committing (use inside :meth:`transaction`)."""
         rows = [(int(k), i, t, json.dumps(m) if m is not None else None) for k, i, t, m in zip(keys, ids, texts, metadata)]
         with self._lock:
+            self._fields = None
             try:
                 self.conn.executemany("INSERT INTO docs (key, id, text, metadata) VALUES (?, ?, ?, ?)", rows)
             except sqlite3.IntegrityError as e:

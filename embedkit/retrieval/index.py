@@ -47,6 +47,8 @@ from embedkit.retrieval._growable import Growable
 from embedkit.retrieval.base import IndexBase, resolve_index_type
 from embedkit.retrieval.common import DEFAULT_EF_SEARCH, Hit, check_ids, default_nprobe
 from embedkit.retrieval.docstore import DocStore
+from embedkit.retrieval.filters import filtered_code_search
+from embedkit.retrieval.keyword import has_keyword
 from embedkit.retrieval.manifest import (
     FORMAT,
     RESCORE_FILE,
@@ -99,11 +101,11 @@ class EmbeddingIndex(IndexBase):
 
     def __init__(self, model=None, spec: str = "float", *, index_type: str | None = None, rescore: int | None = None,
                  nlist: int | None = None, hnsw_m: int = 32, nprobe: int | None = None, ef_search: int | None = None,
-                 backend: str | None = None):
+                 backend: str | None = None, keyword: bool = True):
         super().__init__(model, spec, index_type=resolve_index_type(index_type, backend), rescore=rescore,
-                         nlist=nlist, hnsw_m=hnsw_m, nprobe=nprobe, ef_search=ef_search)
+                         nlist=nlist, hnsw_m=hnsw_m, nprobe=nprobe, ef_search=ef_search, keyword=keyword)
         self._code_index = None
-        self._docs = DocStore()
+        self._docs = DocStore(keyword=self.keyword)
         self._keys = np.zeros(0, dtype=np.int64)
         self._rescore_vecs: np.ndarray | None = None
         # spare capacity behind _keys and _rescore_vecs (None until the first add after a load or
@@ -116,15 +118,20 @@ class EmbeddingIndex(IndexBase):
               *, model=None, spec: str = "float", index_type: str | None = None, rescore: int | None = None,
               embeddings: np.ndarray | None = None, nlist: int | None = None, hnsw_m: int = 32,
               batch_size: int = 64, show_progress: bool = True, cache=None, on_empty: str = "skip",
-              nprobe: int | None = None, ef_search: int | None = None, backend: str | None = None) -> EmbeddingIndex:
+              nprobe: int | None = None, ef_search: int | None = None, backend: str | None = None,
+              keyword: bool = True) -> EmbeddingIndex:
         """Encode ``texts`` (through the embedding cache), fit the compression, index everything.
+
+        ``keyword`` (default True) also keeps the BM25 keyword index of the texts in the docstore
+        (``search(mode="keyword" | "hybrid")``); it costs about 0.2 s and 20% of the docstore's size
+        per 5,000 abstracts (see docs/retrieval.md).
 
         Blank documents are skipped with a warning (``on_empty="skip"``) or refused
         (``on_empty="error"``); see :meth:`add`.
         """
         t0 = time.perf_counter()
         index = cls(model, spec, index_type=resolve_index_type(index_type, backend), rescore=rescore, nlist=nlist,
-                    hnsw_m=hnsw_m, nprobe=nprobe, ef_search=ef_search)
+                    hnsw_m=hnsw_m, nprobe=nprobe, ef_search=ef_search, keyword=keyword)
         index.add(texts, ids, metadata, embeddings=embeddings, batch_size=batch_size, show_progress=show_progress,
                   cache=cache, on_empty=on_empty)
         index.build_seconds = time.perf_counter() - t0
@@ -275,8 +282,8 @@ class EmbeddingIndex(IndexBase):
         if self.rescore and self._rescore_vecs is None:
             raise IndexStateError("this index is inconsistent (rescoring vectors missing); load it again from disk")
 
-    def _search_rows(self, Q, k: int, rescore: bool | None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, rows); the caller holds the read lock."""
+    def _search_rows(self, Q, k: int, rescore: bool | None, allowed: np.ndarray | None = None):
+        """(scores, rows), among the document keys ``allowed`` if given; the caller holds the read lock."""
         if self._code_index is None or len(self._keys) == 0:
             raise EmbedkitError("the index is empty: add documents before searching")
         self._check_not_broken()
@@ -285,7 +292,12 @@ class EmbeddingIndex(IndexBase):
         use_rescore = vecs is not None and rescore is not False
         kk = min(len(self._keys), k * (self.rescore if use_rescore else 1))
         Qt = self.compression.transform(Q)
-        scores, rows = self._code_index.search(Qt, kk)
+        if allowed is None:
+            scores, rows = self._code_index.search(Qt, kk)
+        else:
+            scores, rows = filtered_code_search(self._code_index, Qt, min(kk, len(allowed)),
+                                                np.searchsorted(self._keys, allowed), nprobe=self.nprobe,
+                                                ef_search=self.ef_search)
         if use_rescore:
             scores, rows = rescore_candidates(Q if self._rescore_full_dim else Qt, vecs, rows, k)
         return scores[:, :k], rows[:, :k]
@@ -338,6 +350,7 @@ class EmbeddingIndex(IndexBase):
                     "count": len(self),
                     "metric": "cosine",
                     "rescore": self.rescore,
+                    "keyword": self.keyword,
                     "skipped_empty": {"count": self.skipped_count, "ids": self.skipped_ids[:MAX_LISTED_IDS]},
                     "build_seconds": self.build_seconds,
                     "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -380,6 +393,9 @@ class EmbeddingIndex(IndexBase):
         except (RuntimeError, EmbedkitError, KeyError, ValueError, TypeError) as e:
             raise IndexFormatError(f"{path}: cannot read the index ({str(e).splitlines()[0][:200]}); rebuild it") from e
         index._docs = DocStore.load(path / "docs.sqlite")
+        if index.keyword and not has_keyword(index._docs.conn):
+            raise IndexFormatError(f"{path}: docs.sqlite has no keyword index, the manifest says it has one; "
+                                   "rebuild the index")
         index._keys = np.asarray(index._docs.keys(), dtype=np.int64)
         if index.rescore:
             try:

@@ -212,6 +212,8 @@ def _check_schema(m: dict, mpath: Path) -> None:
     if not (isinstance(skipped, dict) and _is_int(skipped.get("count"), 0) and isinstance(skipped.get("ids"), list)
             and all(isinstance(i, str) for i in skipped["ids"])):
         bad("skipped_empty", "an object with 'count' and 'ids'")
+    if not isinstance(m.get("keyword", False), bool):
+        bad("keyword", "true or false")
     for key in ("nprobe", "ef_search"):
         if not (m.get(key) is None or _is_int(m.get(key), 1)):
             bad(key, "null or a whole number >= 1")

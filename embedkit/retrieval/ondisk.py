@@ -27,12 +27,12 @@ import numpy as np
 from embedkit._io import atomic_directory, atomic_save_npy, atomic_write_bytes, fsync_path, mark_output, prepare_output
 from embedkit.compression.base import check_matrix, hnsw_of, ivf_of, l2_normalize, single_thread_for_small_batches
 from embedkit.compression.pipeline import CompressionPipeline
-from embedkit.compression.rescore import rescore as rescore_candidates
 from embedkit.data.documents import MAX_LISTED_IDS
 from embedkit.errors import EmbedkitError, IndexFormatError, IndexStateError
 from embedkit.retrieval._growable import Growable
 from embedkit.retrieval.base import IndexBase
 from embedkit.retrieval.common import DEFAULT_EF_SEARCH, check_ids, default_nprobe
+from embedkit.retrieval.filters import faiss_scores, filtered_faiss_search
 from embedkit.retrieval.lists import (
     ListsFile,
     deserialize_index,
@@ -144,24 +144,25 @@ class DiskIndex(IndexBase):
     def _apply_search_params(self) -> None:
         pass  # applied at each search: every segment is searched with the index's nprobe / ef_search
 
-    def _segment_search(self, seg: Segment, X, k: int):
+    def _segment_search(self, seg: Segment, X, k: int, labels: np.ndarray | None = None):
+        """(scores, labels) of one segment, among ``labels`` if given (a metadata filter)."""
         index = seg.index
+        nprobe = ef = None
         if self.backend == "ivf":
             ivf = ivf_of(index)
-            ivf.nprobe = min(int(self._nprobe or default_nprobe(self._base_nlist)), int(ivf.nlist))
+            ivf.nprobe = nprobe = min(int(self._nprobe or default_nprobe(self._base_nlist)), int(ivf.nlist))
         elif self.backend == "hnsw":
             inner = hnsw_of(index)
             if inner is not None:
-                inner.hnsw.efSearch = max(int(self.ef_search or DEFAULT_EF_SEARCH), k)
+                inner.hnsw.efSearch = ef = max(int(self.ef_search or DEFAULT_EF_SEARCH), k)
         with seg.lock, single_thread_for_small_batches(len(X)):
-            D, labels = index.search(X, k)
-        if self._binary:
-            scores = 1.0 - 2.0 * D.astype(np.float32) / float(self._nbits)
-        else:
-            scores = D.astype(np.float32)
-        return scores, labels.astype(np.int64)
+            if labels is None:
+                D, found = index.search(X, k)
+            else:
+                D, found = filtered_faiss_search(index, X, k, labels, backend=self.backend, nprobe=nprobe, ef_search=ef)
+        return faiss_scores(D, self._binary, self._nbits), found.astype(np.int64)
 
-    def _search_rows(self, Q, k: int, rescore: bool | None) -> tuple[np.ndarray, np.ndarray]:
+    def _search_rows(self, Q, k: int, rescore: bool | None, allowed: np.ndarray | None = None):
         if len(self) == 0:
             raise EmbedkitError("the index is empty: add documents before searching")
         self._check_not_broken()
@@ -177,7 +178,14 @@ class DiskIndex(IndexBase):
                 continue
             lo, hi = np.searchsorted(removed, [seg.start, seg.start + seg.count])
             kseg = min(seg.count, kk + int(hi - lo))
-            s, lab = self._segment_search(seg, X, kseg)
+            labels = None
+            if allowed is not None:  # a filter: its keys in this segment (never removed ones)
+                a, b = np.searchsorted(allowed, [seg.start, seg.start + seg.count])
+                labels, hi = allowed[a:b] - seg.start, lo
+                if len(labels) == 0:
+                    continue
+                kseg = min(kk, len(labels))
+            s, lab = self._segment_search(seg, X, kseg, labels)
             keys = np.where(lab >= 0, lab + seg.start, -1)
             if hi > lo:
                 dead = np.isin(keys, removed[lo:hi])
@@ -190,17 +198,10 @@ class DiskIndex(IndexBase):
         S, K = np.take_along_axis(S, order, 1), np.take_along_axis(K, order, 1)
         K[~np.isfinite(S)] = -1
         if use_rescore:
-            S, K = self._rescore(Q if self._rescore_full_dim else Qt, K, k)
+            S, K = self._state.rescore(Q if self._rescore_full_dim else Qt, K, k)
         S, K = S[:, :k], K[:, :k]
         rows = np.where(K >= 0, self._keys.rows_of(np.maximum(K, 0)), -1)
         return S, rows
-
-    def _rescore(self, Qr: np.ndarray, K: np.ndarray, k: int):
-        uniq = np.unique(K[K >= 0])
-        vecs = self._state.rescore_vectors(uniq, Qr.shape[1])
-        pos = np.where(K >= 0, np.searchsorted(uniq, np.maximum(K, 0)), -1)
-        scores, pos = rescore_candidates(Qr, vecs, pos, k)
-        return scores, np.where(pos >= 0, uniq[np.maximum(pos, 0)] if len(uniq) else -1, -1)
 
     # -- writes ----------------------------------------------------------------------------------
     def _pending(self, X: np.ndarray) -> Segment:
@@ -209,7 +210,7 @@ class DiskIndex(IndexBase):
             return last
         name = f"seg-{self._generation + 1:05d}"
         vecs = Growable((self.rescore_dim if not self._rescore_full_dim else self.dim,), np.float16) if self.rescore else None
-        seg = Segment(name, self._next_key, self._new_segment_index(X), new_memory_db(), vecs, ivfdata=False,
+        seg = Segment(name, self._next_key, self._new_segment_index(X), new_memory_db(self.keyword), vecs, ivfdata=False,
                        saved=False)
         self._segments.append(seg)
         return seg
@@ -290,7 +291,7 @@ class DiskIndex(IndexBase):
             "model": self._manifest_model(),
             "spec": self.compression.spec, "backend": self.backend, "nlist": self.nlist, "hnsw_m": self.hnsw_m,
             "nprobe": self.nprobe, "ef_search": self.ef_search, "dim": self.dim, "code_size": self.bytes_per_vector,
-            "count": len(self), "metric": "cosine", "rescore": self.rescore,
+            "count": len(self), "metric": "cosine", "rescore": self.rescore, "keyword": self.keyword,
             "rescore_full_dim": bool(self._rescore_full_dim),
             "skipped_empty": {"count": self.skipped_count, "ids": self.skipped_ids[:MAX_LISTED_IDS]},
             "build_seconds": self.build_seconds, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -419,7 +420,7 @@ class DiskIndex(IndexBase):
             raise IndexFormatError(f"{path}: cannot read the index ({str(e).splitlines()[0][:200]}); rebuild it") from e
         want = index.dim if index._rescore_full_dim else index.rescore_dim
         for s in manifest["segments"]:
-            index._segments.append(open_segment(path, s, binary=index._binary,
+            index._segments.append(open_segment(path, s, binary=index._binary, keyword=index.keyword,
                                                 rescore_dim=want if index.rescore else None))
         rf = manifest["removed"]["file"]
         if rf is not None:
@@ -459,7 +460,7 @@ class DiskIndex(IndexBase):
         if mem._code_index is None:
             raise EmbedkitError("cannot convert an empty index: add documents first")
         idx = cls(None, mem.spec, index_type=mem.index_type, rescore=mem.rescore, nlist=mem.nlist, hnsw_m=mem.hnsw_m,
-                  nprobe=mem.nprobe, ef_search=mem.ef_search)
+                  nprobe=mem.nprobe, ef_search=mem.ef_search, keyword=mem.keyword)
         idx.compression, idx.dim = mem.compression, mem.dim
         idx._model, idx.model_source, idx.model_fingerprint = mem._model, mem.model_source, mem.model_fingerprint
         idx.model_weights, idx.model_options = mem.model_weights, dict(mem.model_options)
@@ -474,7 +475,7 @@ class DiskIndex(IndexBase):
                 ivf_of(empty).set_direct_map_type(faiss.DirectMap.NoMap)
                 empty.reset()
                 idx._empty_bytes = serialize_index(empty)
-            conn = new_memory_db()
+            conn = new_memory_db(idx.keyword)
             rows = mem._docs.conn.execute("SELECT id, text, metadata FROM docs ORDER BY key").fetchall()
             conn.executemany("INSERT INTO docs (key, id, text, metadata) VALUES (?, ?, ?, ?)",
                              [(i, *r) for i, r in enumerate(rows)])

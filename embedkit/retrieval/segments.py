@@ -38,6 +38,7 @@ from embedkit._io import atomic_save_npy
 from embedkit.errors import IndexFormatError
 from embedkit.retrieval._growable import Growable
 from embedkit.retrieval.docstore import SCHEMA, sqlite_readonly_uri
+from embedkit.retrieval.keyword import enable_keyword, keyword_search
 from embedkit.retrieval.lists import deserialize_index, read_segment_index, write_ondisk_lists
 from embedkit.retrieval.manifest import MANIFEST, file_entries
 
@@ -77,6 +78,27 @@ class Segment:
                     out[key] = (did, text, json.loads(meta) if meta else None)
         return out
 
+    def keyword_search(self, query: str, k: int, flt=None) -> list[tuple[int, float]]:
+        with self.lock:
+            return keyword_search(self.conn, query, k, where_sql=None if flt is None else flt.sql,
+                                  where_params=() if flt is None else flt.params)
+
+    def allowed_keys(self, flt) -> np.ndarray:
+        with self.lock:
+            rows = self.conn.execute(f"SELECT key FROM docs WHERE {flt.sql} ORDER BY key", flt.params).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def field_types(self) -> dict[str, set[str]]:
+        """``{metadata field: JSON types}``; cached for a saved (immutable) segment."""
+        from embedkit.retrieval.filters import field_types
+
+        cached = getattr(self, "_fields", None)
+        if cached is not None and self.saved:
+            return cached
+        with self.lock:
+            self._fields = field_types(self.conn)
+        return self._fields
+
     def id_keys(self, ids: Sequence[str]) -> list[tuple[str, int]]:
         out = []
         with self.lock:
@@ -115,6 +137,17 @@ class SegmentState:
         return vecs
 
 
+    def rescore(self, Qr: np.ndarray, K: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rescore candidate keys ``K`` (-1 pads) with their float16 vectors; ``(scores, keys)`` of the best k."""
+        from embedkit.compression.rescore import rescore as rescore_candidates
+
+        uniq = np.unique(K[K >= 0])
+        vecs = self.rescore_vectors(uniq, Qr.shape[1])
+        pos = np.where(K >= 0, np.searchsorted(uniq, np.maximum(K, 0)), -1)
+        scores, pos = rescore_candidates(Qr, vecs, pos, k)
+        return scores, np.where(pos >= 0, uniq[np.maximum(pos, 0)] if len(uniq) else -1, -1)
+
+
 class SegmentDocs:
     """The docstore interface the shared index code uses, over every segment's SQLite file."""
 
@@ -147,6 +180,36 @@ class SegmentDocs:
     def existing_ids(self, ids) -> list[str]:
         found = self.keys_of(list(ids))
         return [i for i in ids if i in found]
+
+    def keyword_search(self, query: str, k: int, flt=None) -> list[tuple[int, float]]:
+        """``(key, bm25)`` of the ``k`` best documents over every segment (each scored with its own
+        statistics), removed documents left out."""
+        removed = self.state.removed
+        hits: list[tuple[int, float]] = []
+        for seg in self.state.segments:
+            if seg.count == 0:
+                continue
+            lo, hi = np.searchsorted(removed, [seg.start, seg.start + seg.count])
+            found = seg.keyword_search(query, k + int(hi - lo), flt)
+            if hi > lo:
+                dead = set(removed[lo:hi].tolist())
+                found = [h for h in found if h[0] not in dead]
+            hits += found
+        hits.sort(key=lambda h: (-h[1], h[0]))
+        return hits[:k]
+
+    def allowed_keys(self, flt) -> np.ndarray:
+        """Sorted keys of the documents (not removed) the compiled filter ``flt`` allows."""
+        parts = [seg.allowed_keys(flt) for seg in self.state.segments if seg.count]
+        keys = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return keys[~np.isin(keys, self.state.removed)] if len(self.state.removed) else keys
+
+    def field_types(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for seg in self.state.segments:
+            for name, types in seg.field_types().items():
+                out.setdefault(name, set()).update(types)
+        return out
 
     def next_key(self) -> int:
         return self.state.next_key
@@ -182,10 +245,12 @@ def open_sqlite_ro(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def new_memory_db() -> sqlite3.Connection:
+def new_memory_db(keyword: bool = False) -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:", check_same_thread=False)
     conn.execute(SCHEMA)
     conn.commit()
+    if keyword:
+        enable_keyword(conn)
     return conn
 
 
@@ -240,7 +305,7 @@ def write_segment(folder: Path, seg: Segment, name: str, *, backend: str, binary
     return entries
 
 
-def open_segment(path: Path, entry: dict, *, binary: bool, rescore_dim: int | None) -> Segment:
+def open_segment(path: Path, entry: dict, *, binary: bool, rescore_dim: int | None, keyword: bool = False) -> Segment:
     """Open the saved segment ``entry`` (``{name, start, count, ivfdata}``) of the index folder ``path``:
     its FAISS index and rescoring vectors memory-mapped, its docstore read-only, every shape checked."""
     name = entry["name"]
@@ -259,4 +324,10 @@ def open_segment(path: Path, entry: dict, *, binary: bool, rescore_dim: int | No
             raise IndexFormatError(f"{path}: {name}.f16.npy holds {vecs.dtype} {vecs.shape}, expected float16 "
                                    f"({entry['count']}, {rescore_dim}); rebuild the index")
     conn = open_sqlite_ro(path / f"{name}.sqlite")
+    if keyword:
+        from embedkit.retrieval.keyword import has_keyword
+
+        if not has_keyword(conn):
+            raise IndexFormatError(f"{path}: {name}.sqlite has no keyword index, the manifest says it has one; "
+                                   "rebuild the index")
     return Segment(name, entry["start"], fx, conn, vecs, ivfdata=bool(entry.get("ivfdata")), saved=True)
