@@ -182,9 +182,22 @@ def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_se
                    f"{fmt_bytes(summary['index_bytes_on_disk'])} on disk, {summary['build_seconds']:.1f} s")
 
 
+def _numbered_after(idx, n: int) -> list[str]:
+    """``n`` ids that no document of ``idx`` has: whole numbers after the ones it holds (a text file's
+    documents are numbered by line, from 1, so the next text file continues the numbering)."""
+    start = len(idx) + 1
+    while True:
+        block = [str(start + i) for i in range(n)]
+        clash = idx.present_ids(block)
+        if not clash:
+            return block
+        start = max(int(c) for c in clash) + 1
+
+
 @command(index)
 @click.argument("index_dir")
-@corpus_option(help="Documents to add (same formats as `index build`); their ids must be new.")
+@corpus_option(help="Documents to add (same formats as `index build`). Their ids must be new; a text file's lines "
+                    "(which have no ids) are numbered after the index's numbers.")
 @model_option(help="Encoder (default: the model the index was built with).")
 @click.option("--force", is_flag=True, help="Encode with a model other than the index's.")
 @batch_size_option()
@@ -193,18 +206,31 @@ def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_se
 def add(index_dir, corpus, model, device, force, batch_size, strict, as_json):
     """Add documents to an index and save it in place (atomically: all documents or none).
 
+    Documents of a BEIR folder or a JSON Lines file keep their ids, which must be new. A text file
+    has no ids: its lines get the whole numbers after the largest the index holds (an index built
+    from a text file numbers its lines from 1), so they cannot collide. Ids are checked before
+    anything is encoded.
+
     \b
     Example:
       embedkit index add scifact_idx --corpus new_docs.jsonl
+      embedkit index add docs_idx --corpus more_docs.txt
     """
+    from pathlib import Path
+
     from embedkit.data import read_corpus
 
     check_input(corpus, "--corpus")
     check_model(model)
     ids, texts, meta = read_corpus(corpus)
     _indexable(texts, ids, meta, strict)
+    numbered = Path(corpus).is_file() and not str(corpus).endswith((".jsonl", ".jsonl.gz"))
 
     def new_ids_only(idx):
+        if numbered:  # text lines: ids that no document of the index has, chosen before encoding
+            ids[:] = _numbered_after(idx, len(ids))
+            info(f"{corpus} has no ids: its {len(ids)} documents get ids {ids[0]}..{ids[-1]}")
+            return
         clash = idx.present_ids(ids)
         if clash:
             raise EmbedkitError(f"--corpus {corpus}: {len(clash)} document id(s) already in {index_dir}: "
@@ -217,11 +243,11 @@ def add(index_dir, corpus, model, device, force, batch_size, strict, as_json):
             on_empty="error" if strict else "skip")
     idx.save(index_dir)
     summary = {"index": index_dir, "added": len(idx) - before, "documents": len(idx),
-               "skipped_documents": len(texts) - (len(idx) - before)}
+               "skipped_documents": len(texts) - (len(idx) - before), "first_id": ids[0], "last_id": ids[-1]}
     if as_json:
         print_json(summary)
     else:
-        click.echo(f"added {summary['added']} documents to {index_dir}: {len(idx)} in all")
+        click.echo(f"added {summary['added']} documents to {index_dir} (ids {ids[0]}..{ids[-1]}): {len(idx)} in all")
 
 
 @command(index)

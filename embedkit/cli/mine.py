@@ -72,12 +72,18 @@ def mine(model, device, pairs, corpus, out, overwrite, negatives, max_positive_r
     mined = mine_hard_negatives(rows, c.ids, c.texts, enc, num_negatives=negatives,
                                 max_positive_ratio=max_positive_ratio, candidates=candidates, spec=spec,
                                 rescore=rescore, batch_size=batch_size, show_progress=show_progress())
-    write_triplets(out, mined, dict(zip(c.ids, c.texts)))
+    written = write_triplets(out, mined, dict(zip(c.ids, c.texts)))
     mark_output_file(out, OUTPUT_KIND)
-    stats = {**mined.stats, "out": str(out)}
+    with open(written, "rb") as f:  # what the file holds: rows after its header (every row has the same columns)
+        rows_written = max(sum(1 for _ in f) - 1, 0)
+    width, n_pairs = max((len(x) for x in mined.negative_ids), default=0), len(mined.queries)
+    stats = {**mined.stats, "out": str(out), "rows_written": rows_written, "negatives_per_row": width,
+             "pairs_left_out": n_pairs - rows_written}
     if as_json:
         print_json(stats)
     else:
-        click.echo(f"wrote {out}: {stats['pairs']} pairs x {negatives} negatives; "
+        left = (f"; {n_pairs - rows_written} of {n_pairs} pairs left out (fewer than {width} negatives "
+                "survived the near-positive filter)" if rows_written < n_pairs else "")
+        click.echo(f"wrote {out}: {rows_written} rows (anchor, positive, {width} negatives){left}; "
                    f"{stats['dropped_as_near_positive']} near-positive candidates dropped "
                    f"(score > {max_positive_ratio:g} x positive)")

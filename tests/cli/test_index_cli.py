@@ -103,7 +103,8 @@ def test_add_and_remove_save_in_place(built, tmp_path, invoke):
                    '{"_id": "n2", "text": "a puppy and a kitten play"}\n')
     res = invoke("index", "add", built, "--corpus", new, "--json")
     assert res.code == 0, res.stderr
-    assert json.loads(res.stdout) == {"index": str(built), "added": 2, "documents": 6, "skipped_documents": 0}
+    assert json.loads(res.stdout) == {"index": str(built), "added": 2, "documents": 6, "skipped_documents": 0,
+                                      "first_id": "n1", "last_id": "n2"}
     res = invoke("index", "search", built, "the bank raised the interest rate", "-k", "1", "--json")
     assert json.loads(res.stdout)["hits"][0]["id"] == "n1"
     # adding the same ids again is refused, and the saved index is unchanged
