@@ -38,7 +38,15 @@ from embedkit.serve.guard import (
     limit_error,
 )
 from embedkit.serve.inputs import field_name
-from embedkit.serve.page import STATIC_FILES, render_page, static_file
+from embedkit.serve.page import (
+    STATIC_FILES,
+    ScoreBaseline,
+    random_directions,
+    render_api_docs,
+    render_document,
+    render_page,
+    static_file,
+)
 from embedkit.serve.service import SearchService, WriteUnavailable
 
 __all__ = ["create_app", "RequestGuard", "api_error"]
@@ -144,8 +152,10 @@ def create_app(service: SearchService, *, close_service: bool = True) -> FastAPI
         if close_service:
             await asyncio.to_thread(service.close)
 
+    # /docs is embedkit's own page (render_api_docs): FastAPI's Swagger UI loads from a CDN, blank offline
     app = FastAPI(title="embedkit search", version=__version__, lifespan=lifespan, default_response_class=_JSONResponse,
-                  description="Search an embedkit index; add and remove documents (bearer token).")
+                  description="Search an embedkit index; add and remove documents (bearer token).",
+                  docs_url=None, redoc_url=None)
     bearer = HTTPBearer(auto_error=False, description="the server's token (--token-file or EMBEDKIT_TOKEN)")
 
     # -- errors ---------------------------------------------------------------------------------
@@ -324,6 +334,23 @@ def create_app(service: SearchService, *, close_service: bool = True) -> FastAPI
         return PlainTextResponse(service.metrics.prometheus(gauges), media_type="text/plain; version=0.0.4")
 
     # -- the page ---------------------------------------------------------------------------------
+    def sample_documents(n: int):
+        index = service.index
+        return [hits[0] for hits in index.search(random_directions(n, index.dim), k=1) if hits]
+
+    def search_now(queries: list[str], k: int):
+        return [f.result(timeout=cfg.search_timeout_s) for f in service.submit_search(queries, k, None)]
+
+    baseline = ScoreBaseline(sample_documents, search_now, lambda: len(service.index))
+
+    async def weak_hint(hits) -> str | None:
+        if baseline.needs_update():
+            try:
+                await asyncio.to_thread(baseline.measure)
+            except Exception:  # the hint is a nicety: a failed measurement never fails the page
+                logger.exception("measuring the index's typical search score failed")
+        return baseline.hint(hits)
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page(q: str | None = None, k: str | None = None):
         kk = cfg.default_k
@@ -345,7 +372,20 @@ def create_app(service: SearchService, *, close_service: bool = True) -> FastAPI
             return HTMLResponse(render_page(query=query[: cfg.max_query_chars], k=kk, error=msg,
                                             max_query_chars=cfg.max_query_chars), status_code=e.status_code)
         return HTMLResponse(render_page(query=query, k=kk, hits=hits, took_ms=took_ms,
-                                        max_query_chars=cfg.max_query_chars))
+                                        max_query_chars=cfg.max_query_chars, hint=await weak_hint(hits)))
+
+    @app.get("/doc/{doc_id:embedkit_docid}", response_class=HTMLResponse, include_in_schema=False)
+    def document_page(doc_id: str, q: str | None = None):
+        query = (q or "")[: cfg.max_query_chars]
+        doc = service.get_document(doc_id)
+        if doc is None:
+            return HTMLResponse(render_document(doc_id=doc_id, query=query, error=f"no document with id {doc_id!r}"),
+                                status_code=404)
+        return HTMLResponse(render_document(doc, query=query))
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def api_docs():
+        return HTMLResponse(render_api_docs(app.openapi()))
 
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str):

@@ -110,7 +110,7 @@ class RequestGuard:
         t0 = time.perf_counter()
         method, path = scope["method"], scope["path"]
         state = {"status": 500, "started": False}
-        is_page = path == "/"
+        is_page = path in ("/", "/docs") or path.startswith("/doc/")  # HTML pages: strict CSP, no framing
 
         async def send_wrapped(message):
             if message["type"] == "http.response.start":

@@ -538,8 +538,9 @@ def test_page_renders_results_with_highlights_and_permalink(client):
     assert r.status_code == 200
     html = r.text
     assert '<li class="result" id="r1">' in html
-    assert '<a class="doc-id" href="/api/documents/cat">cat</a>' in html
-    assert "the <mark>cat</mark> and the <mark>kitten</mark> sleep" in html
+    assert '<a class="doc-link" href="/doc/cat?q=cat+kitten">the <mark>cat</mark> and the <mark>kitten</mark> sleep</a>' in html
+    assert '<span class="doc-id">cat</span>' in html
+    assert '<p class="text">the <mark>cat</mark> and the <mark>kitten</mark> sleep</p>' in html
     assert "<dt>kind</dt><dd>pet</dd>" in html and "<dt>legs</dt><dd>4</dd>" in html
     assert " ms" in html and 'href="/?q=cat+kitten"' in html
     assert 'value="cat kitten"' in html
@@ -564,7 +565,8 @@ def test_static_files_are_shipped(client):
 def test_highlight_rules():
     from embedkit.serve.page import highlight, query_words
 
-    assert query_words("The cat, the CATS!") == ["cats", "cat", "the"]
+    assert query_words("The cat, the CATS!") == ["cats", "cat"]  # stopwords ("the") are never highlighted
     assert highlight("Cats & <dogs>", "cat dog") == "<mark>Cats</mark> &amp; &lt;<mark>dogs</mark>&gt;"
+    assert highlight("the cat and the dog", "the cat and the dog") == "the <mark>cat</mark> and the <mark>dog</mark>"
     assert highlight("concatenate", "cat") == "concatenate"
     assert highlight("a b", "a") == "a b"

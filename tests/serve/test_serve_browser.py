@@ -85,9 +85,10 @@ def test_type_a_query_press_enter_see_highlighted_results(live_server):
         results = _wait(lambda: d.find_elements(By.CSS_SELECTOR, "li.result"))
         assert "/?q=the%20cat%20and%20the%20kitten%20sleep" in d.current_url  # linkable, without a reload
         first = results[0]
-        assert first.find_element(By.CSS_SELECTOR, "a.doc-id").text == "cat"
-        marks = [m.text for m in first.find_elements(By.TAG_NAME, "mark")]
-        assert marks == ["the", "cat", "and", "the", "kitten", "sleep"]
+        assert first.find_element(By.CSS_SELECTOR, ".doc-id").text == "cat"
+        assert first.find_element(By.CSS_SELECTOR, "h2.title").text == "the cat and the kitten sleep"
+        marks = [m.text for m in first.find_elements(By.CSS_SELECTOR, "p.text mark")]
+        assert marks == ["cat", "kitten", "sleep"]  # no stopwords
         assert "kind" in first.find_element(By.CSS_SELECTOR, "dl.meta").text
         status = d.find_element(By.ID, "status").text
         assert "results in" in status and "ms" in status
@@ -96,7 +97,7 @@ def test_type_a_query_press_enter_see_highlighted_results(live_server):
         assert d.switch_to.active_element == d.find_element(By.ID, "q")
         # the URL reproduces the results (server-rendered page)
         d.get(d.current_url)
-        ids = [a.text for a in d.find_elements(By.CSS_SELECTOR, "li.result a.doc-id")]
+        ids = [a.text for a in d.find_elements(By.CSS_SELECTOR, "li.result .doc-id")]
         assert ids[0] == "cat" and len(ids) == 10
     finally:
         d.quit()
@@ -112,7 +113,69 @@ def test_page_works_without_javascript(live_server):
         d.find_element(By.ID, "q").send_keys("python code with a loop" + Keys.ENTER)  # a plain GET form submission
         _wait(lambda: "q=python+code+with+a+loop" in d.current_url)
         first = _wait(lambda: d.find_elements(By.CSS_SELECTOR, "li.result"))[0]
-        assert first.find_element(By.CSS_SELECTOR, "a.doc-id").text == "python"
-        assert [m.text for m in first.find_elements(By.TAG_NAME, "mark")] == ["python", "code", "with", "loop"]
+        assert first.find_element(By.CSS_SELECTOR, ".doc-id").text == "python"
+        assert [m.text for m in first.find_elements(By.CSS_SELECTOR, "p.text mark")] == ["python", "code", "loop"]
+    finally:
+        d.quit()
+
+
+LONG_TEXT = ("A story of a cat " + "the market was slow and the stock price fell. " * 30
+             + "Then the cat and the kitten sleep on the bank. " + "the market was slow and the stock price fell. " * 30)
+
+
+def test_snippet_fits_the_screen_and_the_hit_opens_a_readable_document(live_server):
+    """Issue 28: a long document shows a short snippet (one hit no longer fills the screen), its title
+    once, and clicking it opens a readable page, not raw JSON."""
+    import json
+    import urllib.request
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from serve_helpers import AUTH
+
+    from embedkit.serve.page import SNIPPET_CHARS
+
+    body = json.dumps({"documents": [{"id": "long", "text": LONG_TEXT,
+                                      "metadata": {"title": "A story of a cat", "year": 2020}}]}).encode()
+    req = urllib.request.Request(live_server + "/api/documents", data=body, method="POST",
+                                 headers={**AUTH, "Content-Type": "application/json"})
+    assert urllib.request.urlopen(req, timeout=10).status == 201
+    d = _driver()
+    try:
+        d.get(live_server + "/")
+        d.find_element(By.ID, "q").send_keys("kitten sleep on the bank" + Keys.ENTER)
+        _wait(lambda: d.find_elements(By.CSS_SELECTOR, "li.result"))
+        d.find_element(By.ID, "k").clear()
+        d.find_element(By.ID, "k").send_keys("20" + Keys.ENTER)
+        _wait(lambda: len(d.find_elements(By.CSS_SELECTOR, "li.result")) == 13)  # all 13 documents, k=20 rendered
+        hit = [li for li in d.find_elements(By.CSS_SELECTOR, "li.result")
+               if li.find_element(By.CSS_SELECTOR, ".doc-id").text == "long"][0]
+        snippet = hit.find_element(By.CSS_SELECTOR, "p.text").text
+        assert len(snippet) <= SNIPPET_CHARS + 4 and "kitten sleep" in snippet
+        assert hit.find_element(By.CSS_SELECTOR, "h2.title").text == "A story of a cat"
+        assert hit.size["height"] < 250  # a few lines, not the whole 2,800-character text
+        hit.find_element(By.CSS_SELECTOR, "h2.title a").click()
+        _wait(lambda: "/doc/long" in d.current_url)
+        assert d.find_element(By.CSS_SELECTOR, "h1.doc-title").text == "A story of a cat"
+        text = d.find_element(By.CSS_SELECTOR, ".doc-text").text
+        assert "Then the cat and the kitten sleep on the bank." in text and len(text) > 2500
+        assert [m.text for m in d.find_elements(By.CSS_SELECTOR, ".doc-text mark")] == ["kitten", "sleep", "bank"]
+        assert "year" in d.find_element(By.CSS_SELECTOR, "dl.meta").text
+        assert "{" not in d.find_element(By.TAG_NAME, "body").text  # not raw JSON
+        d.find_element(By.ID, "back").click()
+        _wait(lambda: d.find_elements(By.CSS_SELECTOR, "li.result"))
+        assert d.find_element(By.ID, "q").get_attribute("value") == "kitten sleep on the bank"
+    finally:
+        d.quit()
+
+
+def test_api_docs_page_renders_offline(live_server):
+    from selenium.webdriver.common.by import By
+
+    d = _driver()
+    try:
+        d.get(live_server + "/docs")
+        methods = [e.text for e in d.find_elements(By.CSS_SELECTOR, ".endpoint h2")]
+        assert "GET /api/search" in methods and any(m.startswith("POST /api/documents") for m in methods)
     finally:
         d.quit()

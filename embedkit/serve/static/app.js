@@ -1,5 +1,7 @@
 // Progressive enhancement of the server-rendered search page: search without reloading, keep the
 // URL linkable (/?q=...), "/" focuses the query box. Without JavaScript the form works as a GET.
+// The results are the server's own rendering of /?q=... (title lines, snippets, the weak-results
+// note), so the page looks the same with and without JavaScript.
 (function () {
   "use strict";
   var form = document.getElementById("search");
@@ -7,108 +9,46 @@
   var k = document.getElementById("k");
   var hits = document.getElementById("hits");
   var status = document.getElementById("status");
-  if (!form || !window.fetch) { return; }
+  if (!form || !window.fetch || !window.DOMParser) { return; }
 
-  function el(tag, cls, text) {
-    var e = document.createElement(tag);
-    if (cls) { e.className = cls; }
-    if (text !== undefined) { e.textContent = text; }
-    return e;
+  function pageUrl(query, kval) {
+    return "/?q=" + encodeURIComponent(query) + (kval && kval !== "10" ? "&k=" + encodeURIComponent(kval) : "");
   }
 
-  function escapeRe(s) { return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"); }
-
-  function queryWords(query) {
-    var seen = {}, out = [];
-    (query.match(/[\p{L}\p{N}_]+/gu) || []).forEach(function (w) {
-      w = w.toLowerCase();
-      if (w.length >= 2 && !seen[w]) { seen[w] = true; out.push(w); }
+  function replaceFrom(doc, id, target) {
+    var src = doc.getElementById(id);
+    target.textContent = "";
+    if (!src) { return; }
+    Array.prototype.slice.call(src.childNodes).forEach(function (node) {
+      target.appendChild(document.importNode(node, true));
     });
-    return out.sort(function (a, b) { return b.length - a.length || (a < b ? -1 : 1); });
-  }
-
-  // the same rule as the server: a query word and its continuations, case-insensitive
-  function highlighted(text, query) {
-    var p = el("p", "text");
-    var words = queryWords(query);
-    if (!words.length) { p.textContent = text; return p; }
-    var re = new RegExp("(?<![\\p{L}\\p{N}_])(?:" + words.map(escapeRe).join("|") + ")[\\p{L}\\p{N}_]*", "giu");
-    var last = 0, m;
-    while ((m = re.exec(text)) !== null) {
-      if (m[0].length === 0) { re.lastIndex++; continue; }
-      p.appendChild(document.createTextNode(text.slice(last, m.index)));
-      p.appendChild(el("mark", null, m[0]));
-      last = m.index + m[0].length;
-    }
-    p.appendChild(document.createTextNode(text.slice(last)));
-    return p;
-  }
-
-  function setStatus(text, query) {
-    status.textContent = text + " ";
-    var a = el("a", "permalink", "link to these results");
-    a.href = query ? "/?q=" + encodeURIComponent(query) : "/";
-    status.appendChild(a);
-  }
-
-  function render(data, query) {
-    hits.textContent = "";
-    var results = data.hits || [];
-    if (!results.length) {
-      hits.appendChild(el("p", "empty", "No results."));
-    } else {
-      var ol = el("ol", "results");
-      results.forEach(function (r, i) {
-        var li = el("li", "result");
-        li.id = "r" + (i + 1);
-        var head = el("div", "head");
-        var a = el("a", "doc-id", r.id);
-        a.href = "/api/documents/" + encodeURIComponent(r.id);
-        head.appendChild(a);
-        var s = el("span", "score", r.score.toFixed(4));
-        s.title = "cosine similarity";
-        head.appendChild(s);
-        li.appendChild(head);
-        li.appendChild(highlighted(r.text, query));
-        if (r.metadata && Object.keys(r.metadata).length) {
-          var dl = el("dl", "meta");
-          Object.keys(r.metadata).forEach(function (key) {
-            var v = r.metadata[key];
-            dl.appendChild(el("dt", null, key));
-            dl.appendChild(el("dd", null, typeof v === "string" ? v : JSON.stringify(v)));
-          });
-          li.appendChild(dl);
-        }
-        ol.appendChild(li);
-      });
-      hits.appendChild(ol);
-    }
-    var n = results.length;
-    setStatus(n + " result" + (n === 1 ? "" : "s") + " in " + data.took_ms.toFixed(1) + " ms", query);
   }
 
   function showError(message) {
     hits.textContent = "";
-    var p = el("p", "error", message);
+    var p = document.createElement("p");
+    p.className = "error";
     p.setAttribute("role", "alert");
+    p.textContent = message;
     hits.appendChild(p);
+    status.textContent = "";
   }
 
   function run(query, kval, push) {
     if (!query.trim()) { return; }
-    var url = "/api/search?q=" + encodeURIComponent(query) + "&k=" + encodeURIComponent(kval);
+    var url = pageUrl(query, kval);
     document.title = query + " \u2014 embedkit search";
-    if (push) { history.pushState({ q: query, k: kval }, "", "/?q=" + encodeURIComponent(query) + (kval !== "10" ? "&k=" + encodeURIComponent(kval) : "")); }
-    setStatus("Searching\u2026", query);
-    fetch(url, { headers: { "Accept": "application/json" } })
-      .then(function (resp) {
-        return resp.json().then(function (body) { return { ok: resp.ok, body: body }; });
+    if (push) { history.pushState({ q: query, k: kval }, "", url); }
+    status.textContent = "Searching\u2026";
+    fetch(url, { headers: { "Accept": "text/html" } })
+      .then(function (resp) { return resp.text(); })
+      .then(function (text) {
+        var doc = new DOMParser().parseFromString(text, "text/html");
+        if (!doc.getElementById("hits")) { showError("the server sent an unexpected answer"); return; }
+        replaceFrom(doc, "hits", hits);
+        replaceFrom(doc, "status", status);
       })
-      .then(function (r) {
-        if (r.ok) { render(r.body, query); }
-        else { showError((r.body && r.body.error && r.body.error.message) || "search failed"); setStatus("", query); }
-      })
-      .catch(function () { showError("the server did not answer"); setStatus("", query); });
+      .catch(function () { showError("the server did not answer"); });
   }
 
   form.addEventListener("submit", function (ev) {
