@@ -33,7 +33,8 @@ import numpy as np
 
 from embedkit.errors import EmbedkitError
 
-__all__ = ["MinedNegatives", "mine_hard_negatives", "percpos_filter", "percpos_threshold", "write_triplets"]
+__all__ = ["MinedNegatives", "mine_hard_negatives", "percpos_filter", "percpos_threshold", "sts_pairs",
+           "write_triplets"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +102,8 @@ def mine_hard_negatives(pairs: Sequence[tuple[str, str]], corpus_ids: Sequence[s
 
     Args:
         pairs: (query, positive id) rows; a query with several positives appears once per positive;
-            all its positives are excluded from its negatives, and every one of its pairs is
-            thresholded on its weakest positive.
+            all its positives (and any document whose text is the query itself) are excluded from
+            its negatives, and every one of its pairs is thresholded on its weakest positive.
         corpus_ids, corpus_texts: the documents to mine from.
         model: the encoder that scores candidates (usually the model about to be trained).
         num_negatives: negatives per pair.
@@ -153,9 +154,12 @@ def mine_hard_negatives(pairs: Sequence[tuple[str, str]], corpus_ids: Sequence[s
     positives: dict[str, set[str]] = {}
     for q, d in pairs:
         positives.setdefault(q, set()).add(d)
+    same_text = {t: i for i, t in zip(corpus_ids, corpus_texts) if t in positives}
+    excluded = {q: ps | ({same_text[q]} if q in same_text else set()) for q, ps in positives.items()}
     del scores  # the index's own scale (binary: 1 - 2h/n): candidates are scored by float cosine below
     docs_n = docs / np.maximum(np.linalg.norm(docs, axis=1, keepdims=True), 1e-12)
     Qn = Q / np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-12)
+    weakest = {q: min(float(Qn[qrow[q]] @ docs_n[pos_of[d]]) for d in ps) for q, ps in positives.items()}
     ranked: dict[str, tuple[list[str], np.ndarray]] = {}
     for q in query_texts:  # every candidate on the positive's scale, best first
         r = qrow[q]
@@ -163,13 +167,12 @@ def mine_hard_negatives(pairs: Sequence[tuple[str, str]], corpus_ids: Sequence[s
         s = docs_n[[pos_of[c] for c in cand]] @ Qn[r] if cand else np.zeros(0, dtype=np.float32)
         order = np.argsort(-s, kind="stable")
         ranked[q] = ([cand[i] for i in order], s[order])
-    weakest = {q: min(float(Qn[qrow[q]] @ docs_n[pos_of[d]]) for d in ps) for q, ps in positives.items()}
     out = MinedNegatives([], [], [], [], [])
     dropped_total = short = 0
     for q, d in pairs:
         pos_score = float(Qn[qrow[q]] @ docs_n[pos_of[d]])
         cand, cand_scores = ranked[q]
-        kept, kept_scores, dropped = percpos_filter(cand, cand_scores, weakest[q], positives=positives[q],
+        kept, kept_scores, dropped = percpos_filter(cand, cand_scores, weakest[q], positives=excluded[q],
                                                     max_positive_ratio=max_positive_ratio, num_negatives=num_negatives)
         dropped_total += dropped
         short += len(kept) < num_negatives
@@ -187,6 +190,40 @@ def mine_hard_negatives(pairs: Sequence[tuple[str, str]], corpus_ids: Sequence[s
         logger.warning("%d of %d pairs got fewer than %d negatives; raise `candidates` (now %d)", short, len(pairs),
                        num_negatives, k)
     return out
+
+
+def sts_pairs(path: str | os.PathLike, min_score: float = 4.0) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    """STS pairs as retrieval pairs to mine, as NV-Embed's second stage prepares them (its section 4.2).
+
+    Every pair ``(a, b)`` of an STS TSV (``score  sentence1  sentence2``) scoring at least ``min_score``
+    gives two pairs, ``a -> b`` and ``b -> a``; the corpus is every distinct sentence of the file (ids
+    ``s0``, ``s1``, ...), so negatives are mined "from the pool of other texts". Feed the result to
+    :func:`mine_hard_negatives` (a query's own sentence is never its negative).
+
+    Returns:
+        ``(pairs, corpus_ids, corpus_texts)``: pairs are ``(query text, positive id)``.
+
+    Raises:
+        EmbedkitError: a bad file (one line naming its line), or no pair reaching ``min_score``.
+    """
+    from embedkit.data import read_sts_tsv
+    from embedkit.validation import check_finite_number
+
+    min_score = check_finite_number(min_score, "min_score")
+    ds = read_sts_tsv(path)
+    texts: dict[str, str] = {}
+    for t in (*ds.sentences1, *ds.sentences2):
+        t = " ".join(str(t).split())
+        if t and t not in texts:
+            texts[t] = f"s{len(texts)}"
+    pairs = []
+    for a, b, score in zip(ds.sentences1, ds.sentences2, ds.scores):
+        a, b = " ".join(str(a).split()), " ".join(str(b).split())
+        if float(score) >= min_score and a and b and a != b:
+            pairs += [(a, texts[b]), (b, texts[a])]
+    if not pairs:
+        raise EmbedkitError(f"{path}: no pair scores {min_score:g} or more; lower the minimum score")
+    return pairs, list(texts.values()), list(texts)
 
 
 def _cell(text: str) -> str:

@@ -46,6 +46,7 @@ from embedkit.training.recipe_limits import (
 from embedkit.training.registry import LOSSES, SAMPLERS
 from embedkit.training.schema import (
     DATA_FORMATS,
+    MINE,
     REQUIRED,
     SCHEMA,
     STAGE_KEYS,
@@ -88,6 +89,7 @@ class Recipe:
         if c["sampler"]["name"] not in SAMPLERS:
             raise RecipeError(
                 f"{src}: sampler.name: unknown sampler {c['sampler']['name']!r}; choose one of {', '.join(SAMPLERS)}")
+        self._check_mine(c["data"], src, "data.")
         self._check_loss_and_data(c, src)
         prompts = c["training"]["prompts"]
         if isinstance(prompts, dict) and not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
@@ -166,16 +168,40 @@ class Recipe:
                               f"(max_position_embeddings in its config.json); use at most {limit}")
 
     @staticmethod
+    def _check_mine(data: dict, src: str, where: str) -> None:
+        """``mine``: validated (defaults filled in place); only BEIR folders and STS files can be mined."""
+        if data.get("mine") is None:
+            return
+        data["mine"] = validate_section(data["mine"], MINE, f"{where}mine.", src)
+        if data["format"] not in ("beir", "scored_pairs"):
+            raise RecipeError(f"{src}: {where}mine: mining needs format beir (qrels pairs and the folder's corpus) "
+                              f"or scored_pairs (STS pairs and the file's other sentences), not {data['format']}")
+        model = data["mine"]["model"]
+        if model not in (None, "default"):
+            from embedkit.models.loading import resolve_model
+
+            try:
+                resolve_model(model)
+            except EmbedkitError as e:
+                raise RecipeError(f"{src}: {where}mine.model: {e}") from e
+
+    @staticmethod
     def _check_loss_and_data(c: dict, src: str, where: str = "") -> None:
         from embedkit.training.registry import LOSSES
 
         loss, fmt = c["loss"], c["data"]["format"]
+        if c["data"].get("mine"):
+            fmt = "pairs"  # mined: (anchor, positive, negative_1 ..) rows
         entry = LOSSES[loss["name"]]
         if fmt not in entry.formats:
             raise RecipeError(f"{src}: {where}loss.name: {loss['name']} trains on data.format "
                               f"{' or '.join(entry.formats)}, not {fmt}")
         if not loss["in_batch_negatives"] and loss["name"] != "mnrl":
             raise RecipeError(f"{src}: {where}loss.in_batch_negatives: only mnrl can turn in-batch negatives off")
+        if not loss["in_batch_negatives"] and fmt != "pairs":
+            raise RecipeError(f"{src}: {where}loss.in_batch_negatives: false scores each anchor against its own "
+                              f"negatives only, and data.format {fmt} has none; use format pairs with negative "
+                              "columns (e.g. from `embedkit mine`)")
         wrappers = [w for w in WRAPPERS if loss[w] is not None]
         if len(wrappers) > 1:
             raise RecipeError(f"{src}: {where}loss.{wrappers[1]}: only one of matryoshka, matryoshka2d, starbucks at a time")
@@ -197,15 +223,21 @@ class Recipe:
                 raise RecipeError(f"{src}: {where}: must be a mapping {{train, format, loss}}, got {item!r}")
             sub = validate_section(item, {"train": Key(str, REQUIRED), "format": Key(str, "pairs", choices=DATA_FORMATS),
                                            "split": Key(str, "train"), "max_sentences": Key((int, NoneType), None, low=1),
+                                           "prompts": Key((dict, str, NoneType), None),
+                                           "mine": Key((dict, NoneType), None),
                                            "loss": SCHEMA["loss"]}, f"{where}.", src)
+            self._check_mine(sub, src, f"{where}.")
+            pr = sub["prompts"]
+            if isinstance(pr, dict) and not all(isinstance(k, str) and isinstance(v, str) for k, v in pr.items()):
+                raise RecipeError(f"{src}: {where}.prompts: must map column names to instruction strings, got {pr!r}")
             p = resolve_path(sub["train"])
             if not (p.is_dir() if sub["format"] == "beir" else p.is_file()):
                 raise RecipeError(f"{src}: {where}.train: not found: {p}")
             if sub["loss"]["name"] not in LOSSES:
                 raise RecipeError(f"{src}: {where}.loss.name: unknown loss {sub['loss']['name']!r}; "
                                   f"choose one of {', '.join(LOSSES)}")
-            self._check_loss_and_data({"loss": sub["loss"], "data": {"format": sub["format"]}, "model": c["model"]},
-                                      src, f"{where}.")
+            self._check_loss_and_data({"loss": sub["loss"], "data": {"format": sub["format"], "mine": sub["mine"]},
+                                       "model": c["model"]}, src, f"{where}.")
             sub["path"] = p
             out.append(sub)
         if out and c["sampler"]["name"] not in ("random", "no_duplicates"):
@@ -246,6 +278,9 @@ class Recipe:
                         raise RecipeError(f"{self.source}: {where}.{section}: must be a mapping")
                     raw.setdefault(section, {})
                     raw[section] = {**(raw.get(section) or {}), **st[section]}
+            for d in [raw.get("data") or {}, *((raw.get("data") or {}).get("extra") or [])]:
+                if isinstance(d, dict) and isinstance(d.get("mine"), dict) and d["mine"].get("model") is None:
+                    d["mine"] = {**d["mine"], "model": self.config["model"] or "default"}  # one miner for all stages
             last = i == len(stages) - 1
             raw["output"] = str(self.output) if last else f"{self.output}.stage{i + 1}"
             raw["checkpoint_dir"] = str(self.checkpoint_dir / f"stage{i + 1}")
