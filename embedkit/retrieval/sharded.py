@@ -329,6 +329,7 @@ class _StreamedCorpus:
 
 def _write_docs(path: Path, docs) -> None:
     from embedkit.retrieval.docstore import SCHEMA
+    from embedkit.retrieval.keyword import enable_keyword
 
     conn = sqlite3.connect(str(path))
     try:
@@ -338,6 +339,7 @@ def _write_docs(path: Path, docs) -> None:
         for rows in (docs.batches() if isinstance(docs, _StreamedCorpus) else _doc_rows(docs)):
             conn.executemany("INSERT INTO docs (key, id, text, metadata) VALUES (?, ?, ?, ?)", rows)
         conn.commit()
+        enable_keyword(conn)  # the keyword index, built once over all documents (FTS5 'rebuild')
         conn.execute("PRAGMA synchronous=FULL")
     finally:
         conn.close()
