@@ -86,6 +86,29 @@ def _indexable(texts, ids, meta, strict: bool) -> int:
     return len(keep)
 
 
+_MODE_OPTION = click.option(
+    "--mode", type=click.Choice(["dense", "keyword", "hybrid"]), default="dense", show_default=True,
+    help="dense (vectors), keyword (BM25) or hybrid (both, reciprocal-rank fused).")
+_WHERE_OPTION = click.option(
+    "--where", default=None, metavar="JSON",
+    help='Metadata filter, e.g. \'{"year": {"$gte": 2020}, "lang": {"$in": ["en", "de"]}}\' (see docs/retrieval.md).')
+
+
+def _check_where(where):
+    """The ``--where`` filter parsed (syntax only; fields are checked against the index), or None."""
+    from embedkit.retrieval.filters import parse_where
+
+    if where is None:
+        return None
+    try:
+        parse_where(where)
+    except EmbedkitError as e:
+        raise EmbedkitError(f"--where {where}: {str(e).removeprefix('where: ')}") from None
+    import json
+
+    return json.loads(where)
+
+
 _STRICT_HELP = "Refuse blank documents (empty or whitespace only) instead of skipping them with a warning."
 
 
@@ -104,11 +127,13 @@ _STRICT_HELP = "Refuse blank documents (empty or whitespace only) instead of ski
               help="With --embeddings: write each shard's lists as Ray tasks (pip install 'embedkit[ray]').")
 @click.option("--rescore", type=POSITIVE, default=None, metavar="N", help="Keep float16 vectors and rescore N*k candidates (e.g. 4).")
 @click.option("--nlist", type=POSITIVE, default=None, metavar="N", help="IVF lists (default ~4*sqrt(n); at most the number of documents).")
+@click.option("--keyword/--no-keyword", default=True, show_default=True,
+              help="Keep a BM25 keyword index of the texts in the docstore (search --mode keyword|hybrid).")
 @batch_size_option()
 @click.option("--strict", is_flag=True, help=_STRICT_HELP)
 @json_option
 def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_search, embeddings, ray_address, rescore,
-          nlist, batch_size, strict, as_json):
+          nlist, keyword, batch_size, strict, as_json):
     """Encode a corpus, compress it and save an index folder.
 
     \b
@@ -164,13 +189,13 @@ def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_se
     enc = load_model(model, device)
     t = time.perf_counter()
     idx = EmbeddingIndex.build(texts, ids, meta, model=enc, spec=spec, index_type=index_type, rescore=rescore, nlist=nlist,
-                               nprobe=nprobe, ef_search=ef_search,
+                               nprobe=nprobe, ef_search=ef_search, keyword=keyword,
                                batch_size=batch_size, show_progress=show_progress(),
                                on_empty="error" if strict else "skip")
     idx.save(target)
     summary = {
         "out": out, "documents": len(idx), "skipped_documents": len(texts) - len(idx), "spec": idx.compression.spec,
-        "index_type": index_type, "backend": model_backend(enc), "rescore": rescore,
+        "index_type": index_type, "backend": model_backend(enc), "rescore": rescore, "keyword": keyword,
         "bytes_per_vector": idx.bytes_per_vector,
         "index_bytes_on_disk": directory_size(target), "build_seconds": time.perf_counter() - t,
     }
@@ -281,14 +306,19 @@ def remove(index_dir, ids, as_json):
 @model_option(help="Encoder for the query (default: the model the index was built with).")
 @click.option("--force", is_flag=True, help="Query with a model other than the index's.")
 @click.option("--no-rescore", is_flag=True, help="Skip float16 rescoring even if the index has it.")
+@_MODE_OPTION
+@_WHERE_OPTION
+@click.option("--fusion", type=click.Choice(["rrf", "weighted"]), default="rrf", show_default=True,
+              help="How --mode hybrid fuses the two lists: reciprocal-rank fusion or weighted min-max scores.")
 @json_option
-def search(index_dir, query, k, model, device, force, no_rescore, as_json):
+def search(index_dir, query, k, model, device, force, no_rescore, mode, where, fusion, as_json):
     """Search INDEX_DIR for QUERY (several words are joined into one query).
 
     \b
     Example:
       embedkit index search scifact_idx "vitamin D deficiency and bone fractures" -k 5
       embedkit index search scifact_idx "vitamin D" --json
+      embedkit index search scifact_idx "vitamin D" --mode hybrid --where '{"year": {"$gte": 2020}}'
     """
     from embedkit.data import is_blank
     from embedkit.models.resolve import model_backend
@@ -297,13 +327,21 @@ def search(index_dir, query, k, model, device, force, no_rescore, as_json):
     if is_blank(q):
         raise EmbedkitError("QUERY is empty; give some text to search for")
     check_model(model)
-    idx, index_s, model_s = _load_index(index_dir, model, device, force)
+    where = _check_where(where)
+    if mode == "keyword":  # no query encoding: the model is not loaded
+        from embedkit.retrieval.index import EmbeddingIndex
+
+        t0 = time.perf_counter()
+        idx, model_s = EmbeddingIndex.load(index_dir, force=force), 0.0
+        index_s = time.perf_counter() - t0
+    else:
+        idx, index_s, model_s = _load_index(index_dir, model, device, force)
     t = time.perf_counter()
-    hits = idx.search(q, k=k, rescore=False if no_rescore else None)
+    hits = idx.search(q, k=k, rescore=False if no_rescore else None, mode=mode, where=where, fusion=fusion)
     search_ms = (time.perf_counter() - t) * 1e3
-    backend = model_backend(idx.model)
+    backend = None if mode == "keyword" else model_backend(idx.model)
     if as_json:
-        print_json({"query": q, "backend": backend, "index_type": idx.index_type,
+        print_json({"query": q, "mode": mode, "where": where, "backend": backend, "index_type": idx.index_type,
                     "index_load_ms": index_s * 1e3, "model_load_ms": model_s * 1e3,
                     "search_ms": search_ms, "ms": search_ms,
                     "hits": [{"id": h.id, "score": h.score, "text": h.text, "metadata": h.metadata} for h in hits]})
@@ -311,7 +349,7 @@ def search(index_dir, query, k, model, device, force, no_rescore, as_json):
     for rank, h in enumerate(hits, 1):
         text = " ".join(h.text.split())
         click.echo(f"{rank:>3}. {h.score:.4f}  [{h.id}]  {text[:110]}{'…' if len(text) > 110 else ''}")
-    info(f"{len(hits)} hits in {search_ms:.1f} ms (query encoded with {backend}, then searched; loading took "
+    info(f"{len(hits)} hits in {search_ms:.1f} ms ({mode} search; query encoded with {backend}; loading took "
          f"{index_s:.1f} s for the index, {model_s:.1f} s for the model)")
 
 
@@ -327,8 +365,10 @@ def _rescore_text(rescore) -> str:
 @click.option("--split", default="test", show_default=True, help="qrels split with --beir.")
 @model_option(help="Encoder for the queries (default: the model the index was built with).")
 @click.option("--force", is_flag=True, help="Evaluate with a model other than the index's.")
+@_MODE_OPTION
+@_WHERE_OPTION
 @json_option
-def eval_(index_dir, queries, qrels, beir, split, model, device, force, as_json):
+def eval_(index_dir, queries, qrels, beir, split, model, device, force, mode, where, as_json):
     """nDCG@10, Recall@100, MRR@10, bytes/vector, size on disk, p50 latency and batch QPS.
 
     Python: ``embedkit.evaluation.retrieval.evaluate_index(index, queries, qrels)``.
@@ -365,6 +405,7 @@ def eval_(index_dir, queries, qrels, beir, split, model, device, force, as_json)
     if not judged:
         raise EmbedkitError(f"no query in the qrels has a text in the queries file ({qrels or beir})")
     check_model(model)
+    where = _check_where(where)
 
     def judged_documents_known(idx):
         if not beir:  # judgements naming documents the index never held (blank documents it skipped are known)
@@ -373,12 +414,12 @@ def eval_(index_dir, queries, qrels, beir, split, model, device, force, as_json)
             read_qrels(qrels, doc_ids=known)
 
     idx, _, _ = _load_index(index_dir, model, device, force, check=judged_documents_known)
-    res = evaluate_index(idx, qmap, judged, path=index_dir, show_progress=show_progress())
+    res = evaluate_index(idx, qmap, judged, path=index_dir, show_progress=show_progress(), mode=mode, where=where)
     if as_json:
         print_json(res)
         return
     click.echo(f"index {index_dir}: {res['documents']} documents, spec {res['spec']}, index type {res['index_type']}, "
-               f"{_rescore_text(res['rescore'])}; queries encoded with {res['backend']}")
+               f"{_rescore_text(res['rescore'])}; {mode} search, queries encoded with {res['backend']}")
     click.echo(f"  nDCG@10     {res['ndcg@10']:.4f}")
     click.echo(f"  Recall@100  {res['recall@100']:.4f}")
     click.echo(f"  MRR@10      {res['mrr@10']:.4f}")

@@ -43,7 +43,7 @@ def measure_latency(search_fn, Q: np.ndarray, *, n_single: int = 200, k: int = 1
 
 def evaluate_index(index, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]], *,
                    query_embeddings: np.ndarray | None = None, path: str | None = None,
-                   show_progress: bool = False) -> dict:
+                   show_progress: bool = False, mode: str = "dense", where=None) -> dict:
     """nDCG@10, Recall@100, MRR@10, bytes/vector, size on disk, p50 latency and batch QPS.
 
     Queries are encoded through the embedding cache (unless ``query_embeddings`` are given, one row
@@ -63,6 +63,9 @@ def evaluate_index(index, queries: Mapping[str, str], qrels: Mapping[str, Mappin
         query_embeddings: precomputed query embeddings (skips encoding).
         path: the index folder, to report its size on disk.
         show_progress: show a progress bar while encoding queries.
+        mode: ``"dense"``, ``"keyword"`` (BM25; no query encoding) or ``"hybrid"`` (see
+            :meth:`~embedkit.retrieval.base.IndexBase.search`).
+        where: a metadata filter applied to every query (:mod:`embedkit.retrieval.filters`).
 
     Returns:
         A dict with ``ndcg@10``, ``recall@100``, ``mrr@10``, ``p50_ms``, ``p95_ms``, ``batch_qps``,
@@ -98,15 +101,26 @@ def evaluate_index(index, queries: Mapping[str, str], qrels: Mapping[str, Mappin
         logger.info("%d of %d relevant judged documents are not in the index; they count as not retrieved",
                     len(judged) - len(present), len(judged))
     t = time.perf_counter()
-    if query_embeddings is None:
+    texts = [queries[q] for q in qids]
+    if mode == "keyword":
+        Q = None
+    elif query_embeddings is None:
         Q = encode_cached(index.model, [queries[q] for q in qids], show_progress=show_progress, desc="encoding queries")
     else:
         Q = query_embeddings
     encode_s = time.perf_counter() - t
     k = 100
-    scores, ids = index.search_ids(Q, k)
+    extra = {"mode": mode, "where": where, "texts": texts} if (mode != "dense" or where is not None) else None
+    scores, ids = index.search_ids(Q, k, **(extra or {}))
     metrics = retrieval_scores(run_from_search(qids, ids, scores), qrels)
-    lat = measure_latency(lambda q, kk: index.search_embeddings(q, kk), Q, k=10)
+    if extra is None:
+        lat = measure_latency(lambda q, kk: index.search_embeddings(q, kk), Q, k=10)
+    else:  # rows of query positions, so that each timed search gets its texts and embeddings
+        def timed(P, kk):
+            rows = P[:, 0]
+            index.search_ids(None if Q is None else Q[rows], kk, **{**extra, "texts": [texts[r] for r in rows]})
+
+        lat = measure_latency(timed, np.arange(len(qids))[:, None], k=10)
     out = {
         **metrics,
         **lat,
@@ -114,7 +128,8 @@ def evaluate_index(index, queries: Mapping[str, str], qrels: Mapping[str, Mappin
         "documents": len(index),
         "spec": index.compression.spec,
         "index_type": index.index_type,
-        "backend": model_backend(index.model) if query_embeddings is None else index.model_backend,
+        "backend": model_backend(index.model) if query_embeddings is None and Q is not None else index.model_backend,
+        "mode": mode,
         "rescore": index.rescore,
         "bytes_per_vector": index.bytes_per_vector,
         "query_encode_seconds": encode_s,

@@ -342,7 +342,7 @@ class IndexBase:
         return scores, [[key_to_id[key] for key, _ in hits] for hits in ranked]
 
     def search(self, query, k: int = 10, *, rescore: bool | None = None, mode: str = "dense", where=None,
-               fusion: str = "rrf", alpha: float = 0.5, depth: int | None = None):
+               fusion: str = "rrf", alpha: float = 0.5, depth: int | None = None, texts: Sequence[str] | None = None):
         """Search with a query string (returns ``list[Hit]``), a list of strings or an embedding
         matrix (returns one ``list[Hit]`` per query).
 
@@ -355,10 +355,11 @@ class IndexBase:
             fusion: ``"rrf"`` (reciprocal-rank fusion, default) or ``"weighted"`` (min-max scores,
                 ``alpha * dense + (1 - alpha) * keyword``) for hybrid search.
             depth: candidates per side for hybrid search (default 100, at least k).
+            texts: the query texts when ``query`` is an embedding matrix (for keyword and hybrid search).
         """
         k = check_positive_int(k, "k")
         single = isinstance(query, str)
-        texts = None
+        texts = None if texts is None else list(texts)
         if single or (isinstance(query, (list, tuple)) and query and isinstance(query[0], str)):
             texts = [query] if single else list(query)
             check_mode(mode, fusion, alpha)

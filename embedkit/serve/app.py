@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import time
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -90,6 +90,10 @@ class _DocumentId(Convertor):
 register_url_convertor("embedkit_docid", _DocumentId())
 
 
+_MODE_HELP = "dense (vectors), keyword (BM25) or hybrid (both, reciprocal-rank fused)"
+_WHERE_HELP = 'metadata filter, e.g. {"year": {"$gte": 2020}, "lang": {"$in": ["en", "de"]}} (docs/retrieval.md)'
+
+
 class SearchRequest(BaseModel):
     """Several queries searched together."""
 
@@ -97,6 +101,9 @@ class SearchRequest(BaseModel):
     queries: list[StrictStr] = Field(description="query texts")
     k: StrictInt | None = Field(default=None, description="results per query (default 10)")
     rescore: StrictBool | None = Field(default=None, description="float16 rescoring on/off (default: the index's)")
+    mode: Literal["dense", "keyword", "hybrid"] = Field(default="dense", description=_MODE_HELP)
+    where: dict | None = Field(default=None, description=_WHERE_HELP)
+    fusion: Literal["rrf", "weighted"] = Field(default="rrf", description="hybrid fusion: rrf or weighted")
 
 
 class DocumentIn(BaseModel):
@@ -211,8 +218,22 @@ def create_app(service: SearchService, *, close_service: bool = True) -> FastAPI
             raise limit_error(422, "max_k", cfg.max_k, f"k={k} asks for too many results")
         return k
 
-    async def run_search(queries: list[str], k: int, rescore: bool | None):
+    async def run_search(queries: list[str], k: int, rescore: bool | None, mode: str = "dense", where=None,
+                         fusion: str = "rrf"):
         t0 = time.perf_counter()
+        if mode != "dense" or where is not None:  # keyword / hybrid / filtered: searched outside the batcher
+            try:
+                results = await asyncio.wait_for(asyncio.to_thread(service.search_with, queries, k, rescore, mode=mode,
+                                                                   where=where, fusion=fusion),
+                                                 timeout=cfg.search_timeout_s)
+            except asyncio.TimeoutError:
+                raise api_error(503, "search_timeout", f"the search took longer than {cfg.search_timeout_s:g} s") from None
+            except EmbedkitError as e:
+                msg = str(e).splitlines()[0]
+                raise api_error(422, "invalid_filter" if msg.startswith("where:") else "invalid_search", msg) from None
+            took = time.perf_counter() - t0
+            service.metrics.observe_search(len(queries), took)
+            return results, took * 1000
         try:
             futures = service.submit_search(queries, k, rescore)
         except Overloaded as e:
@@ -238,11 +259,19 @@ def create_app(service: SearchService, *, close_service: bool = True) -> FastAPI
     @app.get("/api/search", tags=["search"], summary="Search with one query")
     async def search_get(q: str = Query(..., description="the query text"),
                          k: int | None = Query(None, description="number of results (default 10)"),
-                         rescore: bool | None = Query(None, description="float16 rescoring on/off")):
+                         rescore: bool | None = Query(None, description="float16 rescoring on/off"),
+                         mode: Literal["dense", "keyword", "hybrid"] = Query("dense", description=_MODE_HELP),
+                         where: str | None = Query(None, description=_WHERE_HELP + ", as JSON text"),
+                         fusion: Literal["rrf", "weighted"] = Query("rrf", description="hybrid fusion")):
         check_query(q)
         k = check_k(k)
-        (hits,), took_ms = await run_search([q], k, rescore)
-        return {"query": q, "k": k, "hits": [_hit_json(h) for h in hits], "took_ms": took_ms}
+        if where is not None:
+            try:
+                where = json.loads(where)
+            except ValueError as e:
+                raise api_error(422, "invalid_filter", f"where: not valid JSON ({str(e).splitlines()[0][:80]})") from None
+        (hits,), took_ms = await run_search([q], k, rescore, mode, where, fusion)
+        return {"query": q, "k": k, "mode": mode, "hits": [_hit_json(h) for h in hits], "took_ms": took_ms}
 
     @app.post("/api/search", tags=["search"], summary="Search with several queries")
     async def search_post(req: SearchRequest):
@@ -253,8 +282,8 @@ def create_app(service: SearchService, *, close_service: bool = True) -> FastAPI
         for i, q in enumerate(req.queries):
             check_query(q, f"queries[{i}]")
         k = check_k(req.k)
-        results, took_ms = await run_search(list(req.queries), k, req.rescore)
-        return {"k": k, "results": [{"query": q, "hits": [_hit_json(h) for h in hits]}
+        results, took_ms = await run_search(list(req.queries), k, req.rescore, req.mode, req.where, req.fusion)
+        return {"k": k, "mode": req.mode, "results": [{"query": q, "hits": [_hit_json(h) for h in hits]}
                                     for q, hits in zip(req.queries, results)], "took_ms": took_ms}
 
     # -- documents ------------------------------------------------------------------------------

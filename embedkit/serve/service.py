@@ -168,6 +168,29 @@ class SearchService:
                 return [[] for _ in range(len(Q))]
             raise
 
+    def search_with(self, queries: Sequence[str], k: int, rescore: bool | None = None, *, mode: str = "dense",
+                    where=None, fusion: str = "rrf") -> list[list]:
+        """Keyword or hybrid search, or a metadata filter (``where``), outside the batcher: the queries are
+        encoded here (dense and hybrid) and searched at once. Blocking; call it from a worker thread.
+
+        Raises:
+            EmbedkitError: an unknown mode, a bad filter, or keyword search on an index without a keyword index.
+        """
+        from embedkit.retrieval.hybrid import check_mode
+
+        texts = list(queries)
+        check_mode(mode, fusion)
+        if len(self.index) == 0:
+            return [[] for _ in texts]
+        Q = None if mode == "keyword" else self._encode_queries(texts)
+        try:
+            return self.index.search(texts if Q is None else Q, k=k, rescore=rescore, mode=mode, where=where,
+                                     fusion=fusion, texts=texts)
+        except EmbedkitError:
+            if len(self.index) == 0:  # emptied by a write meanwhile
+                return [[] for _ in texts]
+            raise
+
     def submit_search(self, queries: Sequence[str], k: int, rescore: bool | None = None) -> list[concurrent.futures.Future]:
         """Queue queries for the batcher; each future resolves to a list of :class:`~embedkit.retrieval.index.Hit`."""
         return self.batcher.submit_many(list(queries), k, rescore)
