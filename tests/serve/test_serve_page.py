@@ -138,8 +138,8 @@ def test_score_baseline_measures_the_typical_best_score_of_other_documents():
     assert b.needs_update() and b.measure() == pytest.approx(0.6)
     assert calls[0][1] == 2 and calls[0][0][0] == "topic 0 words here and more"
     assert not b.needs_update()
-    assert b.hint([_Hit("a", 0.40)]).startswith("These results look weak: the best score, 0.40, is far below the 0.60")
-    assert b.hint([_Hit("a", 0.50)]) is None  # within WEAK_FRACTION of typical
+    assert b.hint([_Hit("a", 0.30)]).startswith("These results look weak: the best score, 0.30, is far below the 0.60")
+    assert b.hint([_Hit("a", 0.40)]) is None  # within WEAK_FRACTION of typical
     assert ScoreBaseline(lambda n: docs, search, lambda: 10).measure() is None  # too small an index to tell
 
 
