@@ -123,8 +123,8 @@ class EmbeddingIndex(IndexBase):
         """Encode ``texts`` (through the embedding cache), fit the compression, index everything.
 
         ``keyword`` (default True) also keeps the BM25 keyword index of the texts in the docstore
-        (``search(mode="keyword" | "hybrid")``); it costs about 0.2 s and 20% of the docstore's size
-        per 5,000 abstracts (see docs/retrieval.md).
+        (``search(mode="keyword" | "hybrid")``); measured on SciFact's 5,183 abstracts it adds 0.95 s to
+        the build and 3.0 MB to the docstore (docs/retrieval.md).
 
         Blank documents are skipped with a warning (``on_empty="skip"``) or refused
         (``on_empty="error"``); see :meth:`add`.
