@@ -159,13 +159,16 @@ def main():
 
     names = list(results)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    axes[0].bar(names, [results[n]["scifact_ndcg10"] for n in names], color=["0.6"] + [f"C{i}" for i in range(4)])
+    ref = results.get("untrained", {})
+    common.zoomed_bars(axes[0], names, [results[n]["scifact_ndcg10"] for n in names], ["0.6"] + [f"C{i}" for i in range(4)],
+                       reference=ref.get("scifact_ndcg10"))
     axes[0].set_title(f"SciFact test nDCG@10 ({len(sci[0])}-doc subset: judged + random)")
-    axes[1].bar(names, [results[n]["sts_average"] for n in names], color=["0.6"] + [f"C{i}" for i in range(4)])
+    common.zoomed_bars(axes[1], names, [results[n]["sts_average"] for n in names], ["0.6"] + [f"C{i}" for i in range(4)],
+                       fmt="%.2f", reference=ref.get("sts_average"))
     axes[1].set_title(f"STS average (7 test sets, first {a.sts_pairs} pairs each)")
     for ax in axes:
         ax.tick_params(axis="x", rotation=25)
-    fig.suptitle(f"all-MiniLM-L6-v2, two-stage recipe, {a.steps} steps per stage; grey = untrained", fontsize=9)
+    fig.suptitle(f"all-MiniLM-L6-v2, two-stage recipe, {a.steps} steps per stage; grey and dashed = untrained", fontsize=9)
     fig.tight_layout()
     fig.savefig(common.RESULTS / "latent_pooling.png", dpi=110)
 
