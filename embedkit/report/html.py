@@ -16,7 +16,7 @@ GENERATOR = "embedkit"
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}
-th{background:#f3f3f3}figure{margin:1.5em 0}figcaption{color:#555;font-size:90%}
+th{background:#f3f3f3}td:nth-child(3){font-size:90%;color:#444}figure{margin:1.5em 0}figcaption{color:#555;font-size:90%}
 pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:80%}"""
 
 
@@ -28,8 +28,9 @@ def _fmt(v) -> str:
 
 def write_html_report(path: str | os.PathLike, summary: Mapping, images: Mapping[str, str | os.PathLike], *,
                       title: str = "embedkit diagnose", captions: Mapping[str, str] | None = None,
-                      rows: Mapping[str, object] | None = None) -> Path:
-    """Write one HTML file (atomically) with ``rows`` as a table, every image inline, and ``summary`` as JSON."""
+                      rows: Mapping[str, object] | None = None, notes: Mapping[str, str] | None = None) -> Path:
+    """Write one HTML file (atomically) with ``rows`` as a table (with a "how to read it" column from
+    ``notes``, keyed like ``rows``), every image inline, and ``summary`` as JSON."""
     from embedkit._io import atomic_write_bytes
 
     captions = captions or {}
@@ -37,8 +38,11 @@ def write_html_report(path: str | os.PathLike, summary: Mapping, images: Mapping
              f"<title>{html.escape(title)}</title>",
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     if rows:
-        parts.append("<table><tr><th>measure</th><th>value</th></tr>")
-        parts += [f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in rows.items()]
+        notes = notes or {}
+        head = "<th>measure</th><th>value</th>" + ("<th>how to read it</th>" if notes else "")
+        parts.append(f"<table><tr>{head}</tr>")
+        parts += [f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td>"
+                  + (f"<td>{html.escape(notes.get(k, ''))}</td>" if notes else "") + "</tr>" for k, v in rows.items()]
         parts.append("</table>")
     for name, p in images.items():
         data = base64.b64encode(Path(p).read_bytes()).decode()

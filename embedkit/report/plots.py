@@ -32,13 +32,31 @@ def _save(fig, path) -> Path:
     return Path(path)
 
 
+#: singular values below this fraction of the largest are numerically zero (float32 round-off)
+NUMERICAL_ZERO = 1e-6
+
+
+def spectrum_shown(singular_values: Sequence[float]) -> tuple[np.ndarray, int]:
+    """The normalised spectrum ``sigma_k / sigma_1`` without its numerically-zero tail, and how many
+    components that tail has (with fewer texts than dimensions, the last ones are ~1e-16: drawn, they
+    squash the informative part of a log axis into its top few percent)."""
+    s = np.asarray(singular_values, dtype=np.float64)
+    rel = s / s.max() if s.size and s.max() > 0 else np.ones_like(s)
+    keep = rel > NUMERICAL_ZERO
+    return rel[keep], int((~keep).sum())
+
+
 def plot_spectrum(singular_values: Sequence[float], path: str | os.PathLike, *, rankme: float | None = None) -> Path:
-    """Normalised singular-value spectrum (log scale), with the RankMe value in the title."""
+    """Normalised singular-value spectrum (log scale), with the RankMe value in the title; components at
+    numerical zero are left out (their count is given under the axis)."""
     plt = _plt()
     s = np.asarray(singular_values, dtype=np.float64)
+    rel, dropped = spectrum_shown(s)
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.semilogy(np.arange(1, len(s) + 1), s / s.max(), lw=1.5)
-    ax.set_xlabel("component k")
+    ax.semilogy(np.arange(1, len(rel) + 1), rel, lw=1.5)
+    ax.set_xlim(1, max(len(rel), 2))
+    ax.set_xlabel("component k" + (f"  ({dropped} more at numerical zero, < {NUMERICAL_ZERO:g} x the largest: "
+                                   "not drawn)" if dropped else ""))
     ax.set_ylabel(r"$\sigma_k / \sigma_1$")
     ax.set_title("Singular-value spectrum" + (f"  (RankMe = {rankme:.1f} of {len(s)})" if rankme is not None else ""))
     ax.grid(alpha=0.3, which="both")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from embedkit.report import plot_barcode, plot_bias_projections, plot_length_collapse, plot_spectrum, write_html_report
 
@@ -103,3 +104,40 @@ def test_diagnose_texts_counts_the_texts_at_the_token_cap(tiny_model, isolated_c
         tiny_model.max_seq_length = old
     assert out["length_collapse"]["token_cap"] == 8
     assert out["length_collapse"]["texts_at_token_cap"] == 9  # 20, 30 and 40 words, three times each
+
+
+def test_spectrum_leaves_out_the_numerically_zero_tail(tmp_path, monkeypatch):
+    """Issue 28: with fewer texts than dimensions the last singular values are ~1e-16; drawn, they squash
+    the spectrum into the top of the log axis."""
+    figs = _capture(monkeypatch)
+    s = np.concatenate([np.geomspace(10.0, 0.1, 40), np.full(24, 1e-15)])
+    plot_spectrum(s, tmp_path / "s.png", rankme=30.0)
+    ax = figs[0].axes[0]
+    line = ax.get_lines()[0]
+    assert len(line.get_xdata()) == 40 and min(line.get_ydata()) == pytest.approx(0.01)
+    assert ax.get_ylim()[0] > 1e-4  # the axis spans the informative part, not 1e-16
+    assert "24 more at numerical zero" in ax.get_xlabel()
+    plot_spectrum(np.geomspace(10.0, 0.1, 40), tmp_path / "t.png")
+    assert "numerical zero" not in figs[1].axes[0].get_xlabel()
+
+
+def test_diagnose_report_says_how_to_read_each_measure(tmp_path):
+    from embedkit.analysis.diagnose import diagnose_embeddings
+    from embedkit.report import write_diagnose_report
+    from embedkit.report.diagnose import reading_notes
+
+    rng = np.random.default_rng(0)
+    E = rng.standard_normal((40, 8))
+    summary = diagnose_embeddings(E, lengths=rng.integers(1, 50, 40), labels=["a", "b"] * 20)
+    arrays = summary.pop("_arrays")
+    write_diagnose_report(tmp_path / "r.html", summary, arrays)
+    html = (tmp_path / "r.html").read_text()
+    assert "<th>how to read it</th>" in html
+    assert "0..1, higher = the texts form more separated groups. Not an absolute scale" in html
+    assert "effective number of dimensions used, 1..8" in html and "230 of 384" in html
+    rows = {"RankMe": 0.5, "PH separability": 0.2, "length collapse": 0.2}
+    notes = reading_notes({**summary, "rankme": 0.5, "length_collapse": {"collapse": 0.2}}, rows)
+    assert "dimensional collapse" in notes["RankMe"]
+    assert "long texts crowd together; try `embedkit diagnose tempscale`" in notes["length collapse"]
+    assert "no length collapse" in reading_notes({**summary, "length_collapse": {"collapse": -0.01}},
+                                                 rows)["length collapse"]
