@@ -154,8 +154,11 @@ def mine_hard_negatives(pairs: Sequence[tuple[str, str]], corpus_ids: Sequence[s
     positives: dict[str, set[str]] = {}
     for q, d in pairs:
         positives.setdefault(q, set()).add(d)
-    same_text = {t: i for i, t in zip(corpus_ids, corpus_texts) if t in positives}
-    excluded = {q: ps | ({same_text[q]} if q in same_text else set()) for q, ps in positives.items()}
+    same_text: dict[str, set[str]] = {}  # documents identical to a query are never its negatives
+    for i, t in zip(corpus_ids, corpus_texts):
+        if t in positives:
+            same_text.setdefault(t, set()).add(i)
+    excluded = {q: ps | same_text.get(q, set()) for q, ps in positives.items()}
     del scores  # the index's own scale (binary: 1 - 2h/n): candidates are scored by float cosine below
     docs_n = docs / np.maximum(np.linalg.norm(docs, axis=1, keepdims=True), 1e-12)
     Qn = Q / np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-12)

@@ -139,3 +139,25 @@ def test_the_rule_keeps_its_sense_for_a_negative_positive_score():
     kept, _, dropped = percpos_filter(ids, [-0.195, -0.205, -0.5], -0.2, positives=set(), max_positive_ratio=0.95,
                                       num_negatives=3)
     assert kept == ["below"] and dropped == 2
+
+
+def test_a_document_identical_to_the_query_is_never_its_negative(fixed_vectors):
+    """STS pools (`sts_pairs`) hold the query's own sentence: it is excluded like a positive, not dropped."""
+    fixed_vectors({"q": _at(1.0), "p1": _at(0.9, 1), "n2": _at(0.3, 4), "n3": _at(0.1, 5)})
+    mined = mine_hard_negatives([("q", "p1")], ["p1", "dq", "n2", "n3"], ["p1", "q", "n2", "n3"], object(),
+                                num_negatives=2, candidates=4)
+    assert mined.negative_ids == [["n2", "n3"]] and mined.stats["dropped_as_near_positive"] == 0
+
+
+def test_sts_pairs_both_directions_from_the_files_sentences(tmp_path):
+    from embedkit.training.mining import sts_pairs
+
+    p = tmp_path / "s.tsv"
+    p.write_text("score\tsentence1\tsentence2\n4.5\ta  cat\ta kitten\n3.9\tthe dog\ta puppy\n4.0\tbank\tmoney\n")
+    pairs, ids, texts = sts_pairs(p, 4.0)
+    doc = dict(zip(ids, texts))
+    assert [(q, doc[d]) for q, d in pairs] == [("a cat", "a kitten"), ("a kitten", "a cat"), ("bank", "money"),
+                                               ("money", "bank")]
+    assert texts == ["a cat", "the dog", "bank", "a kitten", "a puppy", "money"]
+    with pytest.raises(EmbedkitError, match="s.tsv: no pair scores 5 or more; lower the minimum score"):
+        sts_pairs(p, 5.0)
