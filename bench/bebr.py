@@ -182,7 +182,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fit-extra", type=int, default=20000)
     ap.add_argument("--speed-n", type=int, default=200_000)
-    ap.add_argument("--quick", action="store_true", help="48 and 96 B only, SciFact only, no speed run")
+    ap.add_argument("--quick", action="store_true", help="48 and 96 B only, SciFact only")
+    ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="SciFact code sizes (bytes)")
+    ap.add_argument("--ablation-sizes", default=",".join(map(str, ABLATION_SIZES)), help="sizes with the loss-term ablation")
+    ap.add_argument("--paraphrase-sizes", default="48,96", help="code sizes on the paraphrase collection")
     ap.add_argument("--epochs", type=int, default=None, help="override BEBR's epochs (default: the codec's)")
     ap.add_argument("--name", default="bebr")
     ap.add_argument("--speed-only", action="store_true",
@@ -190,7 +193,8 @@ def main():
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    sizes = ABLATION_SIZES if args.quick else SIZES
+    sizes = ABLATION_SIZES if args.quick else tuple(int(x) for x in args.sizes.split(","))
+    ablation = tuple(int(x) for x in args.ablation_sizes.split(",") if x)
     memoize_itq()
     extra = {} if args.epochs is None else {"epochs": args.epochs}
     ds, doc_ids, docs, q_ids, queries, model = scifact()
@@ -216,13 +220,13 @@ def main():
     out = {"command": "python bench/bebr.py " + " ".join(sys.argv[1:]), "load_average_start": load_average(),
            "fit_set": fit_counts, "collections": {}}
     res, cache = run_collection("scifact", docs, queries, doc_ids, q_ids, qrels, fit_vectors, sizes,
-                                ABLATION_SIZES, extra)
+                                ablation, extra)
     out["collections"]["scifact"] = res
     if not args.quick:
         p_ids, P, pq_ids, PQ, p_qrels = paraphrase_collection(model)
         extra_vecs = fit_vectors[fit_counts["corpus"] + fit_counts["train_queries"]:]
         res2, _ = run_collection("paraphrase", P, PQ, p_ids, pq_ids, p_qrels, np.concatenate([P, extra_vecs]),
-                                 (48, 96), (), extra)
+                                 tuple(int(x) for x in args.paraphrase_sizes.split(",")), (), extra)
         res2["data"] = f"STS-B test + SICK-R test pairs scored >= 4: {len(PQ)} queries, {len(P)} documents"
         out["collections"]["paraphrase"] = res2
     out["load_average_end"] = load_average()
