@@ -29,6 +29,26 @@ from embedkit.cli._common import (
 DOCS_HELP = "label<TAB>text .tsv[.gz] (labels only score the result), text lines, corpus.jsonl or a BEIR folder."
 
 
+class _MinDocs(click.ParamType):
+    """``auto`` or a whole number >= 1."""
+
+    name = "auto|N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            n = value
+        elif str(value).strip().lower() == "auto":
+            return "auto"
+        else:
+            try:
+                n = int(str(value))
+            except ValueError:
+                self.fail(f"{value!r} is not 'auto' or a whole number", param, ctx)
+        if n < 1:
+            self.fail(f"{n} must be >= 1 (or 'auto')", param, ctx)
+        return n
+
+
 @click.group(context_settings=CTX)
 def lbl2vec():
     """Classify and retrieve documents for topics described by a few keywords (Lbl2Vec).
@@ -41,8 +61,7 @@ def lbl2vec():
     \b
     Example:
       embedkit lbl2vec fit --corpus ../shared/data/topics/ag_news/test.tsv \\
-          --keywords ../shared/data/topics/ag_news/keywords_lbl2vec.tsv --min-count 5 --min-num-docs 100 \\
-          --similarity-threshold 0.3 --out ag_l2v
+          --keywords ../shared/data/topics/ag_news/keywords_lbl2vec.tsv --min-count 5 --out ag_l2v
       embedkit lbl2vec search ag_l2v --label Sports -k 5
       embedkit lbl2vec predict ag_l2v --corpus new_docs.txt --json
     """
@@ -86,7 +105,8 @@ def _shown(model, label: str) -> str:
 @click.option("--similarity-threshold", type=FiniteFloat(-1.0, 1.0), default=None,
               help="Keep documents above this cosine to the keywords.")
 @click.option("--similarity-threshold-offset", type=FiniteFloat(), default=0.0, show_default=True)
-@click.option("--min-num-docs", type=POSITIVE, default=1, show_default=True, help="At least this many documents per label.")
+@click.option("--min-num-docs", type=_MinDocs(), default="auto", show_default=True,
+              help="At least this many documents per label vector; auto: half the documents per label (documents / labels / 2).")
 @click.option("--max-num-docs", type=POSITIVE, default=None, help="At most this many documents per label.")
 @click.option("--clean-outliers", is_flag=True, help="Drop LocalOutlierFactor outliers before averaging.")
 @click.option("--vector-size", type=POSITIVE, default=300, show_default=True, help="Doc2Vec only.")
@@ -153,6 +173,7 @@ def fit(corpus, keywords_file, out, overwrite, model, device, extra, similarity_
         "extra_documents": len(extra_texts), "labels": list(m.label_names_),
         "display_names": list(getattr(m, "display_names_", None) or m.label_names_), "fit_seconds": seconds,
         "docs_per_label": {n: len(i) for n, i in zip(m.label_names_, m.label_doc_indices_)},
+        "min_num_docs": m.min_num_docs_,
         "unknown_keywords": m.unknown_keywords_,
     }
     quality = _quality(m, gold, pred, scores)
@@ -161,7 +182,8 @@ def fit(corpus, keywords_file, out, overwrite, model, device, extra, similarity_
     if as_json:
         print_json(summary)
         return
-    click.echo(f"fitted {summary['kind']} Lbl2Vec on {len(texts)} documents in {seconds:.1f} s -> {out}")
+    click.echo(f"fitted {summary['kind']} Lbl2Vec on {len(texts)} documents in {seconds:.1f} s -> {out} "
+               f"(min_num_docs {'auto = ' if min_num_docs == 'auto' else ''}{m.min_num_docs_})")
     for n in m.label_names_:
         click.echo(f"  {_shown(m, n)}: label vector from {summary['docs_per_label'][n]} documents")
     if quality:

@@ -64,7 +64,10 @@ class Lbl2Vec(KeywordTopics):
         similarity_threshold: keep documents whose cosine to the keyword centroid exceeds this;
             ``None``: the best document's score minus ``similarity_threshold_offset``.
         similarity_threshold_offset: see above.
-        min_num_docs: at least this many documents per label vector (the reference examples use 100).
+        min_num_docs: at least this many documents per label vector; ``"auto"`` (the default):
+            :func:`~embedkit.topics.base.auto_min_num_docs` of the candidate documents and labels (the
+            reference package's default, 1, makes a label vector from a single document and scores
+            far lower; its examples use 100).
         max_num_docs: at most this many (the most similar); ``None``: no cap.
         clean_outliers: drop LocalOutlierFactor outliers from each label's documents.
         unknown_keywords: a keyword outside the vocabulary ``"warn"`` (:class:`UnknownKeywordWarning`),
@@ -123,7 +126,7 @@ class Lbl2Vec(KeywordTopics):
         seed: int = 0,
         similarity_threshold: float | None = None,
         similarity_threshold_offset: float = 0.0,
-        min_num_docs: int = 1,
+        min_num_docs: int | str = "auto",
         max_num_docs: int | None = None,
         clean_outliers: bool = False,
         unknown_keywords: str = "warn",

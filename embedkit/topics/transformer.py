@@ -85,7 +85,7 @@ class Lbl2TransformerVec(KeywordTopics):
         model=None,
         similarity_threshold: float | None = None,
         similarity_threshold_offset: float = 0.0,
-        min_num_docs: int = 1,
+        min_num_docs: int | str = "auto",
         max_num_docs: int | None = None,
         clean_outliers: bool = False,
         label_docs_from_extra: bool = True,

@@ -97,3 +97,21 @@ def test_transformer_encoder(files, tmp_path, isolated_cache):
     res = CliRunner().invoke(cli, ["lbl2vec", "predict", str(out), "--docs", str(files / "new.txt"), "--json"])
     assert res.exit_code == 0, res.output
     assert len(json.loads(res.stdout)["predictions"]) == 2
+
+
+def test_min_num_docs_defaults_to_auto(files, tmp_path, invoke):
+    d2v = [a for a in D2V if a not in ("--min-num-docs", "10")]
+    res = invoke("lbl2vec", "fit", "--corpus", files / "docs.tsv", "--keywords", files / "kw.tsv", "--out",
+                 tmp_path / "m", *d2v, "--json")
+    assert res.code == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["min_num_docs"] == 40 and out["docs_per_label"] == {"sport": 40, "finance": 40, "space": 40}
+    assert out["training_documents"]["macro_f1"] > 0.95
+    res = invoke("lbl2vec", "fit", "--corpus", files / "docs.tsv", "--keywords", files / "kw.tsv", "--out",
+                 tmp_path / "m2", *d2v, "--min-num-docs", "auto")
+    assert res.code == 0 and "(min_num_docs auto = 40)" in res.stdout
+    for bad in ("0", "many"):
+        invoke("lbl2vec", "fit", "--corpus", files / "docs.tsv", "--keywords", files / "kw.tsv", "--out",
+               tmp_path / "m3", "--min-num-docs", bad).one_line_error("--min-num-docs")
+    help_text = invoke("lbl2vec", "fit", "--help").stdout
+    assert "half the documents per label" in help_text and "[default: auto]" in help_text
