@@ -71,7 +71,7 @@ class FaissCodecQuantizer(Quantizer):
         self._check_fitted()
         check_backend(backend)
         if backend not in self.backends:
-            raise EmbedkitError(f"{self.spec} supports backends {', '.join(self.backends)}, not {backend!r}")
+            raise EmbedkitError(f"{self.spec} supports index types {', '.join(self.backends)}, not {backend!r}")
         d = self.dim_in_
         if backend == "flat":
             index = faiss.clone_index(self.codec_)

@@ -124,7 +124,7 @@ class CompressionPipeline:
         if backend is not None:
             backends = getattr(self.quantizer, "backends", BACKENDS)
             if backend not in backends:
-                raise SpecError(f"{self.quantizer.spec} supports backends {', '.join(backends)}, not {backend!r}")
+                raise SpecError(f"{self.quantizer.spec} supports index types {', '.join(backends)}, not {backend!r} (--index-type)")
         return self
 
     def fit(self, X, pairs=None) -> CompressionPipeline:

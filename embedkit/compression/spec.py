@@ -244,7 +244,7 @@ def check_spec(spec: str, *, dim: int | None = None, n_train: int | None = None,
     elif backend is not None:
         backends = getattr(pipeline.quantizer, "backends", None)
         if backends is not None and backend not in backends:
-            raise SpecError(f"{pipeline.quantizer.spec} supports backends {', '.join(backends)}, not {backend!r}")
+            raise SpecError(f"{pipeline.quantizer.spec} supports index types {', '.join(backends)}, not {backend!r} (--index-type)")
     return parsed
 
 

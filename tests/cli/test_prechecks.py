@@ -84,7 +84,7 @@ def test_index_build_spec_sizes_before_the_model(trap, invoke, corpus30, tmp_pat
 
 def test_index_build_backend_and_model_folder(trap, invoke, corpus30, tmp_path, tiny_model_path):
     res = invoke("index", "build", "-c", corpus30, "-o", tmp_path / "o", "--spec", "rabitq:1", "--index-type", "hnsw")
-    _error(res, "--spec 'rabitq:1': rabitq:1 supports backends flat, ivf, not 'hnsw'")
+    _error(res, "--spec 'rabitq:1': rabitq:1 supports index types flat, ivf, not 'hnsw' (--index-type)")
     res = invoke("index", "build", "-m", tiny_model_path, "-c", corpus30, "-o", tmp_path / "o", "--spec", "mrl:64")
     _error(res, "--spec 'mrl:64': mrl:64 needs embeddings of at least 64 dimensions, got 32")
     # --dim sets the dimension the spec sees, and is itself checked against the model's width
