@@ -55,12 +55,11 @@ def test_torch_index_searched_and_evaluated_with_onnx_backends(invoke, model_pat
     assert old["index_type"] == "hnsw" and old["backend"] == "torch"
     torch_hits = _search(invoke, out)
     assert torch_hits["backend"] == "torch" and torch_hits["index_type"] == "flat"
-    for backend in ("onnx", "onnx-int8"):
-        got = _search(invoke, out, "--backend", backend)  # no -m: the index's model on another runtime
-        assert got["backend"] == backend
-        assert got["hits"][0]["id"] == torch_hits["hits"][0]["id"] == "4"
-    int8 = _search(invoke, out, "--backend", "onnx-int8")
-    assert int8["hits"][0]["score"] != torch_hits["hits"][0]["score"]  # really encoded by another runtime
+    got = {b: _search(invoke, out, "--backend", b) for b in ("onnx", "onnx-int8")}  # no -m: the index's model
+    for backend, res in got.items():
+        assert res["backend"] == backend
+        assert res["hits"][0]["id"] == torch_hits["hits"][0]["id"] == "4"
+    assert got["onnx-int8"]["hits"][0]["score"] != torch_hits["hits"][0]["score"]  # really another runtime
     res = invoke("index", "eval", out, "--queries", tmp_path / "q.jsonl", "--qrels", tmp_path / "qrels.tsv",
                  "--backend", "onnx-int8", "--json")
     assert res.code == 0, res.stderr
