@@ -19,9 +19,13 @@ DOCS = "the cat and the kitten\nstock price and market rate\npython code has a b
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
+    """A tiny model with its ONNX exports made once (the export, not the backend switch, takes the time)."""
+    from embedkit import load_encoder
     from embedkit.testing import make_tiny_model
 
-    return make_tiny_model(tmp_path_factory.mktemp("backend") / "tiny")
+    path = make_tiny_model(tmp_path_factory.mktemp("backend") / "tiny")
+    load_encoder(path, backend="onnx-int8")
+    return path
 
 
 @pytest.fixture()
