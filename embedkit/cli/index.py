@@ -171,7 +171,7 @@ def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_se
         n_train = default_sample_size(shards.count, check_nlist(nlist, shards.count)) if index_type == "ivf" \
             else shards.count
         check_spec(spec, dim=shards.dim, n_train=n_train, backend=index_type, disk=True)
-        summary = build_command(embeddings, corpus, target, spec=spec, backend=index_type, rescore=rescore, nlist=nlist,
+        summary = build_command(embeddings, corpus, target, spec=spec, index_type=index_type, rescore=rescore, nlist=nlist,
                                 nprobe=nprobe, ef_search=ef_search, model=model, overwrite=overwrite, ray=ray_address)
         if as_json:
             print_json(summary)

@@ -1,6 +1,6 @@
 """Build an index from embedding shards (``embedkit index build --embeddings DIR``) without re-encoding.
 
-With ``backend="ivf"`` the build streams (see ``docs/scaling.md``):
+With ``index_type="ivf"`` (the default) the build streams (see ``docs/scaling.md``):
 
 1. the compression and the IVF coarse quantizer are trained on a seeded sample of the vectors
    (positioned reads, nothing memory-mapped);
@@ -12,7 +12,7 @@ With ``backend="ivf"`` the build streams (see ``docs/scaling.md``):
 Peak memory is one shard, the training sample and the coarse quantizer: never all codes or vectors.
 The result is a disk-backed index (:class:`~embedkit.retrieval.ondisk.DiskIndex`), written into a
 temporary folder and renamed into place, so a killed build leaves the previous index untouched.
-Other backends (``flat``, ``hnsw``) load the vectors and build in memory, then save in the disk layout.
+Other index types (``flat``, ``hnsw``) load the vectors and build in memory, then save in the disk layout.
 """
 
 from __future__ import annotations
@@ -79,12 +79,12 @@ def _shard_job(work: Path, shards_dir: Path, s: int, path: str) -> int:
 def build_index_from_shards(embeddings: str | os.PathLike, out: str | os.PathLike, *, ids: Sequence[str] | None = None,
                             texts: Sequence[str] | None = None, metadata: Sequence[dict | None] | None = None,
                             corpus: str | os.PathLike | None = None,
-                            spec: str = "float", backend: str = "ivf", rescore: int | None = None,
+                            spec: str = "float", index_type: str | None = None, rescore: int | None = None,
                             nlist: int | None = None, hnsw_m: int = 32, nprobe: int | None = None,
                             ef_search: int | None = None, sample_size: int | None = None, seed: int = 0,
                             model=None, ray_address: str | None = None, overwrite: bool = False,
                             inputs: Sequence[str | os.PathLike] = (), corpus_name: str = "the corpus",
-                            show_progress: bool = False):
+                            show_progress: bool = False, backend: str | None = None):
     """Build a disk-backed index at ``out`` from the shards folder ``embeddings`` and its corpus.
 
     Args:
@@ -92,10 +92,11 @@ def build_index_from_shards(embeddings: str | os.PathLike, out: str | os.PathLik
         ids, texts, metadata: the corpus the shards were encoded from, in the same order (the ids
             must equal the shards' ``ids.json``).
         corpus: instead of ``ids``/``texts``/``metadata``, the corpus file or BEIR folder (any shape
-            :func:`~embedkit.data.read_corpus` reads). With ``backend="ivf"`` it is streamed twice
+            :func:`~embedkit.data.read_corpus` reads). With ``index_type="ivf"`` it is streamed twice
             (checked, then written to the docstore in batches), so the documents are never all in
             memory: their ids are compared with the shards' recorded ``ids_sha256``.
-        spec, backend, rescore, nlist, hnsw_m, nprobe, ef_search: as for :meth:`EmbeddingIndex.build`.
+        spec, index_type, rescore, nlist, hnsw_m, nprobe, ef_search: as for :meth:`EmbeddingIndex.build`,
+            but ``index_type`` defaults to ``"ivf"`` (``backend=`` is its deprecated old name).
         sample_size: vectors the compression and the coarse quantizer are trained on (default
             :func:`default_sample_size`), drawn with ``seed``.
         model: the encoder object or source used at query time (checked against the shards'
@@ -120,6 +121,9 @@ def build_index_from_shards(embeddings: str | os.PathLike, out: str | os.PathLik
     target = prepare_output(out, "index", overwrite=overwrite, inputs=[embeddings, *inputs, *([corpus] if corpus else [])])
     if (corpus is None) == (texts is None) or (corpus is not None and (ids is not None or metadata is not None)):
         raise EmbedkitError("give either corpus= (a file or BEIR folder) or ids= and texts= (the documents), not both")
+    from embedkit.retrieval.common import resolve_index_type
+
+    backend = "ivf" if index_type is None and backend is None else resolve_index_type(index_type, backend)
     if corpus is not None and backend != "ivf":
         from embedkit.data import read_corpus
 
@@ -351,7 +355,7 @@ def _write_docs(path: Path, docs) -> None:
 
 
 def build_command(embeddings: str | os.PathLike, corpus: str | os.PathLike, out: str | os.PathLike, *,
-                  spec: str = "float", backend: str = "ivf", rescore: int | None = None, nlist: int | None = None,
+                  spec: str = "float", index_type: str = "ivf", rescore: int | None = None, nlist: int | None = None,
                   nprobe: int | None = None, ef_search: int | None = None, model=None, overwrite: bool = False,
                   ray: str | None = None) -> dict:
     """What ``embedkit index build --embeddings DIR --corpus C`` runs (the CLI only parses and calls this).
@@ -361,11 +365,11 @@ def build_command(embeddings: str | os.PathLike, corpus: str | os.PathLike, out:
     from embedkit.retrieval.manifest import directory_size
 
     t = time.perf_counter()
-    idx = build_index_from_shards(embeddings, out, corpus=corpus, spec=spec, backend=backend,
+    idx = build_index_from_shards(embeddings, out, corpus=corpus, spec=spec, index_type=index_type,
                                   rescore=rescore, nlist=nlist, nprobe=nprobe, ef_search=ef_search, model=model,
                                   overwrite=overwrite, corpus_name=str(corpus),
                                   ray_address=None if ray is None else ("local" if ray in ("", "local") else ray))
     return {"out": str(out), "documents": len(idx), "skipped_documents": 0, "spec": idx.compression.spec,
-            "index_type": backend, "rescore": rescore, "nprobe": idx.nprobe, "ef_search": idx.ef_search,
+            "index_type": index_type, "rescore": rescore, "nprobe": idx.nprobe, "ef_search": idx.ef_search,
             "bytes_per_vector": idx.bytes_per_vector, "index_bytes_on_disk": directory_size(out),
             "build_seconds": time.perf_counter() - t, "layout": "disk"}
