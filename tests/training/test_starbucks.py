@@ -161,6 +161,11 @@ def test_distillation_from_the_frozen_starting_model(tiny_path):
     assert all(torch.equal(a, b) for a, b in zip(before, loss.__dict__["_start"].parameters()))
     loss(feats, torch.zeros(3))
     assert loss.last_terms["distil"] != pytest.approx(float(want), rel=1e-3)  # the model moved, the teacher did not
+    # losses built together share one frozen copy; one built after training copies the trained weights
+    again = StarbucksLoss(model, MultipleNegativesRankingLoss(model), LADDER, distil_weight=0.5)
+    assert again.__dict__["_start"] is not loss.__dict__["_start"]
+    assert StarbucksLoss(model, MultipleNegativesRankingLoss(model), LADDER, distil_weight=1.0).__dict__["_start"] \
+        is again.__dict__["_start"]
 
 
 @pytest.mark.parametrize("ladder,match", [

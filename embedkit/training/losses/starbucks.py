@@ -7,6 +7,7 @@ arXiv 2410.13230 (reference code: ``ielab/Starbucks``, ``sts/starbucks_loss.py``
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -87,6 +88,26 @@ def trained_sizes(loss_cfg: dict, depth: int, width: int) -> dict | None:
         return None
     sizes.add((depth, width))
     return {"method": method, "sizes": sorted(sizes)}
+
+
+_FROZEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _frozen_start(model):
+    """A frozen (eval, no-gradient) copy of ``model`` as it is now, shared by the StarbucksLosses built on it
+    while its weights do not change (a recipe's main and ``data.extra`` losses are built together, before
+    training); a copy is taken again once the weights have changed in place or been replaced."""
+    key = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    cached = _FROZEN.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    import copy
+
+    start = copy.deepcopy(model).eval()
+    for p in start.parameters():
+        p.requires_grad_(False)
+    _FROZEN[model] = (key, start)
+    return start
 
 
 def _shrink(x: Tensor, d: int) -> Tensor:
@@ -195,14 +216,7 @@ class StarbucksLoss(nn.Module):
                               "compute_loss_from_embeddings (e.g. MultipleNegativesRankingLoss, CoSENTLoss)")
         # the frozen starting model: kept out of the module tree (no parameters, no state dict, not
         # replaced by the trainer's DDP wrapper), moved to the batch's device on first use
-        self.__dict__["_start"] = None
-        if self.distil_weight > 0:
-            import copy
-
-            start = copy.deepcopy(unwrap_model(model)).eval()
-            for p in start.parameters():
-                p.requires_grad_(False)
-            self.__dict__["_start"] = start
+        self.__dict__["_start"] = _frozen_start(unwrap_model(model)) if self.distil_weight > 0 else None
         #: the last step's terms (floats, for logging and tests): inner, kl, distil
         self.last_terms: dict[str, float] = {}
 
