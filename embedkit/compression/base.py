@@ -290,6 +290,12 @@ class CodeIndex:
         raise NotImplementedError
 
 
+def faiss_scores(D: np.ndarray, binary: bool, nbits: int) -> np.ndarray:
+    """Similarity scores (higher is better) from FAISS distances: Hamming counts become ``1 - 2h/nbits``
+    (the cosine of the two sign vectors), inner products stay as they are."""
+    return (1.0 - 2.0 * D.astype(np.float32) / float(nbits)) if binary else D.astype(np.float32)
+
+
 class FaissCodeIndex(CodeIndex):
     """A FAISS index (float-input or binary) behind the :class:`CodeIndex` interface.
 
@@ -330,11 +336,7 @@ class FaissCodeIndex(CodeIndex):
             self.index.use_heap = len(X) < 16
         with single_thread_for_small_batches(len(X)):
             D, rows = self.index.search(X, k)
-        if self.binary:
-            scores = 1.0 - 2.0 * D.astype(np.float32) / float(self.nbits)
-        else:
-            scores = D.astype(np.float32)
-        return scores, rows.astype(np.int64)
+        return faiss_scores(D, self.binary, self.nbits), rows.astype(np.int64)
 
     def remove(self, rows: np.ndarray) -> None:
         import faiss

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embedkit.compression.base import faiss_scores
 from embedkit.errors import EmbedkitError
 
 __all__ = ["Filter", "boosted_effort", "field_types", "filtered_code_search", "filtered_faiss_search", "parse_where"]
@@ -248,25 +249,26 @@ def filtered_faiss_search(index, X: np.ndarray, k: int, allowed: np.ndarray, *, 
         except RuntimeError:
             pass  # no selector support (binary IVF, PQ): over-fetch and filter
         before = int(ivf.nprobe) if backend == "ivf" else None
-        deep = min(ntotal, max(k, math.ceil(2 * k * ntotal / max(len(allowed), 1))))
         try:
             if backend == "ivf":
                 ivf.nprobe = int(probe)
-            while True:
-                D, labels = index.search(X, deep)
-                keep = np.isin(labels, allowed)
-                if deep >= ntotal or (keep.sum(axis=1) >= min(k, len(allowed))).all():
-                    break
-                deep = ntotal
+            return overfetch(lambda deep: index.search(X, deep), ntotal, k, allowed)
         finally:
             if before is not None:
                 ivf.nprobe = before
-    return compact_rows(D, labels, keep, k)
 
 
-def faiss_scores(D: np.ndarray, binary: bool, nbits: int) -> np.ndarray:
-    """Similarity scores (higher is better) from FAISS distances: Hamming counts become ``1 - 2h/nbits``."""
-    return (1.0 - 2.0 * D.astype(np.float32) / float(nbits)) if binary else D.astype(np.float32)
+def overfetch(search, ntotal: int, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``search(depth) -> (scores or distances, labels)`` fetched deep enough to hold ``k`` of the labels
+    ``allowed`` per query (about ``2k / selectivity``, every label if that is not enough); the first
+    ``k`` allowed entries of each row, in the search's order, padded with label -1."""
+    deep = min(ntotal, max(k, math.ceil(2 * k * ntotal / max(len(allowed), 1))))
+    while True:
+        D, labels = search(deep)
+        keep = np.isin(labels, allowed)
+        if deep >= ntotal or (keep.sum(axis=1) >= min(k, len(allowed))).all():
+            return compact_rows(D, labels, keep, k)
+        deep = ntotal
 
 
 def filtered_code_search(code_index, Qt: np.ndarray, k: int, rows: np.ndarray, *, nprobe: int | None = None,
@@ -282,15 +284,7 @@ def filtered_code_search(code_index, Qt: np.ndarray, k: int, rows: np.ndarray, *
                                           nprobe=nprobe, ef_search=ef_search)
         scores = faiss_scores(D, code_index.binary, code_index.nbits)
         return np.where(labels >= 0, scores, -np.inf).astype(np.float32), labels.astype(np.int64)
-    ntotal = int(code_index.ntotal)
-    deep = min(ntotal, max(k, math.ceil(2 * k * ntotal / max(len(rows), 1))))
-    while True:
-        scores, labels = code_index.search(Qt, deep)
-        keep = np.isin(labels, rows)
-        if deep >= ntotal or (keep.sum(axis=1) >= min(k, len(rows))).all():
-            break
-        deep = ntotal
-    scores, labels = compact_rows(scores, labels, keep, k)
+    scores, labels = overfetch(lambda deep: code_index.search(Qt, deep), int(code_index.ntotal), k, rows)
     return np.where(labels >= 0, scores, -np.inf).astype(np.float32), labels
 
 

@@ -58,7 +58,7 @@ from embedkit.retrieval.manifest import (
     read_manifest,
     write_manifest,
 )
-from embedkit.retrieval.ondisk import DiskIndex, load_disk_index
+from embedkit.retrieval.ondisk import DiskIndex
 
 __all__ = ["EmbeddingIndex", "Hit", "FORMAT", "directory_size", "DEFAULT_EF_SEARCH", "default_nprobe"]
 
@@ -384,7 +384,16 @@ class EmbeddingIndex(IndexBase):
         recover_directory(path)
         manifest = read_manifest(path, verify=verify)
         if manifest["format"] != FORMAT:
-            return load_disk_index(path, manifest, model, force=force)
+            index = DiskIndex.from_manifest(path, manifest, force=force)
+        else:
+            index = cls._read_folder(path, manifest, force=force, mmap=mmap)
+        if model is not None:
+            index.use_model(model, force=force)
+        return index
+
+    @classmethod
+    def _read_folder(cls, path: Path, manifest: dict, *, force: bool, mmap: bool) -> EmbeddingIndex:
+        """The in-memory index of the ``embedkit.index/1`` folder ``path`` whose checked manifest is ``manifest``."""
         index = cls._from_manifest_fields(path, manifest, force=force)
         try:
             index.compression = CompressionPipeline.load(path, "quantizer")
@@ -412,6 +421,4 @@ class EmbeddingIndex(IndexBase):
         counts = {"manifest": manifest["count"], **index._counts()}
         if len(set(counts.values())) != 1:
             raise IndexFormatError(f"{path}: inconsistent document counts {counts}; rebuild the index")
-        if model is not None:
-            index.use_model(model, force=force)
         return index

@@ -1,6 +1,7 @@
 """The disk-backed index (format ``embedkit.index/2``): segments that stay on disk, adds that append.
 
-The folder's files are listed in :mod:`~embedkit.retrieval.segments`.
+The folder's files are listed in :mod:`~embedkit.retrieval.segments` (segments, tombstones); the
+inverted-list files and their writer are in :mod:`~embedkit.retrieval.lists`.
 
 Keys are dense: segment *s* holds keys ``start .. start+count-1``, and a document's FAISS label inside
 its segment is ``key - start``. Loading maps every file instead of reading it (RSS before the first
@@ -10,9 +11,6 @@ atomically, and only then deletes files no manifest references: until the new ma
 the previous state stays complete and loadable, and a save killed half-way leaves files the next save
 removes. ``remove`` only adds tombstones; searches skip them. Saving to another folder writes a full
 copy (hard links for unchanged segments where the filesystem allows).
-
-Beside it: :mod:`~embedkit.retrieval.lists` (inverted-list files and their writer) and
-:mod:`~embedkit.retrieval.segments` (segments, tombstones, the folder's files).
 """
 
 from __future__ import annotations
@@ -25,14 +23,21 @@ from pathlib import Path
 import numpy as np
 
 from embedkit._io import atomic_directory, atomic_save_npy, atomic_write_bytes, fsync_path, mark_output, prepare_output
-from embedkit.compression.base import check_matrix, hnsw_of, ivf_of, l2_normalize, single_thread_for_small_batches
+from embedkit.compression.base import (
+    check_matrix,
+    faiss_scores,
+    hnsw_of,
+    ivf_of,
+    l2_normalize,
+    single_thread_for_small_batches,
+)
 from embedkit.compression.pipeline import CompressionPipeline
 from embedkit.data.documents import MAX_LISTED_IDS
 from embedkit.errors import EmbedkitError, IndexFormatError, IndexStateError
 from embedkit.retrieval._growable import Growable
 from embedkit.retrieval.base import IndexBase
 from embedkit.retrieval.common import DEFAULT_EF_SEARCH, check_ids, default_nprobe
-from embedkit.retrieval.filters import faiss_scores, filtered_faiss_search
+from embedkit.retrieval.filters import filtered_faiss_search
 from embedkit.retrieval.lists import (
     ListsFile,
     deserialize_index,
@@ -54,7 +59,7 @@ from embedkit.retrieval.segments import (
     write_segment,
 )
 
-__all__ = ["DiskIndex", "ListsFile", "load_disk_index", "read_segment_index", "write_ondisk_lists", "write_shard_lists"]
+__all__ = ["DiskIndex", "ListsFile", "read_segment_index", "write_ondisk_lists", "write_shard_lists"]
 
 
 class DiskIndex(IndexBase):
@@ -488,11 +493,3 @@ class DiskIndex(IndexBase):
         idx._next_key = fx.ntotal
         idx._refresh_keys()
         return idx
-
-
-def load_disk_index(path: Path, manifest: dict, model=None, *, force: bool = False) -> DiskIndex:
-    """Open a disk-backed index (called by :meth:`EmbeddingIndex.load`) and check the model."""
-    index = DiskIndex.from_manifest(path, manifest, force=force)
-    if model is not None:
-        index.use_model(model, force=force)
-    return index
