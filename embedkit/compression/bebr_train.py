@@ -166,30 +166,29 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / len(b) for a, b in zip(found, truth)]))
 
 
-def agreement(quantizer, Q: np.ndarray, C: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Recall@k of SDC and ADC search (as :class:`~embedkit.compression.bebr_index.BEBRIndex` scores them)
-    against exact float search: held-out vectors ``Q`` as queries over the corpus ``C``."""
-    k = truth.shape[1]
+def _search_both(quantizer, Q: np.ndarray, docs: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Top-``k`` rows of SDC and ADC search, as :class:`~embedkit.compression.bebr_index.BEBRIndex` scores
+    them, over ``docs`` encoded once."""
+    codes = quantizer.encode(docs)
     out = {}
     for scoring in ("sdc", "adc"):
         index = quantizer.new_index("flat", scoring=scoring)
-        index.add(C)
-        _, rows = index.search(Q, k)
-        out[scoring] = _recall(rows, truth)
+        index.add_codes(codes)
+        out[scoring] = index.search(Q, k)[1]
     return out
+
+
+def agreement(quantizer, Q: np.ndarray, C: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Recall@k of SDC and ADC search against exact float search: held-out vectors ``Q`` as queries over
+    the corpus ``C``."""
+    return {scoring: _recall(rows, truth) for scoring, rows in _search_both(quantizer, Q, C, truth.shape[1]).items()}
 
 
 def pair_recall(quantizer, Qp: np.ndarray, Dp: np.ndarray, C: np.ndarray) -> dict[str, float]:
     """Recall@10 of each held-out pair's document among the pair documents and the corpus ``C`` (SDC, ADC)."""
     docs = np.concatenate([Dp, C])
-    k = min(10, len(docs))
-    out = {}
-    for scoring in ("sdc", "adc"):
-        index = quantizer.new_index("flat", scoring=scoring)
-        index.add(docs)
-        _, rows = index.search(Qp, k)
-        out[f"pairs_{scoring}"] = float(np.mean([i in r for i, r in enumerate(rows)]))
-    return out
+    found = _search_both(quantizer, Qp, docs, min(10, len(docs)))
+    return {f"pairs_{scoring}": float(np.mean([i in r for i, r in enumerate(rows)])) for scoring, rows in found.items()}
 
 
 def train(quantizer, X: np.ndarray, Xc, groups, gen, *, holdout: tuple[np.ndarray, np.ndarray] | None,
