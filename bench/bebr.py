@@ -17,6 +17,9 @@ Rows (nDCG@10, no rescoring): float; the anchors sentence-transformers ``ubinary
 residual planes) and trained, SDC (binary query) and ADC (float query), at 16/24/48/96/192 code bytes;
 at 48 and 96 B each loss term alone and the default objective; the symmetric score centred vs decoded.
 The training picks its epoch on held-out fitting vectors (recorded per row as ``chosen_epoch``).
+On SciFact BEBR is also given the train qrels' (query, relevant abstract) vectors as ``fit(pairs=...)``
+(919 pairs; ``--no-fit-pairs`` turns this off): its query-document InfoNCE, and the held-out pairs'
+recall in the selection. The other codecs do not learn from pairs.
 Speed: 200,000 codes, 300 queries, k=100: BEBR SDC at 48 B (one plane: FAISS ``IndexBinaryFlat``)
 against FAISS ``IndexPQ`` ADC at 48 B, best of 3, same threads. Writes bench/results/bebr.json.
 """
@@ -34,14 +37,18 @@ import warnings
 sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np  # noqa: E402
-from common import RESULTS, data_dir, load_average, scifact, timed, write_results  # noqa: E402
+from common import RESULTS, data_dir, load_average, scifact, scifact_dir, timed, write_results  # noqa: E402
 from compression import BEBR_SHAPES, fit_set, ubinary_anchor  # noqa: E402
 
 SIZES = (16, 24, 48, 96, 192)
 ABLATION_SIZES = (48, 96)
-TERMS = {"infonce only": {"recon_weight": 0.0, "distill_weight": 0.0},
-         "recon only": {"nce_weight": 0.0, "distill_weight": 0.0},
-         "distill only": {"nce_weight": 0.0, "recon_weight": 0.0}}
+OFF = {"recon_weight": 0.0, "distill_weight": 0.0, "nce_weight": 0.0, "pair_weight": 0.0}
+#: the loss-term ablation: each term alone (the others' weights 0), and all four on
+TERMS = {"recon only": {**OFF, "recon_weight": 1.0},
+         "distill only": {**OFF, "distill_weight": 1.0},
+         "infonce only": {**OFF, "nce_weight": 1.0},
+         "pairs only": {**OFF, "pair_weight": 1.0},
+         "all terms": {"nce_weight": 1.0}}
 
 
 def memoize_itq():
@@ -86,7 +93,7 @@ def paraphrase_collection(model):
     return [docs_t[t] for t in doc_texts], D, [queries[t] for t in q_texts], Q, qrels
 
 
-def methods(sizes, ablation_sizes, extra):
+def methods(sizes, ablation_sizes, extra, with_pairs=False):
     from embedkit.evaluation.sweep import SweepMethod as M
 
     quiet = {"show_progress": False, **extra}
@@ -101,16 +108,31 @@ def methods(sizes, ablation_sizes, extra):
         out += [M("bebr-decoded", spec, quiet, {"symmetric": "decoded"})] if b in (48, 96) else []
         if b in ablation_sizes:
             for term, kw in TERMS.items():
+                if term == "pairs only" and not with_pairs:
+                    continue
                 out += [M(f"bebr {term}", spec, {**quiet, **kw}), M(f"bebr-adc {term}", spec, {**quiet, **kw}, {"scoring": "adc"})]
     return out
 
 
+def train_pairs(model, doc_ids, docs):
+    """SciFact's train qrels as (query vectors, relevant abstract vectors): BEBR's ``fit(pairs=...)``."""
+    from embedkit.cache import encode_cached
+    from embedkit.data import read_beir
+
+    train = read_beir(scifact_dir(), split="train")
+    row = {d: i for i, d in enumerate(doc_ids)}
+    pairs = [(train.queries[q], row[d]) for q, rel in train.qrels.items() for d, r in rel.items()
+             if r > 0 and q in train.queries and d in row]
+    Q = encode_cached(model, [q for q, _ in pairs], desc="scifact train pair queries")
+    return np.asarray(Q, dtype=np.float32), docs[[r for _, r in pairs]]
+
+
 def chosen_epochs(cache) -> dict[str, dict]:
     out = {}
-    for (spec, kw), (pipe, fit_s) in cache.items():
+    for (spec, kw, *pairs), (pipe, fit_s) in cache.items():
         q = pipe.quantizer
         if getattr(q, "name", "") == "bebr":
-            out[f"{spec} {dict(kw)}"] = {"chosen_epoch": q.selection_.get("chosen_epoch"),
+            out[f"{spec} {dict(kw)}" + (" +pairs" if any(pairs) else "")] = {"chosen_epoch": q.selection_.get("chosen_epoch"),
                                          "held_out": q.selection_.get("held_out"),
                                          "epochs_run": len(q.history_), "fit_s": round(fit_s, 1),
                                          "agreement": q.selection_.get("epochs")}
@@ -121,7 +143,7 @@ def speed(cache, fit_vectors, docs, queries, n, k=100, seed=0):
     """ms/query: BEBR SDC at 48 B (one plane, Hamming) vs FAISS IndexPQ ADC at 48 B on ``n`` codes."""
     import faiss
 
-    pipe = next(p for (spec, kw), (p, _) in cache.items() if spec == "bebr:1" and "epochs" not in dict(kw)
+    pipe = next(p for (spec, kw, *_), (p, _) in cache.items() if spec == "bebr:1" and "epochs" not in dict(kw)
                 and len(dict(kw)) == 1)
     rng = np.random.default_rng(seed)
     X = docs[rng.integers(0, len(docs), n)] + rng.normal(0, 0.02, (n, docs.shape[1])).astype(np.float32)
@@ -162,13 +184,14 @@ def targets(rows, float_ndcg):
     return out
 
 
-def run_collection(name, docs, queries, doc_ids, q_ids, qrels, fit_vectors, sizes, ablation_sizes, extra):
+def run_collection(name, docs, queries, doc_ids, q_ids, qrels, fit_vectors, sizes, ablation_sizes, extra,
+                   fit_pairs=None):
     from embedkit.evaluation.sweep import sweep
 
     cache = {}
     t0 = time.time()
-    rows = sweep(methods(sizes, ablation_sizes, extra), docs, queries, doc_ids, q_ids, qrels, k=100, oversample=4,
-                 cache=cache, fit_vectors=fit_vectors, rescore=(False,))
+    rows = sweep(methods(sizes, ablation_sizes, extra, fit_pairs is not None), docs, queries, doc_ids, q_ids, qrels,
+                 k=100, oversample=4, cache=cache, fit_vectors=fit_vectors, rescore=(False,), fit_pairs=fit_pairs)
     float_ndcg = next(r["ndcg@10"] for r in rows if r["method"] == "float")
     tg = targets(rows, float_ndcg)
     for t in tg:
@@ -188,6 +211,8 @@ def main():
     ap.add_argument("--paraphrase-sizes", default="48,96", help="code sizes on the paraphrase collection")
     ap.add_argument("--epochs", type=int, default=None, help="override BEBR's epochs (default: the codec's)")
     ap.add_argument("--name", default="bebr")
+    ap.add_argument("--no-fit-pairs", action="store_true",
+                    help="fit BEBR without SciFact's train (query, relevant abstract) pairs")
     ap.add_argument("--speed-only", action="store_true",
                     help="only the search-speed run (run it alone on a quiet machine); adds speed_at_scale to NAME.json")
     args = ap.parse_args()
@@ -219,8 +244,10 @@ def main():
     qrels = {q: dict(v) for q, v in ds.qrels.items()}
     out = {"command": "python bench/bebr.py " + " ".join(sys.argv[1:]), "load_average_start": load_average(),
            "fit_set": fit_counts, "collections": {}}
+    pairs = None if args.no_fit_pairs else train_pairs(model, doc_ids, docs)
+    out["fit_pairs"] = 0 if pairs is None else len(pairs[0])
     res, cache = run_collection("scifact", docs, queries, doc_ids, q_ids, qrels, fit_vectors, sizes,
-                                ablation, extra)
+                                ablation, extra, fit_pairs=pairs)
     out["collections"]["scifact"] = res
     if not args.quick:
         p_ids, P, pq_ids, PQ, p_qrels = paraphrase_collection(model)

@@ -129,11 +129,14 @@ _STRICT_HELP = "Refuse blank documents (empty or whitespace only) instead of ski
 @click.option("--nlist", type=POSITIVE, default=None, metavar="N", help="IVF lists (default ~4*sqrt(n); at most the number of documents).")
 @click.option("--keyword/--no-keyword", default=True, show_default=True,
               help="Keep a BM25 keyword index of the texts in the docstore (search --mode keyword|hybrid).")
+@click.option("--fit-pairs", "fit_pairs", default=None, metavar="PAIRS",
+              help="(query, relevant document id) pairs the codec learns from (bebr only): a BEIR folder "
+                   "(its qrels/train.tsv) or a query<TAB>doc_id TSV.")
 @batch_size_option()
 @click.option("--strict", is_flag=True, help=_STRICT_HELP)
 @json_option
 def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_search, embeddings, ray_address, rescore,
-          nlist, keyword, batch_size, strict, as_json):
+          nlist, keyword, fit_pairs, batch_size, strict, as_json):
     """Encode a corpus, compress it and save an index folder.
 
     \b
@@ -159,6 +162,8 @@ def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_se
     # cheap checks first: nothing is loaded before every argument is known to be usable
     spec = check_spec(spec, backend=index_type)
     check_input(corpus, "--corpus")
+    if fit_pairs is not None:
+        check_fit_pairs(spec, fit_pairs, embeddings)
     target = prepare_output(out, "index", overwrite=overwrite, inputs=[corpus, embeddings])
     shape = check_model(model)
     if embeddings is not None:
@@ -185,11 +190,17 @@ def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_se
                             f"use at most {len(texts)} (or omit it)")
     n_docs = _indexable(texts, ids, meta, strict)
     check_spec(spec, dim=embedding_dim(shape), n_train=n_docs, backend=index_type)  # sizes: before the model loads
+    pairs = None
+    if fit_pairs is not None:
+        from embedkit.data import read_retrieval_pairs
+
+        pairs = read_retrieval_pairs(fit_pairs, doc_ids=ids)
+        info(f"{len(pairs)} fit pairs from {fit_pairs}")
     info(f"{len(texts)} documents from {corpus}")
     enc = load_model(model, device)
     t = time.perf_counter()
     idx = EmbeddingIndex.build(texts, ids, meta, model=enc, spec=spec, index_type=index_type, rescore=rescore, nlist=nlist,
-                               nprobe=nprobe, ef_search=ef_search, keyword=keyword,
+                               nprobe=nprobe, ef_search=ef_search, keyword=keyword, fit_pairs=pairs,
                                batch_size=batch_size, show_progress=show_progress(),
                                on_empty="error" if strict else "skip")
     idx.save(target)
@@ -205,6 +216,18 @@ def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_se
         skipped = f" ({summary['skipped_documents']} blank skipped)" if summary["skipped_documents"] else ""
         click.echo(f"built {out}: {len(idx)} documents{skipped}, spec {summary['spec']} ({idx.bytes_per_vector} B/vector), "
                    f"{fmt_bytes(summary['index_bytes_on_disk'])} on disk, {summary['build_seconds']:.1f} s")
+
+
+def check_fit_pairs(spec: str, source: str, embeddings) -> None:
+    """``--fit-pairs`` before anything loads: a codec that learns from pairs, a readable source, no shards."""
+    from embedkit.compression.spec import quantizer_from_spec
+
+    if embeddings is not None:
+        raise EmbedkitError("--fit-pairs works when index build encodes the corpus; it cannot be used with --embeddings")
+    if not getattr(quantizer_from_spec(spec).quantizer, "accepts_pairs", False):
+        raise EmbedkitError(f"--fit-pairs: spec {spec!r} does not learn from query-document pairs; "
+                            "fit pairs are used by bebr only (e.g. --spec bebr:1)")
+    check_input(source, "--fit-pairs", kind="any")
 
 
 def _numbered_after(idx, n: int) -> list[str]:

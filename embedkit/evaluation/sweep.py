@@ -67,13 +67,16 @@ def _run_dict(scores, rows, doc_ids, query_ids) -> dict[str, dict[str, float]]:
 def evaluate_method(method: SweepMethod, docs: np.ndarray, queries: np.ndarray, doc_ids: Sequence[str],
                     query_ids: Sequence[str], qrels: Mapping[str, Mapping[str, int]], *, k: int = 100,
                     oversample: int = 4, rescore: Sequence[bool] = (False, True), repeat: int = 2,
-                    cache: dict | None = None, fit_vectors: np.ndarray | None = None) -> list[dict[str, Any]]:
+                    cache: dict | None = None, fit_vectors: np.ndarray | None = None,
+                    fit_pairs: tuple[np.ndarray, np.ndarray] | None = None) -> list[dict[str, Any]]:
     """Fit, index and search one method; one result row per rescoring setting.
 
     ``cache`` (a dict) reuses fitted pipelines between methods with the same spec and quantizer
     settings (e.g. one BEBR model searched with both scorings); reused fits report their fit time.
     ``fit_vectors`` (default: ``docs``) are what every learned codec is fitted on, e.g. the corpus
     plus other unlabelled text of the same encoder; anchors given as ``build`` see only ``docs``.
+    ``fit_pairs`` (query vectors, relevant document vectors) go to the codecs that learn from pairs
+    (``accepts_pairs``: bebr) unless the method's ``quantizer_kwargs`` say ``fit_pairs=False``.
     """
     from embedkit.compression.spec import quantizer_from_spec
     from embedkit.retrieval.metrics import ndcg_at_k, recall_at_k
@@ -86,14 +89,17 @@ def evaluate_method(method: SweepMethod, docs: np.ndarray, queries: np.ndarray, 
         stored_bytes = code_size
         spec = method.label or method.name
     else:
-        key = (method.spec, tuple(sorted((k_, repr(v)) for k_, v in method.quantizer_kwargs.items())))
+        kwargs = dict(method.quantizer_kwargs)
+        use_pairs = bool(kwargs.pop("fit_pairs", True)) and fit_pairs is not None
+        key = (method.spec, tuple(sorted((k_, repr(v)) for k_, v in kwargs.items())), use_pairs)
         if cache is not None and key in cache:
             pipe, fit_s = cache[key]
             t0 -= fit_s
         else:
             pipe = quantizer_from_spec(method.spec)
-            pipe.quantizer.set_params(**method.quantizer_kwargs)
-            pipe.fit(docs if fit_vectors is None else np.ascontiguousarray(fit_vectors, dtype=np.float32))
+            pipe.quantizer.set_params(**kwargs)
+            pairs = fit_pairs if use_pairs and getattr(pipe.quantizer, "accepts_pairs", False) else None
+            pipe.fit(docs if fit_vectors is None else np.ascontiguousarray(fit_vectors, dtype=np.float32), pairs=pairs)
             if cache is not None:
                 cache[key] = (pipe, time.perf_counter() - t0)
         index = pipe.quantizer.new_index("flat", **method.index_kwargs)

@@ -119,7 +119,7 @@ class EmbeddingIndex(IndexBase):
               embeddings: np.ndarray | None = None, nlist: int | None = None, hnsw_m: int = 32,
               batch_size: int = 64, show_progress: bool = True, cache=None, on_empty: str = "skip",
               nprobe: int | None = None, ef_search: int | None = None, backend: str | None = None,
-              keyword: bool = True) -> EmbeddingIndex:
+              keyword: bool = True, fit_pairs: Sequence[tuple[str, str]] | None = None) -> EmbeddingIndex:
         """Encode ``texts`` (through the embedding cache), fit the compression, index everything.
 
         ``keyword`` (default True) also keeps the BM25 keyword index of the texts in the docstore
@@ -128,10 +128,20 @@ class EmbeddingIndex(IndexBase):
 
         Blank documents are skipped with a warning (``on_empty="skip"``) or refused
         (``on_empty="error"``); see :meth:`add`.
+
+        ``fit_pairs``: ``(query text, relevant document id)`` pairs (e.g. from
+        :func:`embedkit.data.read_retrieval_pairs`) for a codec that learns from them (``bebr``: its
+        query-document InfoNCE and held-out pair recall); the queries are encoded as search encodes them,
+        the documents' vectors are the indexed ones.
         """
         t0 = time.perf_counter()
         index = cls(model, spec, index_type=resolve_index_type(index_type, backend), rescore=rescore, nlist=nlist,
                     hnsw_m=hnsw_m, nprobe=nprobe, ef_search=ef_search, keyword=keyword)
+        if fit_pairs is not None:
+            if not getattr(index.compression.quantizer, "accepts_pairs", False):
+                raise EmbedkitError(f"spec {index.compression.spec!r} does not learn from query-document pairs; "
+                                    "fit pairs are used by bebr only")
+            index._fit_pairs = list(fit_pairs)
         index.add(texts, ids, metadata, embeddings=embeddings, batch_size=batch_size, show_progress=show_progress,
                   cache=cache, on_empty=on_empty)
         index.build_seconds = time.perf_counter() - t0
@@ -139,6 +149,19 @@ class EmbeddingIndex(IndexBase):
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def _pair_vectors(self, ids: Sequence[str], X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The ``fit_pairs`` given to :meth:`build` as (query vectors, document vectors), or None."""
+        pairs = getattr(self, "_fit_pairs", None)
+        if not pairs:
+            return None
+        row = {d: i for i, d in enumerate(ids)}
+        missing = [d for _, d in pairs if d not in row]
+        if missing:
+            raise EmbedkitError(f"fit pairs: document id {missing[0]!r} is not among the indexed documents "
+                                f"({len(missing)} such pairs)")
+        Q = self.encode_queries([q for q, _ in pairs])
+        return l2_normalize(check_matrix(Q, self.dim, "fit pair queries")), X[[row[d] for _, d in pairs]]
 
     def _faiss_ivf(self):
         index = getattr(self._code_index, "index", None)
@@ -170,7 +193,7 @@ class EmbeddingIndex(IndexBase):
                 raise EmbedkitError(
                     f"nlist {self.nlist} is larger than the {len(X)} documents to index; use nlist <= {len(X)} "
                     "(--nlist), or leave it unset for about 4*sqrt(n) lists")
-            compression = copy.deepcopy(self.compression).fit(X)
+            compression = copy.deepcopy(self.compression).fit(X, pairs=self._pair_vectors(docs.ids, X))
             code_index = compression.new_index(self.backend, nlist=self.nlist, hnsw_m=self.hnsw_m, train_X=X)
         else:
             if X.shape[1] != self.dim:
