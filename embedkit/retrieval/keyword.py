@@ -12,24 +12,38 @@ Queries are tokenised here into words and sent as a quoted OR of those words, so
 (``NEAR``, ``*``, column filters) can never be injected through a query. Scores are returned
 positive (higher is better), like the dense scores.
 
-A disk-backed index has one such table per segment; scores then use each segment's own statistics
-(document count, average length, document frequencies), which approximate the global ones when
-segments are large (see docs/retrieval.md).
+A disk-backed index has one such table per segment. One segment without tombstones is ranked by
+``bm25()`` itself; otherwise :func:`global_keyword_search` scores every segment's matching documents
+with the index-wide statistics — document count and total length (each table's averages record,
+minus the tombstoned documents' lengths from ``docs_fts_docsize``) and each query phrase's document
+frequency and per-document frequency (an ``fts5vocab`` *instance* table over each segment's index,
+tombstoned documents left out) — with FTS5's own formula, so the ranking and the scores are those one
+table holding the same documents would give (see docs/retrieval.md).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from embedkit.errors import EmbedkitError
 
-__all__ = ["KEYWORD_SCHEMA", "enable_keyword", "has_keyword", "keyword_search", "match_expression"]
+__all__ = ["BM25_B", "BM25_K1", "KEYWORD_SCHEMA", "SegmentMatches", "enable_keyword", "global_keyword_search",
+           "has_keyword", "keyword_search", "match_expression", "query_phrases", "segment_matches"]
+
+#: FTS5's tokenizer for the keyword table (and for query words in :func:`query_phrases`)
+TOKENIZE = "porter unicode61 remove_diacritics 2"
+#: FTS5 ``bm25()``'s constants (fts5_aux.c)
+BM25_K1, BM25_B = 1.2, 0.75
 
 #: the FTS5 table and the triggers that keep it in step with ``docs`` (inside the same transaction)
 KEYWORD_SCHEMA = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(text, content='docs', content_rowid='key', "
-    "tokenize='porter unicode61 remove_diacritics 2')",
+    f"tokenize='{TOKENIZE}')",
     "CREATE TRIGGER IF NOT EXISTS docs_fts_ai AFTER INSERT ON docs BEGIN "
     "INSERT INTO docs_fts(rowid, text) VALUES (new.key, new.text); END",
     "CREATE TRIGGER IF NOT EXISTS docs_fts_ad AFTER DELETE ON docs BEGIN "
@@ -68,10 +82,14 @@ def match_expression(query: str) -> str | None:
         >>> match_expression('vitamin-D "and" bone*')
         '"vitamin" OR "d" OR "and" OR "bone"'
     """
-    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:MAX_QUERY_TERMS]
+    words = _query_words(query)
     if not words:
         return None
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
+def _query_words(query: str) -> list[str]:
+    return list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:MAX_QUERY_TERMS]
 
 
 def keyword_search(conn: sqlite3.Connection, query: str, k: int, *, where_sql: str | None = None,
@@ -88,3 +106,149 @@ def keyword_search(conn: sqlite3.Connection, query: str, k: int, *, where_sql: s
         params += tuple(where_params)
     sql += " ORDER BY bm25(docs_fts), rowid LIMIT ?"
     return [(int(r[0]), float(r[1])) for r in conn.execute(sql, params + (int(k),))]
+
+
+# -- one ranking over several FTS5 tables (disk segments) ------------------------------------------
+_TOKENIZER_LOCK = threading.Lock()
+_tokenizer_db: sqlite3.Connection | None = None
+
+
+def query_phrases(query: str) -> list[tuple[str, ...]]:
+    """The phrases of :func:`match_expression` as FTS5 tokenises them: one tuple of index terms per
+    query word, in query order (Porter stems; a word like ``a_b`` is the two-term phrase ``a b``; a
+    word without a term is left out, as FTS5 matches nothing for it).
+
+    Example:
+        >>> query_phrases("Running cafés")
+        [('run',), ('cafe',)]
+    """
+    global _tokenizer_db
+    words = _query_words(query)
+    if not words:
+        return []
+    with _TOKENIZER_LOCK:
+        if _tokenizer_db is None:
+            conn = sqlite3.connect(":memory:", check_same_thread=False)
+            conn.execute(f"CREATE VIRTUAL TABLE q USING fts5(text, tokenize='{TOKENIZE}')")
+            conn.execute("CREATE VIRTUAL TABLE qv USING fts5vocab(q, 'instance')")
+            _tokenizer_db = conn
+        conn = _tokenizer_db
+        conn.executemany("INSERT INTO q(rowid, text) VALUES (?, ?)", list(enumerate(words)))
+        rows = conn.execute("SELECT doc, offset, term FROM qv").fetchall()
+        conn.execute("DELETE FROM q")
+    terms: dict[int, list[tuple[int, str]]] = {}
+    for doc, offset, term in rows:
+        terms.setdefault(doc, []).append((offset, term))
+    return [tuple(t for _, t in sorted(terms[i])) for i in range(len(words)) if i in terms]
+
+
+def _varint(blob: bytes, pos: int = 0) -> tuple[int, int]:
+    """SQLite's variable-length integer at ``pos`` (as FTS5 stores sizes): ``(value, next position)``."""
+    value = 0
+    for i in range(8):
+        byte = blob[pos + i]
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value, pos + i + 1
+    return (value << 8) | blob[pos + 8], pos + 9
+
+
+def _totals(conn: sqlite3.Connection) -> tuple[int, int]:
+    """``(documents, tokens)`` of the keyword table: its averages record (``docs_fts_data`` row 1)."""
+    row = conn.execute("SELECT block FROM docs_fts_data WHERE id = 1").fetchone()
+    if row is None or not row[0]:
+        return 0, 0
+    n, pos = _varint(row[0])
+    return n, (_varint(row[0], pos)[0] if pos < len(row[0]) else 0)
+
+
+def _lengths(conn: sqlite3.Connection, keys: Sequence[int]) -> dict[int, int]:
+    """Token count of each document key (``docs_fts_docsize``)."""
+    out = {}
+    keys = [int(k) for k in keys]
+    for s in range(0, len(keys), 500):
+        chunk = keys[s: s + 500]
+        q = f"SELECT id, sz FROM docs_fts_docsize WHERE id IN ({','.join('?' * len(chunk))})"
+        out.update((int(i), _varint(sz)[0]) for i, sz in conn.execute(q, chunk))
+    return out
+
+
+@dataclass
+class SegmentMatches:
+    """What one FTS5 table contributes to an index-wide BM25 ranking: its live document and token
+    counts, and per query phrase ``{key: occurrences}`` of its live documents, with their lengths
+    (``removed_tokens``: the total length of its tombstoned documents, left out of ``tokens``)."""
+
+    documents: int = 0
+    tokens: int = 0
+    removed_tokens: int = 0
+    hits: list[dict[int, int]] = field(default_factory=list)
+    lengths: dict[int, int] = field(default_factory=dict)
+
+
+def _phrase_hits(conn: sqlite3.Connection, phrase: tuple[str, ...]) -> dict[int, int]:
+    """``{key: occurrences of the phrase}`` (consecutive terms, as an FTS5 phrase matches)."""
+    vocab = "temp.docs_fts_vocab_instance"
+    if len(phrase) == 1:
+        return dict(conn.execute(f"SELECT doc, COUNT(*) FROM {vocab} WHERE term = ? GROUP BY doc", phrase))
+    places = [set(conn.execute(f"SELECT doc, offset FROM {vocab} WHERE term = ?", (t,))) for t in phrase]
+    out: dict[int, int] = {}
+    for doc, off in places[0]:
+        if all((doc, off + j) in places[j] for j in range(1, len(phrase))):
+            out[doc] = out.get(doc, 0) + 1
+    return out
+
+
+def segment_matches(conn: sqlite3.Connection, phrases: Sequence[tuple[str, ...]], removed: Sequence[int],
+                    removed_tokens: int | None = None) -> SegmentMatches:
+    """One table's part of :func:`global_keyword_search`; ``removed``: its tombstoned keys (left out
+    of every count), ``removed_tokens``: their total length when the caller already knows it.
+
+    The caller holds the connection's lock. The ``fts5vocab`` table is created in ``temp`` (so a
+    read-only segment file works too).
+    """
+    conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.docs_fts_vocab_instance "
+                 "USING fts5vocab(main, docs_fts, instance)")
+    n, tokens = _totals(conn)
+    dead = {int(k) for k in removed}
+    if dead and removed_tokens is None:
+        removed_tokens = sum(_lengths(conn, sorted(dead)).values())
+    removed_tokens = removed_tokens if dead else 0
+    out = SegmentMatches(n - len(dead), tokens - removed_tokens, removed_tokens)
+    for phrase in phrases:
+        hits = _phrase_hits(conn, phrase)
+        out.hits.append({k: c for k, c in hits.items() if k not in dead} if dead else hits)
+    out.lengths = _lengths(conn, sorted(set().union(*out.hits)))
+    return out
+
+
+def global_keyword_search(parts: Sequence[SegmentMatches], k: int, *, allowed=None) -> list[tuple[int, float]]:
+    """The ``k`` best ``(key, bm25)`` over several tables as if they were one: FTS5's ``bm25()``
+    (fts5_aux.c: ``idf = log((N - n + 0.5) / (n + 0.5))``, 1e-6 when not positive; per phrase
+    ``idf * f * (k1 + 1) / (f + k1 * (1 - b + b * len / avglen))``, summed in query order) with N,
+    the total length and each phrase's n summed over ``parts``. Ties go to the smaller key, as
+    :func:`keyword_search` orders them. ``allowed``: the keys a filter allows (None: all).
+    """
+    n_docs = sum(p.documents for p in parts)
+    if n_docs <= 0 or not parts or not parts[0].hits:
+        return []
+    avg_len = sum(p.tokens for p in parts) / n_docs
+    n_phrases = len(parts[0].hits)
+    idf = []
+    for i in range(n_phrases):
+        n_hit = sum(len(p.hits[i]) for p in parts)
+        value = math.log((n_docs - n_hit + 0.5) / (n_hit + 0.5))
+        idf.append(value if value > 0.0 else 1e-6)
+    allowed_set = None if allowed is None else {int(a) for a in allowed}
+    scored = []
+    for p in parts:
+        for key, length in p.lengths.items():
+            if allowed_set is not None and key not in allowed_set:
+                continue
+            score = 0.0
+            for i in range(n_phrases):
+                f = float(p.hits[i].get(key, 0))
+                score += idf[i] * (f * (BM25_K1 + 1.0)) / (f + BM25_K1 * (1 - BM25_B + BM25_B * length / avg_len))
+            scored.append((key, score))
+    scored.sort(key=lambda h: (-h[1], h[0]))
+    return scored[:k]

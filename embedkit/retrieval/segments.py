@@ -38,7 +38,13 @@ from embedkit._io import atomic_save_npy
 from embedkit.errors import IndexFormatError
 from embedkit.retrieval._growable import Growable
 from embedkit.retrieval.docstore import SCHEMA, sqlite_readonly_uri
-from embedkit.retrieval.keyword import enable_keyword, keyword_search
+from embedkit.retrieval.keyword import (
+    enable_keyword,
+    global_keyword_search,
+    keyword_search,
+    query_phrases,
+    segment_matches,
+)
 from embedkit.retrieval.lists import deserialize_index, read_segment_index, write_ondisk_lists
 from embedkit.retrieval.manifest import MANIFEST, file_entries
 
@@ -82,6 +88,17 @@ class Segment:
         with self.lock:
             return keyword_search(self.conn, query, k, where_sql=None if flt is None else flt.sql,
                                   where_params=() if flt is None else flt.params)
+
+    def keyword_matches(self, phrases, removed: np.ndarray):
+        """This segment's part of an index-wide BM25 ranking (:func:`~embedkit.retrieval.keyword.segment_matches`);
+        ``removed``: its tombstoned keys (their total length is cached: tombstones only grow)."""
+        with self.lock:
+            cached = getattr(self, "_removed_tokens", None)
+            known = cached[1] if cached is not None and cached[0] == len(removed) else None
+            part = segment_matches(self.conn, phrases, removed, known)
+            if len(removed) and known is None:
+                self._removed_tokens = (len(removed), part.removed_tokens)
+        return part
 
     def allowed_keys(self, flt) -> np.ndarray:
         with self.lock:
@@ -182,21 +199,22 @@ class SegmentDocs:
         return [i for i in ids if i in found]
 
     def keyword_search(self, query: str, k: int, flt=None) -> list[tuple[int, float]]:
-        """``(key, bm25)`` of the ``k`` best documents over every segment (each scored with its own
-        statistics), removed documents left out."""
+        """``(key, bm25)`` of the ``k`` best documents, removed ones left out, scored as one keyword
+        table holding every live document would score them: one segment without tombstones by FTS5's
+        ``bm25()``, otherwise with the index-wide statistics
+        (:func:`~embedkit.retrieval.keyword.global_keyword_search`)."""
         removed = self.state.removed
-        hits: list[tuple[int, float]] = []
-        for seg in self.state.segments:
-            if seg.count == 0:
-                continue
+        segs = [s for s in self.state.segments if s.count]
+        if len(segs) == 1 and not len(removed):
+            return segs[0].keyword_search(query, k, flt)
+        phrases = query_phrases(query)
+        if not segs or not phrases:
+            return []
+        parts = []
+        for seg in segs:
             lo, hi = np.searchsorted(removed, [seg.start, seg.start + seg.count])
-            found = seg.keyword_search(query, k + int(hi - lo), flt)
-            if hi > lo:
-                dead = set(removed[lo:hi].tolist())
-                found = [h for h in found if h[0] not in dead]
-            hits += found
-        hits.sort(key=lambda h: (-h[1], h[0]))
-        return hits[:k]
+            parts.append(seg.keyword_matches(phrases, removed[lo:hi]))
+        return global_keyword_search(parts, k, allowed=None if flt is None else self.allowed_keys(flt))
 
     def allowed_keys(self, flt) -> np.ndarray:
         """Sorted keys of the documents (not removed) the compiled filter ``flt`` allows."""
