@@ -190,6 +190,7 @@ def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_se
                             f"use at most {len(texts)} (or omit it)")
     n_docs = _indexable(texts, ids, meta, strict)
     check_spec(spec, dim=embedding_dim(shape), n_train=n_docs, backend=index_type)  # sizes: before the model loads
+    warn_untrained_cut(model, shape, spec)
     pairs = None
     if fit_pairs is not None:
         from embedkit.data import read_retrieval_pairs
@@ -216,6 +217,23 @@ def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_se
         skipped = f" ({summary['skipped_documents']} blank skipped)" if summary["skipped_documents"] else ""
         click.echo(f"built {out}: {len(idx)} documents{skipped}, spec {summary['spec']} ({idx.bytes_per_vector} B/vector), "
                    f"{fmt_bytes(summary['index_bytes_on_disk'])} on disk, {summary['build_seconds']:.1f} s")
+
+
+def warn_untrained_cut(model, shape, spec: str) -> None:
+    """An ``mrl:D`` stage on a model that records its trained sizes (Starbucks, Matryoshka, 2DMSE) warns
+    (:class:`~embedkit.errors.UntrainedSizeWarning`) when (depth, D) is not one of them: for a Starbucks
+    model the trained sub-models are ``--layers L --dim D`` from its ladder, not a cut at full depth."""
+    from embedkit.cli._common import STATE
+    from embedkit.compression.spec import parse_spec
+    from embedkit.models.loading import resolve_model
+    from embedkit.models.submodel import check_trained_size
+
+    if shape is None or shape.layers is None or shape.dim is None:
+        return
+    depth = STATE.layers or shape.layers
+    for name, kw in parse_spec(spec):
+        if name == "mrl":
+            check_trained_size(resolve_model(model), depth, int(kw["dim"]), full=(shape.layers, shape.dim))
 
 
 def check_fit_pairs(spec: str, source: str, embeddings) -> None:

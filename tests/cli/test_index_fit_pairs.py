@@ -75,3 +75,27 @@ def test_cli_fit_pairs(tiny_model_path, tmp_path, spy_fit, isolated_cache):
     assert json.loads(res.stdout)["documents"] == 48
     (Q, D), = spy_fit
     assert Q.shape == D.shape == (2, Q.shape[1])
+
+
+def test_mrl_cut_of_a_ladder_trained_model_warns(tiny_model_path, tmp_path, isolated_cache):
+    """issue 26: for a Starbucks model `mrl:D` at full depth is not a trained size; the ladder's sizes are."""
+    import shutil
+
+    from embedkit.models.shape import read_shape
+
+    model = tmp_path / "sb"
+    shutil.copytree(tiny_model_path, model)
+    shape = read_shape(model)
+    (model / "embedkit_sizes.json").write_text(json.dumps({"method": "starbucks", "sizes": [[1, 8], [shape.layers, 16]]}))
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text("\n".join(texts(16)) + "\n")
+    res = CliRunner().invoke(cli, ["index", "build", "-m", str(model), "-c", str(corpus), "-o", str(tmp_path / "a"),
+                                   "--spec", "mrl:8,binary"])
+    assert res.exit_code == 0, res.output
+    assert (f"warning: model {model}: {shape.layers} layers x 8 dims is not a size its starbucks training covered"
+            in res.output)
+    assert "trained sizes: --layers 1 --dim 8, --layers 2 --dim 16; mrl:D in a compression spec cuts dims" in res.output
+    res = CliRunner().invoke(cli, ["index", "build", "-m", str(model), "-c", str(corpus), "-o", str(tmp_path / "b"),
+                                   "--spec", "mrl:16,binary"])
+    assert res.exit_code == 0, res.output
+    assert "warning" not in res.output  # a trained size
