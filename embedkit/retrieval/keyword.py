@@ -30,6 +30,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from embedkit.errors import EmbedkitError
 
 __all__ = ["BM25_B", "BM25_K1", "KEYWORD_SCHEMA", "SegmentMatches", "enable_keyword", "global_keyword_search",
@@ -162,47 +164,44 @@ def _totals(conn: sqlite3.Connection) -> tuple[int, int]:
     return n, (_varint(row[0], pos)[0] if pos < len(row[0]) else 0)
 
 
-def _lengths(conn: sqlite3.Connection, keys: Sequence[int]) -> dict[int, int]:
-    """Token count of each document key (``docs_fts_docsize``)."""
-    out = {}
-    keys = [int(k) for k in keys]
-    for s in range(0, len(keys), 500):
-        chunk = keys[s: s + 500]
-        q = f"SELECT id, sz FROM docs_fts_docsize WHERE id IN ({','.join('?' * len(chunk))})"
-        out.update((int(i), _varint(sz)[0]) for i, sz in conn.execute(q, chunk))
-    return out
-
-
 @dataclass
 class SegmentMatches:
     """What one FTS5 table contributes to an index-wide BM25 ranking: its live document and token
-    counts, and per query phrase ``{key: occurrences}`` of its live documents, with their lengths
-    (``removed_tokens``: the total length of its tombstoned documents, left out of ``tokens``)."""
+    counts (``removed_tokens``: the total length of its tombstoned documents, left out of
+    ``tokens``), the live documents matching any query phrase (``keys``, sorted, and their
+    ``lengths``), each phrase's occurrences in them (``freqs``, phrases × keys) and each phrase's
+    number of live documents (``doc_freqs``)."""
 
     documents: int = 0
     tokens: int = 0
     removed_tokens: int = 0
-    hits: list[dict[int, int]] = field(default_factory=list)
-    lengths: dict[int, int] = field(default_factory=dict)
+    keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    lengths: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    freqs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    doc_freqs: list[int] = field(default_factory=list)
 
 
-def _phrase_hits(conn: sqlite3.Connection, phrase: tuple[str, ...]) -> dict[int, int]:
-    """``{key: occurrences of the phrase}`` (consecutive terms, as an FTS5 phrase matches)."""
+def _phrase_hits(conn: sqlite3.Connection, phrase: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(keys, occurrences)`` of the phrase (consecutive terms, as an FTS5 phrase matches), keys sorted."""
     vocab = "temp.docs_fts_vocab_instance"
     if len(phrase) == 1:
-        return dict(conn.execute(f"SELECT doc, COUNT(*) FROM {vocab} WHERE term = ? GROUP BY doc", phrase))
-    places = [set(conn.execute(f"SELECT doc, offset FROM {vocab} WHERE term = ?", (t,))) for t in phrase]
-    out: dict[int, int] = {}
-    for doc, off in places[0]:
-        if all((doc, off + j) in places[j] for j in range(1, len(phrase))):
-            out[doc] = out.get(doc, 0) + 1
-    return out
+        rows = conn.execute(f"SELECT doc, COUNT(*) FROM {vocab} WHERE term = ? GROUP BY doc ORDER BY doc",
+                            phrase).fetchall()
+    else:
+        places = [set(conn.execute(f"SELECT doc, offset FROM {vocab} WHERE term = ?", (t,))) for t in phrase]
+        found: dict[int, int] = {}
+        for doc, off in places[0]:
+            if all((doc, off + j) in places[j] for j in range(1, len(phrase))):
+                found[doc] = found.get(doc, 0) + 1
+        rows = sorted(found.items())
+    arr = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    return arr[:, 0], arr[:, 1]
 
 
-def segment_matches(conn: sqlite3.Connection, phrases: Sequence[tuple[str, ...]], removed: Sequence[int],
+def segment_matches(conn: sqlite3.Connection, phrases: Sequence[tuple[str, ...]], removed: np.ndarray,
                     removed_tokens: int | None = None) -> SegmentMatches:
-    """One table's part of :func:`global_keyword_search`; ``removed``: its tombstoned keys (left out
-    of every count), ``removed_tokens``: their total length when the caller already knows it.
+    """One table's part of :func:`global_keyword_search`; ``removed``: its tombstoned keys, sorted
+    (left out of every count), ``removed_tokens``: their total length when the caller already knows it.
 
     The caller holds the connection's lock. The ``fts5vocab`` table is created in ``temp`` (so a
     read-only segment file works too).
@@ -210,45 +209,65 @@ def segment_matches(conn: sqlite3.Connection, phrases: Sequence[tuple[str, ...]]
     conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.docs_fts_vocab_instance "
                  "USING fts5vocab(main, docs_fts, instance)")
     n, tokens = _totals(conn)
-    dead = {int(k) for k in removed}
-    if dead and removed_tokens is None:
-        removed_tokens = sum(_lengths(conn, sorted(dead)).values())
-    removed_tokens = removed_tokens if dead else 0
-    out = SegmentMatches(n - len(dead), tokens - removed_tokens, removed_tokens)
+    removed = np.asarray(removed, dtype=np.int64)
+    if len(removed) and removed_tokens is None:
+        removed_tokens = int(_lengths(conn, removed).sum())
+    removed_tokens = removed_tokens if len(removed) else 0
+    hits = []
     for phrase in phrases:
-        hits = _phrase_hits(conn, phrase)
-        out.hits.append({k: c for k, c in hits.items() if k not in dead} if dead else hits)
-    out.lengths = _lengths(conn, sorted(set().union(*out.hits)))
+        keys, counts = _phrase_hits(conn, phrase)
+        if len(removed):
+            alive = ~np.isin(keys, removed)
+            keys, counts = keys[alive], counts[alive]
+        hits.append((keys, counts))
+    keys = np.unique(np.concatenate([h[0] for h in hits])) if hits else np.zeros(0, dtype=np.int64)
+    freqs = np.zeros((len(hits), len(keys)))
+    for i, (k, c) in enumerate(hits):
+        freqs[i, np.searchsorted(keys, k)] = c
+    return SegmentMatches(n - len(removed), tokens - removed_tokens, removed_tokens, keys,
+                          _lengths(conn, keys).astype(np.float64), freqs, [len(h[0]) for h in hits])
+
+
+def _lengths(conn: sqlite3.Connection, keys: np.ndarray) -> np.ndarray:
+    """Token count of each document key (``docs_fts_docsize``), in the order of ``keys`` (sorted)."""
+    out = np.zeros(len(keys), dtype=np.int64)
+    for s in range(0, len(keys), 900):
+        chunk = [int(k) for k in keys[s: s + 900]]
+        q = f"SELECT sz FROM docs_fts_docsize WHERE id IN ({','.join('?' * len(chunk))}) ORDER BY id"
+        sizes = [sz[0] if len(sz) == 1 else ((sz[0] & 0x7F) << 7) | sz[1] if len(sz) == 2 else _varint(sz)[0]
+                 for (sz,) in conn.execute(q, chunk)]
+        out[s: s + len(sizes)] = sizes
     return out
 
 
 def global_keyword_search(parts: Sequence[SegmentMatches], k: int, *, allowed=None) -> list[tuple[int, float]]:
     """The ``k`` best ``(key, bm25)`` over several tables as if they were one: FTS5's ``bm25()``
     (fts5_aux.c: ``idf = log((N - n + 0.5) / (n + 0.5))``, 1e-6 when not positive; per phrase
-    ``idf * f * (k1 + 1) / (f + k1 * (1 - b + b * len / avglen))``, summed in query order) with N,
-    the total length and each phrase's n summed over ``parts``. Ties go to the smaller key, as
-    :func:`keyword_search` orders them. ``allowed``: the keys a filter allows (None: all).
+    ``idf * (f * (k1 + 1) / (f + k1 * (1 - b + b * len / avglen)))``, summed in query order, the same
+    floating-point operations) with N, the total length and each phrase's n summed over ``parts``.
+    Ties go to the smaller key, as :func:`keyword_search` orders them. ``allowed``: the sorted keys
+    a filter allows (None: all).
     """
     n_docs = sum(p.documents for p in parts)
-    if n_docs <= 0 or not parts or not parts[0].hits:
+    if n_docs <= 0 or not parts or not parts[0].doc_freqs:
         return []
     avg_len = sum(p.tokens for p in parts) / n_docs
-    n_phrases = len(parts[0].hits)
     idf = []
-    for i in range(n_phrases):
-        n_hit = sum(len(p.hits[i]) for p in parts)
+    for i in range(len(parts[0].doc_freqs)):
+        n_hit = sum(p.doc_freqs[i] for p in parts)
         value = math.log((n_docs - n_hit + 0.5) / (n_hit + 0.5))
         idf.append(value if value > 0.0 else 1e-6)
-    allowed_set = None if allowed is None else {int(a) for a in allowed}
-    scored = []
+    all_keys, all_scores = [], []
     for p in parts:
-        for key, length in p.lengths.items():
-            if allowed_set is not None and key not in allowed_set:
-                continue
-            score = 0.0
-            for i in range(n_phrases):
-                f = float(p.hits[i].get(key, 0))
-                score += idf[i] * (f * (BM25_K1 + 1.0)) / (f + BM25_K1 * (1 - BM25_B + BM25_B * length / avg_len))
-            scored.append((key, score))
-    scored.sort(key=lambda h: (-h[1], h[0]))
-    return scored[:k]
+        norm = BM25_K1 * ((1 - BM25_B) + BM25_B * p.lengths / avg_len)
+        score = np.zeros(len(p.keys))
+        for i, f in enumerate(p.freqs):
+            score = score + idf[i] * ((f * (BM25_K1 + 1.0)) / (f + norm))
+        all_keys.append(p.keys)
+        all_scores.append(score)
+    keys, scores = np.concatenate(all_keys), np.concatenate(all_scores)
+    if allowed is not None:
+        ok = np.isin(keys, np.asarray(allowed, dtype=np.int64))
+        keys, scores = keys[ok], scores[ok]
+    order = np.lexsort((keys, -scores))[:k]
+    return list(zip(keys[order].tolist(), scores[order].tolist()))

@@ -25,7 +25,8 @@ def corpus():
     rng = np.random.default_rng(1)
     texts = []
     for i in range(300):  # varied lengths and term frequencies, so statistics matter
-        words = rng.choice(WORDS, size=int(rng.integers(3, 25)), p=P / P.sum()).tolist()
+        size = 200 if i % 25 == 0 else int(rng.integers(3, 25))  # some over 127 tokens: 2-byte sizes in FTS5
+        words = rng.choice(WORDS, size=size, p=P / P.sum()).tolist()
         texts.append(f"note {i} river{i % 40} " + " ".join(words) + (" foo_bar" if i % 17 == 0 else ""))
     meta = [{"year": 2000 + i % 10} for i in range(300)]
     return texts, [f"d{i}" for i in range(300)], meta, rand_unit(300)
