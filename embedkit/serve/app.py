@@ -209,6 +209,14 @@ def create_app(service: SearchService, *, close_service: bool = True) -> FastAPI
         if is_blank(q):
             raise api_error(422, "empty_query", f"{where} is empty; give some text to search for")
 
+    def where_json(where: str | None):
+        if where is None or not where.strip():
+            return None
+        try:
+            return json.loads(where)
+        except ValueError as e:
+            raise api_error(422, "invalid_filter", f"where: not valid JSON ({str(e).splitlines()[0][:80]})") from None
+
     def check_k(k: int | None) -> int:
         if k is None:
             return cfg.default_k
@@ -265,12 +273,7 @@ def create_app(service: SearchService, *, close_service: bool = True) -> FastAPI
                          fusion: Literal["rrf", "weighted"] = Query("rrf", description="hybrid fusion")):
         check_query(q)
         k = check_k(k)
-        if where is not None:
-            try:
-                where = json.loads(where)
-            except ValueError as e:
-                raise api_error(422, "invalid_filter", f"where: not valid JSON ({str(e).splitlines()[0][:80]})") from None
-        (hits,), took_ms = await run_search([q], k, rescore, mode, where, fusion)
+        (hits,), took_ms = await run_search([q], k, rescore, mode, where_json(where), fusion)
         return {"query": q, "k": k, "mode": mode, "hits": [_hit_json(h) for h in hits], "took_ms": took_ms}
 
     @app.post("/api/search", tags=["search"], summary="Search with several queries")
@@ -381,9 +384,11 @@ def create_app(service: SearchService, *, close_service: bool = True) -> FastAPI
         return baseline.hint(hits)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page(q: str | None = None, k: str | None = None):
+    async def page(q: str | None = None, k: str | None = None, mode: str | None = None, where: str | None = None):
         kk = cfg.default_k
-        query = q or ""
+        query, mode, where = q or "", mode or "dense", where or ""
+        form = {"mode": mode, "where": where, "keyword": bool(getattr(service.index, "keyword", False)),
+                "max_query_chars": cfg.max_query_chars}
         try:
             if k not in (None, ""):
                 try:
@@ -392,16 +397,15 @@ def create_app(service: SearchService, *, close_service: bool = True) -> FastAPI
                     raise api_error(422, "invalid_k", f"k={k!r} is not a whole number") from None
                 kk = check_k(kk)
             if not query.strip():
-                return HTMLResponse(render_page(query=query, k=kk, documents=len(service.index),
-                                                max_query_chars=cfg.max_query_chars))
+                return HTMLResponse(render_page(query=query, k=kk, documents=len(service.index), **form))
             check_query(query)
-            (hits,), took_ms = await run_search([query], kk, None)
+            (hits,), took_ms = await run_search([query], kk, None, mode, where_json(where))
         except HTTPException as e:
             msg = e.detail.get("message", "error") if isinstance(e.detail, dict) else str(e.detail)
-            return HTMLResponse(render_page(query=query[: cfg.max_query_chars], k=kk, error=msg,
-                                            max_query_chars=cfg.max_query_chars), status_code=e.status_code)
-        return HTMLResponse(render_page(query=query, k=kk, hits=hits, took_ms=took_ms,
-                                        max_query_chars=cfg.max_query_chars, hint=await weak_hint(hits)))
+            return HTMLResponse(render_page(query=query[: cfg.max_query_chars], k=kk, error=msg, **form),
+                                status_code=e.status_code)
+        hint = await weak_hint(hits) if mode == "dense" else None  # the typical score is a dense one
+        return HTMLResponse(render_page(query=query, k=kk, hits=hits, took_ms=took_ms, hint=hint, **form))
 
     @app.get("/doc/{doc_id:embedkit_docid}", response_class=HTMLResponse, include_in_schema=False)
     def document_page(doc_id: str, q: str | None = None):

@@ -19,8 +19,9 @@ from importlib import resources
 from string import Template
 from urllib.parse import quote, urlencode
 
-__all__ = ["STATIC_FILES", "STOPWORDS", "ScoreBaseline", "highlight", "query_words", "render_api_docs",
-           "render_document", "render_page", "snippet", "static_file", "title_and_body"]
+__all__ = ["MODE_LABELS", "SCORE_MEANING", "STATIC_FILES", "STOPWORDS", "ScoreBaseline", "highlight", "page_url",
+           "query_words", "render_api_docs", "render_document", "render_page", "snippet", "static_file",
+           "title_and_body"]
 
 #: the only files served under /static/ (no path from the client is ever opened)
 STATIC_FILES = {"style.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8"}
@@ -166,14 +167,21 @@ def doc_url(doc_id: str, query: str = "") -> str:
     return "/doc/" + quote(doc_id, safe="") + ("?" + urlencode({"q": query}) if query else "")
 
 
-def _result_html(rank: int, hit, query: str) -> str:
+#: what a hit's score is, per search mode (the score's tooltip)
+SCORE_MEANING = {"dense": "cosine similarity", "keyword": "BM25 score",
+                 "hybrid": "fused score (dense and BM25 ranks)"}
+#: the search modes the page offers, with their labels
+MODE_LABELS = (("dense", "dense (meaning)"), ("keyword", "keyword (BM25)"), ("hybrid", "hybrid (both)"))
+
+
+def _result_html(rank: int, hit, query: str, mode: str = "dense") -> str:
     title, body = title_and_body(hit.text, hit.metadata)
     return (
         f'<li class="result" id="r{rank}">'
         f'<h2 class="title"><a class="doc-link" href="{html.escape(doc_url(hit.id, query))}">'
         f"{highlight(title, query)}</a></h2>"
         f'<div class="head"><span class="doc-id">{html.escape(hit.id)}</span>'
-        f'<span class="score" title="cosine similarity">{hit.score:.4f}</span></div>'
+        f'<span class="score" title="{SCORE_MEANING.get(mode, "score")}">{hit.score:.4f}</span></div>'
         f'<p class="text">{snippet(body, query)}</p>'
         f"{_metadata_html(hit.metadata)}</li>"
     )
@@ -256,9 +264,44 @@ def random_directions(n: int, dim: int, seed: int = 0):
 
 # --- pages ---------------------------------------------------------------------------------------
 
+def page_url(query: str, k: int | str | None = None, mode: str = "dense", where: str = "") -> str:
+    """The page's address for a search: ``/?q=...``, plus ``k``, ``mode`` and ``where`` (the filter as
+    JSON text) when they are not the defaults.
+
+    Example:
+        >>> page_url("cat", 10, "hybrid", '{"year": 2020}')
+        '/?q=cat&mode=hybrid&where=%7B%22year%22%3A+2020%7D'
+    """
+    params = {"q": query}
+    if k not in (None, "", 10, "10"):
+        params["k"] = str(k)
+    if mode and mode != "dense":
+        params["mode"] = mode
+    if where and where.strip():
+        params["where"] = where
+    return "/?" + urlencode(params) if query else "/"
+
+
+def _mode_options(mode: str, keyword: bool) -> str:
+    out = []
+    for value, label in MODE_LABELS:
+        attrs = ' selected' if value == mode else ''
+        if value != "dense" and not keyword:
+            attrs += ' disabled title="this index has no keyword index (rebuild it with --keyword)"'
+        out.append(f'<option value="{value}"{attrs}>{html.escape(label)}</option>')
+    return "".join(out)
+
+
 def render_page(*, query: str = "", k: int = 10, hits=None, took_ms: float | None = None, error: str | None = None,
-                documents: int = 0, max_query_chars: int = 2000, hint: str | None = None) -> str:
-    """The whole search page; ``hits`` (a list of Hit) is rendered when a query was given."""
+                documents: int = 0, max_query_chars: int = 2000, hint: str | None = None, mode: str = "dense",
+                where: str = "", keyword: bool = True) -> str:
+    """The whole search page; ``hits`` (a list of Hit) is rendered when a query was given.
+
+    ``mode`` (dense, keyword, hybrid) and ``where`` (a metadata filter, as the JSON text the user
+    typed) are shown in the form as given; ``keyword``: whether the index has a keyword index (else
+    the keyword and hybrid choices are disabled). ``error`` is the server's one-line message.
+    """
+    mode = mode if mode in SCORE_MEANING else "dense"
     if error:
         body = f'<p class="error" role="alert">{html.escape(error)}</p>'
         status = ""
@@ -269,7 +312,7 @@ def render_page(*, query: str = "", k: int = 10, hits=None, took_ms: float | Non
         body = '<p class="empty">No results.</p>'
         status = f"0 results in {took_ms:.1f} ms"
     else:
-        body = ('<ol class="results">' + "".join(_result_html(i + 1, h, query) for i, h in enumerate(hits))
+        body = ('<ol class="results">' + "".join(_result_html(i + 1, h, query, mode) for i, h in enumerate(hits))
                 + "</ol>")
         if hint:
             body = f'<p class="weak" role="note">{html.escape(hint)}</p>' + body
@@ -282,7 +325,9 @@ def render_page(*, query: str = "", k: int = 10, hits=None, took_ms: float | Non
         maxlength=int(max_query_chars),
         status=html.escape(status),
         results=body,
-        permalink=html.escape("/?" + urlencode({"q": query}) if query else "/", quote=True),
+        permalink=html.escape(page_url(query, k, mode, where), quote=True),
+        modes=_mode_options(mode, keyword),
+        where=html.escape(where, quote=True),
     )
 
 

@@ -1,18 +1,27 @@
 // Progressive enhancement of the server-rendered search page: search without reloading, keep the
-// URL linkable (/?q=...), "/" focuses the query box. Without JavaScript the form works as a GET.
+// URL linkable (/?q=...&mode=...&where=...), "/" focuses the query box. Without JavaScript the form works as a GET.
 // The results are the server's own rendering of /?q=... (title lines, snippets, the weak-results
-// note), so the page looks the same with and without JavaScript.
+// note, and the server's one-line error for a bad filter), so the page looks the same with and
+// without JavaScript.
 (function () {
   "use strict";
   var form = document.getElementById("search");
   var q = document.getElementById("q");
   var k = document.getElementById("k");
+  var mode = document.getElementById("mode");
+  var where = document.getElementById("where");
   var hits = document.getElementById("hits");
   var status = document.getElementById("status");
   if (!form || !window.fetch || !window.DOMParser) { return; }
 
-  function pageUrl(query, kval) {
-    return "/?q=" + encodeURIComponent(query) + (kval && kval !== "10" ? "&k=" + encodeURIComponent(kval) : "");
+  function current() {
+    return { q: q.value, k: k.value || "10", mode: mode ? mode.value : "dense", where: where ? where.value : "" };
+  }
+
+  function pageUrl(s) {
+    return "/?q=" + encodeURIComponent(s.q) + (s.k && s.k !== "10" ? "&k=" + encodeURIComponent(s.k) : "") +
+      (s.mode && s.mode !== "dense" ? "&mode=" + encodeURIComponent(s.mode) : "") +
+      (s.where && s.where.trim() ? "&where=" + encodeURIComponent(s.where) : "");
   }
 
   function replaceFrom(doc, id, target) {
@@ -34,11 +43,11 @@
     status.textContent = "";
   }
 
-  function run(query, kval, push) {
-    if (!query.trim()) { return; }
-    var url = pageUrl(query, kval);
-    document.title = query + " \u2014 embedkit search";
-    if (push) { history.pushState({ q: query, k: kval }, "", url); }
+  function run(s, push) {
+    if (!s.q.trim()) { return; }
+    var url = pageUrl(s);
+    document.title = s.q + " \u2014 embedkit search";
+    if (push) { history.pushState(s, "", url); }
     status.textContent = "Searching\u2026";
     fetch(url, { headers: { "Accept": "text/html" } })
       .then(function (resp) { return resp.text(); })
@@ -53,7 +62,7 @@
 
   form.addEventListener("submit", function (ev) {
     ev.preventDefault();
-    run(q.value, k.value || "10", true);
+    run(current(), true);
   });
 
   window.addEventListener("popstate", function (ev) {
@@ -61,7 +70,9 @@
     var params = new URLSearchParams(location.search);
     q.value = state.q || params.get("q") || "";
     k.value = state.k || params.get("k") || "10";
-    if (q.value) { run(q.value, k.value, false); } else { hits.textContent = ""; }
+    if (mode) { mode.value = state.mode || params.get("mode") || "dense"; }
+    if (where) { where.value = state.where !== undefined ? state.where : (params.get("where") || ""); }
+    if (q.value) { run(current(), false); } else { hits.textContent = ""; }
   });
 
   document.addEventListener("keydown", function (ev) {
