@@ -46,15 +46,18 @@ def text_key(text: str) -> bytes:
 
 
 def model_namespace(model, prompt: str | None = None) -> str:
-    """Cache namespace of a SentenceTransformer: weights fingerprint + output-relevant settings."""
+    """Cache namespace of a SentenceTransformer: weights fingerprint + output-relevant settings (max length,
+    prompt, truncation, backend, and the compute precision when it is not fp32)."""
     from embedkit.models.identity import identity
     from embedkit.models.loading import model_fingerprint
 
     fp = model_fingerprint(model)
     backend = identity(model).backend
     # onnx / onnx-int8 embeddings differ from torch's: never share entries (the fingerprint differs too)
+    precision = identity(model).extra.get("precision", "fp32")
+    # fp32 adds nothing, so the namespaces of caches written before precisions existed stay valid
     settings = (f"L{getattr(model, 'max_seq_length', None)}|P{prompt or ''}|T{getattr(model, 'truncate_dim', None)}"
-                + ("" if backend == "torch" else f"|B{backend}"))
+                + ("" if backend == "torch" else f"|B{backend}") + ("" if precision == "fp32" else f"|X{precision}"))
     return f"{fp}-{hashlib.blake2b(settings.encode(), digest_size=4).hexdigest()}"
 
 

@@ -42,6 +42,7 @@ def load_encoder(
     dim: int | None = None,
     backend: str = "torch",
     threads: int | None = None,
+    precision: str | None = None,
 ):
     """Load a sentence-transformers encoder.
 
@@ -59,9 +60,15 @@ def load_encoder(
         backend: ``"torch"`` (sentence-transformers), ``"onnx"`` (float32 ONNX Runtime) or ``"onnx-int8"``
             (dynamic int8 quantization); see :mod:`embedkit.models.onnx` and docs/encoding.md.
         threads: CPU threads for encoding (default: the cores this process may use).
+        precision: compute precision ``"fp32"``, ``"fp16"`` or ``"bf16"``; None = ``bf16`` on a CUDA GPU that
+            supports it, else ``fp32``. torch runs the forward under autocast (weights stay float32);
+            ``backend="openvino"`` computes in bf16 on CPUs that have it; the onnxruntime backends take fp32
+            only. It is part of the embedding-cache key and of an index's recorded load options.
 
     Returns:
-        sentence_transformers.SentenceTransformer
+        sentence_transformers.SentenceTransformer (a :class:`~embedkit.models.pipeline.PipelinedSentenceTransformer`:
+        ``encode`` runs through :mod:`embedkit.models.pipeline`), or an ONNX/OpenVINO encoder with the same
+        ``encode``.
 
     Raises:
         ModelNotFoundError: missing local path, or a hub name while offline / unreachable.
@@ -75,17 +82,23 @@ def load_encoder(
             small = load_encoder(layers=3, dim=128)      # first 3 layers, 128 dims
     """
     from embedkit.models.onnx_export import check_backend
+    from embedkit.models.pipeline import check_precision
 
     check_backend(backend)  # one-line BackendError for unknown names
+    if precision is not None:
+        check_precision(precision)  # before anything loads
     if backend != "torch":
         from embedkit.models.onnx import load_onnx_encoder
 
         return load_onnx_encoder(name_or_path, backend=backend, device=device, temperature=temperature,
-                                 trust_remote_code=trust_remote_code, layers=layers, dim=dim, threads=threads)
+                                 trust_remote_code=trust_remote_code, layers=layers, dim=dim, threads=threads,
+                                 precision=precision)
+    from embedkit.models.pipeline import enable_pipeline
     from embedkit.models.st import load_st_encoder
 
-    return load_st_encoder(name_or_path, device=device, temperature=temperature,
-                           trust_remote_code=trust_remote_code, layers=layers, dim=dim, threads=threads)
+    return enable_pipeline(load_st_encoder(name_or_path, device=device, temperature=temperature,
+                                           trust_remote_code=trust_remote_code, layers=layers, dim=dim,
+                                           threads=threads), precision)
 
 
 def load_causal_lm(name_or_path: str | os.PathLike, *, device: str | None = "cpu"):

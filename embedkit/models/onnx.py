@@ -40,6 +40,7 @@ from embedkit.errors import BackendError
 from embedkit.models.identity import fingerprint, identity
 from embedkit.models.onnx_export import (
     BACKENDS,
+    EXPORT_OF,
     check_backend,
     default_export_root,
     ensure_export,
@@ -93,7 +94,7 @@ class OnnxEncoder:
     device = "cpu"
 
     def __init__(self, folder: str | os.PathLike, *, threads: int | None = None, token_budget: int | None = None,
-                 meta: dict | None = None):
+                 meta: dict | None = None, runtime: str | None = None, precision: str = "fp32"):
         import onnxruntime as ort
 
         from embedkit.validation import check_positive_int
@@ -123,15 +124,24 @@ class OnnxEncoder:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.export_dir / "model.onnx"), options,
-                                            providers=["CPUExecutionProvider"])
-        digest = f"{meta['fingerprint']}|{self.backend}|ort{ort_version()}"
+        if runtime == "openvino":  # OpenVINO compiles the float export (bf16 on CPUs that have it)
+            from embedkit.models.openvino import OpenVinoSession, openvino_version
+
+            self.backend = "openvino"
+            self.session = OpenVinoSession(self.export_dir / "model.onnx", threads=self.threads, precision=precision)
+            digest = f"{meta['fingerprint']}|openvino|ov{openvino_version()}|{precision}"
+        else:
+            self.session = ort.InferenceSession(str(self.export_dir / "model.onnx"), options,
+                                                providers=["CPUExecutionProvider"])
+            digest = f"{meta['fingerprint']}|{self.backend}|ort{ort_version()}"
+        self.precision = precision
         self.fingerprint = hashlib.sha256(digest.encode()).hexdigest()[:16]
         ident = identity(self)
         ident.source = self.source
         ident.backend = self.backend
         ident.extra["onnx"] = {"export": str(self.export_dir), "torch_fingerprint": meta["fingerprint"],
                                "quantization": meta.get("quantization"), "threads": self.threads}
+        ident.extra["precision"] = precision
 
     # --- SentenceTransformer-like surface ---------------------------------------------------------
 
@@ -302,17 +312,29 @@ def _check_device(device, backend: str) -> None:
                            "use backend='torch' for a GPU")
 
 
+def _check_precision(precision, backend: str) -> str:
+    from embedkit.models.pipeline import check_precision
+
+    precision = "fp32" if precision is None else check_precision(precision)
+    if precision != "fp32" and backend != "openvino":
+        raise BackendError(f"precision {precision!r}: the {backend} backend computes in float32{' and int8' if backend == 'onnx-int8' else ''}; "
+                           "use --backend openvino or torch for half precision")
+    return precision
+
+
 def load_onnx_encoder(name_or_path: str | os.PathLike | None = None, *, backend: str = "onnx",
                       device: str | None = None, temperature: float | None = None, trust_remote_code: bool = False,
                       layers: int | None = None, dim: int | None = None, threads: int | None = None,
-                      token_budget: int | None = None, export_root: str | os.PathLike | None = None) -> OnnxEncoder:
+                      token_budget: int | None = None, export_root: str | os.PathLike | None = None,
+                      precision: str | None = None) -> OnnxEncoder:
     """Load a sentence-transformers model as an :class:`OnnxEncoder` (exported and cached on first use).
 
     Args:
         name_or_path, temperature, trust_remote_code, layers, dim: as for
             :func:`embedkit.models.loading.load_encoder` (the modified torch model is what is exported).
-        backend: ``"onnx"`` (float32) or ``"onnx-int8"``.
+        backend: ``"onnx"`` (float32), ``"onnx-int8"`` or ``"openvino"`` (OpenVINO on the float export).
         device: None or ``"cpu"``.
+        precision: ``"fp32"`` (default); ``"bf16"`` (or ``"fp16"``) only with ``"openvino"``.
         threads: onnxruntime threads (default: the cores this process may use).
         token_budget: most padded tokens per batch.
         export_root: where exports live; default beside the model (``<folder>/.embedkit-onnx``), or
@@ -326,6 +348,8 @@ def load_onnx_encoder(name_or_path: str | os.PathLike | None = None, *, backend:
     if backend == "torch":
         raise BackendError("load_onnx_encoder(backend='torch'): use load_encoder(backend='torch')")
     _check_device(device, backend)
+    precision = _check_precision(precision, backend)
+    runtime, backend = backend, EXPORT_OF[backend]
     target = resolve_model(name_or_path)
     local = Path(target).is_dir()
     root = Path(export_root) if export_root is not None else export_root_for(target if local else None)
@@ -339,7 +363,8 @@ def load_onnx_encoder(name_or_path: str | os.PathLike | None = None, *, backend:
             meta = verify_export(folder, backend)
             if meta is not None:
                 logger.info("using the cached ONNX export %s", folder)
-                return OnnxEncoder(folder, threads=threads, token_budget=token_budget, meta=meta)
+                return OnnxEncoder(folder, threads=threads, token_budget=token_budget, meta=meta, runtime=runtime,
+                                   precision=precision)
     from embedkit.models.st import load_st_encoder
 
     model = load_st_encoder(target, device="cpu", temperature=temperature, trust_remote_code=trust_remote_code,
@@ -348,7 +373,8 @@ def load_onnx_encoder(name_or_path: str | os.PathLike | None = None, *, backend:
     folder, meta = ensure_export(model, backend, root=root, source=target, fingerprint=fp)
     if digest is not None:
         record_source(root, digest, fp)
-    return OnnxEncoder(folder, threads=threads, token_budget=token_budget, meta=meta)
+    return OnnxEncoder(folder, threads=threads, token_budget=token_budget, meta=meta, runtime=runtime,
+                       precision=precision)
 
 
 def onnx_encoder_from_model(model, backend: str = "onnx", *, threads: int | None = None,
@@ -366,8 +392,8 @@ def onnx_encoder_from_model(model, backend: str = "onnx", *, threads: int | None
     source = identity(model).source
     root = Path(export_root) if export_root is not None else (
         export_root_for(source) if source and Path(source).is_dir() else default_export_root())
-    folder, meta = ensure_export(model, backend, root=root, source=source)
-    return OnnxEncoder(folder, threads=threads, token_budget=token_budget, meta=meta)
+    folder, meta = ensure_export(model, EXPORT_OF[backend], root=root, source=source)
+    return OnnxEncoder(folder, threads=threads, token_budget=token_budget, meta=meta, runtime=backend)
 
 
 def export_info(encoder: OnnxEncoder) -> dict:
@@ -383,5 +409,7 @@ def describe(encoder) -> str:
         return "onnx-int8 (onnxruntime, dynamic per-channel int8)"
     if backend == "onnx":
         return "onnx (onnxruntime, float32)"
+    if backend == "openvino":
+        return f"openvino (OpenVINO, {getattr(encoder, 'precision', 'fp32')})"
     return "torch"
 

@@ -30,14 +30,16 @@ from pathlib import Path
 
 from embedkit.errors import BackendError
 
-__all__ = ["BACKENDS", "EXPORT_FORMAT", "INT8_SETTINGS", "META_FILE", "check_backend", "default_export_root",
+__all__ = ["BACKENDS", "EXPORT_FORMAT", "EXPORT_OF", "INT8_SETTINGS", "META_FILE", "check_backend", "default_export_root",
            "ensure_export", "export_folder_name", "export_onnx", "export_root_for", "quantize_int8",
            "source_digest", "verify_export", "lookup_source", "record_source"]
 
 logger = logging.getLogger(__name__)
 
 #: Backend names accepted by :func:`embedkit.models.loading.load_encoder`.
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
+#: The export each ONNX-based backend runs (OpenVINO compiles the float32 export).
+EXPORT_OF = {"onnx": "onnx", "onnx-int8": "onnx-int8", "openvino": "onnx"}
 #: Bumped whenever the layout or the graph contract of an export changes (old folders are then ignored).
 EXPORT_FORMAT = 1
 META_FILE = "embedkit-onnx.json"

@@ -124,7 +124,7 @@ def model_description(model) -> str:
 
 
 def model_load_options(model) -> dict:
-    """The ``load_encoder`` keywords that rebuild ``model`` from its source: sub-model size, backend.
+    """The ``load_encoder`` keywords that rebuild ``model`` from its source: sub-model size, backend, precision.
 
     Recorded in index manifests, so an index built with ``layers=2, dim=64`` or ``backend="onnx-int8"``
     reloads the same model for its queries."""
@@ -137,4 +137,6 @@ def model_load_options(model) -> dict:
         out["dim"] = int(sub["dim"])
     if ident.backend != "torch":
         out["backend"] = ident.backend
+    if ident.extra.get("precision", "fp32") != "fp32":  # fp32 records nothing: older manifests stay equal
+        out["precision"] = ident.extra["precision"]
     return out

@@ -348,23 +348,24 @@ def encode_ladder(model, texts, ladder, *, batch_size: int = 64, show_progress: 
     import torch
     from tqdm.auto import tqdm
 
+    from embedkit.models.pipeline import autocast, iter_batches, precision_of
+
     texts = list(texts)
     layers = sorted({int(layer) for layer, _ in ladder})
-    order = np.argsort([-len(t) for t in texts], kind="stable")  # length-sorted batches pad less
-    parts = {layer: [] for layer in layers}
+    parts: dict = {}
     model.eval()
     device = next(model.parameters()).device
-    with torch.no_grad():
-        for i in tqdm(range(0, len(texts), batch_size), disable=not show_progress, desc="encode ladder"):
-            batch = [texts[j] for j in order[i:i + batch_size]]
-            tok = model.preprocess if hasattr(model, "preprocess") else model.tokenize
-            feats = {k: v.to(device) if hasattr(v, "to") else v for k, v in tok(batch).items()}
+    # the one encode pipeline: tokenized ahead in a thread, length-sorted token-budget batches, autocast
+    with torch.no_grad(), autocast(device, precision_of(model)), \
+            tqdm(total=len(texts), disable=not show_progress, desc="encode ladder") as bar:
+        for pos, feats in iter_batches(model, texts, batch_size=batch_size, device=device):
             for layer, e in layer_sentence_embeddings(model, feats, layers).items():
-                parts[layer].append(e.float().cpu().numpy())
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
+                if layer not in parts:
+                    parts[layer] = np.empty((len(texts), e.shape[1]), np.float32)
+                parts[layer][pos] = e.float().cpu().numpy()
+            bar.update(len(pos))
     out = {}
     for layer, d in ladder:
-        E = np.concatenate(parts[int(layer)])[inverse][:, : int(d)]
+        E = parts[int(layer)][:, : int(d)]
         out[(int(layer), int(d))] = (E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)).astype(np.float32)
     return out
