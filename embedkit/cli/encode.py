@@ -18,6 +18,7 @@ from embedkit.cli._common import (
     load_model,
     model_option,
     out_option,
+    precision_option,
     prepare_output,
     print_json,
     show_progress,
@@ -46,11 +47,12 @@ def _precheck_out(out, corpus, overwrite):
                  "another input).")
 @click.option("--shard-size", type=POSITIVE, default=4096, show_default=True, help="Texts per shard (a kill loses at most one).")
 @batch_size_option()
+@precision_option
 @json_option
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
               help="Encode on Ray (pip install 'embedkit[ray]'): alone = local Ray or $RAY_ADDRESS; or a cluster address.")
 @click.option("--shard", default=None, metavar="I/N", help="Encode only part I of N (I from 0); N runs fill one --out folder.")
-def encode(model, device, corpus, out, overwrite, shard_size, batch_size, as_json, ray_address, shard):
+def encode(model, device, corpus, out, overwrite, shard_size, batch_size, precision, as_json, ray_address, shard):
     """Encode a corpus into float32 .npy shards; rerun the same command to resume after a kill.
 
     \b
@@ -58,6 +60,7 @@ def encode(model, device, corpus, out, overwrite, shard_size, batch_size, as_jso
       embedkit encode --corpus ../shared/data/retrieval/scifact --out scifact_emb
       embedkit encode --corpus big.jsonl.gz --out emb --shard 0/4      # one of 4 parts (e.g. a Slurm array job)
       embedkit encode --corpus big.jsonl.gz --out emb --ray             # on a local Ray or $RAY_ADDRESS
+      embedkit encode --corpus docs.txt --out emb --backend openvino --precision bf16   # fastest on AVX-512 BF16 CPUs
     """
     from embedkit.data import read_corpus
     from embedkit.encoding import check_resume, encode_command, parse_partition
@@ -68,7 +71,7 @@ def encode(model, device, corpus, out, overwrite, shard_size, batch_size, as_jso
     check_model(model)
     ids, texts, _ = read_corpus(corpus)
     check_resume(out, texts, shard_size=shard_size, overwrite=overwrite)  # a folder it cannot resume: before the model
-    enc = load_model(model, device)
+    enc = load_model(model, device, precision=precision)
     manifest = encode_command(enc, texts, out, ids=ids, ray=ray_address, shard=shard, shard_size=shard_size,
                               batch_size=batch_size, show_progress=show_progress(), overwrite=overwrite, inputs=[corpus])
     if not manifest.get("complete", True):

@@ -23,6 +23,7 @@ from embedkit.cli._common import (
     model_option,
     option,
     out_option,
+    precision_option,
     prepare_output,
     print_json,
     show_progress,
@@ -133,10 +134,11 @@ _STRICT_HELP = "Refuse blank documents (empty or whitespace only) instead of ski
               help="(query, relevant document id) pairs the codec learns from (bebr only): a BEIR folder "
                    "(its qrels/train.tsv) or a query<TAB>doc_id TSV.")
 @batch_size_option()
+@precision_option
 @click.option("--strict", is_flag=True, help=_STRICT_HELP)
 @json_option
 def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_search, embeddings, ray_address, rescore,
-          nlist, keyword, fit_pairs, batch_size, strict, as_json):
+          nlist, keyword, fit_pairs, batch_size, precision, strict, as_json):
     """Encode a corpus, compress it and save an index folder.
 
     \b
@@ -198,7 +200,7 @@ def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_se
         pairs = read_retrieval_pairs(fit_pairs, doc_ids=ids)
         info(f"{len(pairs)} fit pairs from {fit_pairs}")
     info(f"{len(texts)} documents from {corpus}")
-    enc = load_model(model, device)
+    enc = load_model(model, device, precision=precision)
     t = time.perf_counter()
     idx = EmbeddingIndex.build(texts, ids, meta, model=enc, spec=spec, index_type=index_type, rescore=rescore, nlist=nlist,
                                nprobe=nprobe, ef_search=ef_search, keyword=keyword, fit_pairs=pairs,

@@ -283,15 +283,15 @@ def enable_pipeline(model, precision: str | None = None):
         the same model.
 
     Raises:
-        BackendError: an unknown precision, or fp16 on a CPU (bf16 is the CPU's half precision).
+        BackendError: an unknown precision.
     """
     from sentence_transformers import SentenceTransformer
 
     from embedkit.models.identity import identity
 
     precision = default_precision(model.device) if precision is None else check_precision(precision)
-    if precision == "fp16" and model.device.type == "cpu":
-        raise BackendError("precision 'fp16': not supported on the CPU (no fp16 arithmetic there); use bf16 or fp32")
+    if precision == "fp16" and model.device.type == "cpu":  # works (an index built on a GPU reloads), but slowly
+        logger.warning("precision fp16 on the CPU is slower than fp32 (few CPUs compute in fp16); use bf16 or fp32")
     cls = globals().get("PipelinedSentenceTransformer") or __getattr__("PipelinedSentenceTransformer")
     if type(model) is SentenceTransformer:
         model.__class__ = cls

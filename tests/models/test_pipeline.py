@@ -111,8 +111,6 @@ def test_bf16_autocast_on_cpu_is_close_but_computed_in_bf16(tiny_model_path, tin
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"precision": "fp8"}, "precision 'fp8': unknown; use one of fp32, fp16, bf16"),
-    ({"precision": "fp16", "device": "cpu"},
-     "precision 'fp16': not supported on the CPU (no fp16 arithmetic there); use bf16 or fp32"),
     ({"precision": "bf16", "backend": "onnx-int8"},
      "precision 'bf16': the onnx-int8 backend computes in float32 and int8; use --backend openvino or torch "
      "for half precision"),
@@ -165,3 +163,45 @@ def test_encode_ladder_runs_through_the_pipeline_and_equals_the_sub_model(tiny_m
     assert batches
     small = load_encoder(tiny_model_path, device="cpu", layers=1, dim=16)
     np.testing.assert_allclose(ladder[(1, 16)], small.encode(MIXED), atol=1e-5)
+
+
+def test_cli_precision_is_checked_before_the_model_loads(tmp_path):
+    from click.testing import CliRunner
+
+    from embedkit.cli.main import cli
+
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text("a cat\na dog\n")
+    for args in (["encode", "-c", str(corpus), "-o", str(tmp_path / "e")],
+                 ["index", "build", "-c", str(corpus), "-o", str(tmp_path / "i")]):
+        r = CliRunner().invoke(cli, [*args, "--precision", "fp8"])
+        assert r.exit_code == 2
+        assert "Invalid value for '--precision': 'fp8' is not one of 'fp32', 'fp16', 'bf16'." in r.output
+
+
+def test_cli_encode_records_bf16_in_the_cache_namespace(tiny_model_path, isolated_cache, tmp_path):
+    from click.testing import CliRunner
+
+    from embedkit.cli.main import cli
+
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text("a cat\na dog\n")
+    for precision, out in (("fp32", "a"), ("bf16", "b")):
+        r = CliRunner().invoke(cli, ["encode", "-q", "-m", tiny_model_path, "--device", "cpu", "-c", str(corpus),
+                                     "-o", str(tmp_path / out), "--precision", precision])
+        assert r.exit_code == 0, r.output
+    assert len(list((isolated_cache / "embeddings").iterdir())) == 2  # one namespace per precision
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("openvino") is None, reason="openvino extra not installed")
+def test_openvino_backend_fp32_equals_torch_and_bf16_is_keyed(tiny_model_path, tiny_model, tmp_path):
+    from embedkit.cache import model_namespace
+    from embedkit.models.onnx import load_onnx_encoder
+    from embedkit.models.resolve import model_load_options
+
+    f32 = load_onnx_encoder(tiny_model_path, backend="openvino", export_root=tmp_path)
+    np.testing.assert_allclose(f32.encode(MIXED), tiny_model.encode(MIXED), atol=1e-4)
+    bf = load_onnx_encoder(tiny_model_path, backend="openvino", precision="bf16", export_root=tmp_path)
+    assert model_load_options(bf) == {"backend": "openvino", "precision": "bf16"}
+    assert model_namespace(bf) != model_namespace(f32)
+    assert (np.sum(bf.encode(MIXED) * f32.encode(MIXED), 1) > 0.99).all()
