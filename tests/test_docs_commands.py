@@ -19,7 +19,7 @@ from embedkit.cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-ENCODER_BACKENDS = {"torch", "onnx", "onnx-int8"}
+ENCODER_BACKENDS = {"torch", "onnx", "onnx-int8", "openvino"}
 
 
 def _split_commands(line: str) -> list[str]:

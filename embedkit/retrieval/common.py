@@ -60,7 +60,7 @@ def check_ids(ids) -> list[str]:
 
 #: FAISS structures an index can search its codes with (``index_type=``, ``--index-type``)
 INDEX_TYPES = tuple(BACKENDS)
-_ENCODER_BACKENDS = ("torch", "onnx", "onnx-int8")
+_ENCODER_BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
 
 
 def resolve_index_type(index_type: str | None, backend: str | None = None, *, stacklevel: int = 3) -> str:
