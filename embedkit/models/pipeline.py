@@ -259,7 +259,10 @@ def _pipeline_class():
                                           truncate_dim=truncate_dim, device=device, **kwargs)
 
     PipelinedSentenceTransformer.__module__ = __name__
-    PipelinedSentenceTransformer.__qualname__ = "PipelinedSentenceTransformer"
+    PipelinedSentenceTransformer.__qualname__ = "PipelinedSentenceTransformer"  # what pickle looks up
+    # A model's fingerprint hashes the class name of every module (embedkit.models.identity): keeping
+    # "SentenceTransformer" keeps every fingerprint, embedding cache and index manifest valid.
+    PipelinedSentenceTransformer.__name__ = "SentenceTransformer"
     return PipelinedSentenceTransformer
 
 

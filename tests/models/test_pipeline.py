@@ -36,11 +36,16 @@ def calls(monkeypatch):
     return seen
 
 
-def test_load_encoder_returns_the_pipelined_model(tiny_model):
+def test_load_encoder_returns_the_pipelined_model_with_the_same_fingerprint(tiny_model, plain):
+    import pickle
+
+    from embedkit.models.loading import model_fingerprint
     from embedkit.models.pipeline import PipelinedSentenceTransformer, precision_of
 
     assert type(tiny_model) is PipelinedSentenceTransformer
     assert precision_of(tiny_model) == "fp32"
+    assert model_fingerprint(tiny_model) == model_fingerprint(plain)  # caches and index manifests stay valid
+    assert type(pickle.loads(pickle.dumps(tiny_model))) is PipelinedSentenceTransformer  # Ray ships models
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"normalize_embeddings": True}, {"prompt": "query: "},
