@@ -244,6 +244,9 @@ def main():
                     help="evaluate on the first N pairs of each STS set (0 = all 18,850)")
     ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated POOLING+NEGATIVES@SEED")
     ap.add_argument("--measure-memory", action="store_true")
+    ap.add_argument("--state", default=os.path.join(tempfile.gettempdir(), "embedkit-bench-latent-state.json"),
+                    help="finished parts (mining, each run's scores) are kept here: a rerun with the same settings "
+                         "skips them, and the results JSON holds every run finished so far (e.g. --runs in two sittings)")
     a = ap.parse_args()
     if a.measure_memory:
         common.write_results("latent_pooling_memory", {"memory": measure_memory()})
@@ -255,18 +258,34 @@ def main():
     from embedkit.training.run import train_recipe
 
     runs = [r.strip() for r in a.runs.split(",") if r.strip()]
+    settings = {k: v for k, v in vars(a).items() if k not in ("runs", "state", "measure_memory")}
+    state = json.loads(Path(a.state).read_text()) if os.path.exists(a.state) else {}
+    if state.get("settings") != settings:
+        state = {"settings": settings}
+
+    def keep() -> None:
+        Path(a.state).write_text(json.dumps(state))
+
     tmp = tempfile.mkdtemp(prefix="bench-latent-")
     os.environ.setdefault("EMBEDKIT_CACHE", os.path.join(tmp, "cache"))  # the runs' own mining cache
     q_prompt, sts_prompt = instructions(shipped_recipe())
-    results, reports = {}, {}
+    results, reports = state.setdefault("results", {}), state.setdefault("reports", {})
     try:
         corpus = corpus_subset(a.corpus_docs, 42)
         beir = str(write_beir_subset(Path(tmp) / "scifact", corpus[0]) if a.corpus_docs else common.scifact_dir())
-        mining = mine_both(tmp, corpus, a.negatives, a.candidates, a.max_seq_length, 0.95)
+        if "mining" not in state:
+            state["mining"] = mine_both(tmp, corpus, a.negatives, a.candidates, a.max_seq_length, 0.95)
+            keep()
+        mining = state["mining"]
         print(f"mining: embedkit {mining['embedkit_seconds']:.1f}s, ST {mining['sentence_transformers_seconds']:.1f}s, "
               f"same negatives for {mining['same_negatives_share']}", file=sys.stderr)
-        results["untrained"] = evaluate(load_encoder(device="cpu"), corpus, None, None, a.sts_pairs)
+        if "untrained" not in results:
+            results["untrained"] = evaluate(load_encoder(device="cpu"), corpus, None, None, a.sts_pairs)
+            keep()
         for run in runs:
+            if run in results:
+                print(f"{run}: kept from {a.state}", file=sys.stderr)
+                continue
             spec, seed = run.split("@")
             pooling, negatives = spec.split("+")
             out = os.path.join(tmp, run.replace("+", "_").replace("@", "_s"))
@@ -276,8 +295,9 @@ def main():
             reports[run] = json.loads(Path(out, "train_report.json").read_text())
             results[run] = {**evaluate(load_encoder(out, device="cpu"), corpus, q_prompt, sts_prompt, a.sts_pairs),
                             "train_seconds": train_s, "stage2_steps": reports[run]["global_step"]}
+            keep()
             print(f"{run}: nDCG@10 {results[run]['scifact_ndcg10']:.4f} STS {results[run]['sts_average']:.2f} "
-                  f"({train_s:.0f}s)", file=sys.stderr)
+                  f"({train_s:.0f}s)", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     payload = {"config": {**vars(a), "model": default_model_path(), "recipe": str(CONFIG.name), "smoke": smoke},
