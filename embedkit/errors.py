@@ -97,6 +97,7 @@ __all__ = [
     "IndexStateError",
     "DistributedError",
     "ResourceError",
+    "BudgetError",
     "UntrainedSizeWarning",
 ]
 
@@ -107,6 +108,10 @@ class DistributedError(EmbedkitError):
 
 class ResourceError(EmbedkitError):
     """A requested size does not fit this machine's memory (refused before anything is allocated)."""
+
+
+class BudgetError(EmbedkitError):
+    """An index budget (bytes per vector, RAM, query latency) that no candidate configuration meets."""
 
 
 class UntrainedSizeWarning(UserWarning):

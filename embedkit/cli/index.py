@@ -28,6 +28,7 @@ from embedkit.cli._common import (
     print_json,
     show_progress,
 )
+from embedkit.cli.tune import budget_options, build_by_budget, tune_command
 from embedkit.errors import EmbedkitError
 
 
@@ -136,9 +137,10 @@ _STRICT_HELP = "Refuse blank documents (empty or whitespace only) instead of ski
 @batch_size_option()
 @precision_option
 @click.option("--strict", is_flag=True, help=_STRICT_HELP)
+@budget_options
 @json_option
 def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_search, embeddings, ray_address, rescore,
-          nlist, keyword, fit_pairs, batch_size, precision, strict, as_json):
+          nlist, keyword, fit_pairs, batch_size, precision, strict, as_json, **budget):
     """Encode a corpus, compress it and save an index folder.
 
     \b
@@ -168,6 +170,9 @@ def build(model, device, corpus, out, overwrite, spec, index_type, nprobe, ef_se
         check_fit_pairs(spec, fit_pairs, embeddings)
     target = prepare_output(out, "index", overwrite=overwrite, inputs=[corpus, embeddings])
     shape = check_model(model)
+    if any(v is not None for v in budget.values()):  # the tuner chooses size, spec, rescoring and structure
+        return build_by_budget(model=model, device=device, corpus=corpus, target=target, out=out, keyword=keyword,
+                               batch_size=batch_size, strict=strict, as_json=as_json, **budget)
     if embeddings is not None:
         from embedkit.compression.base import check_nlist
         from embedkit.retrieval.sharded import build_command, default_sample_size
@@ -469,3 +474,6 @@ def eval_(index_dir, queries, qrels, beir, split, model, device, force, mode, wh
     click.echo(f"  bytes/vector {res['bytes_per_vector']}  (index on disk {fmt_bytes(res['index_bytes_on_disk'])}, "
                f"without docstore {fmt_bytes(res['index_bytes_without_docs'])})")
     click.echo(f"  latency p50 {res['p50_ms']:.3f} ms/query, batch {res['batch_qps']:.0f} QPS ({res['queries']} queries)")
+
+
+index.add_command(tune_command)

@@ -44,7 +44,9 @@ class PQQuantizer(FaissCodecQuantizer):
         return f"{self.name}:{self.m}x{self.nbits}"
 
     def body(self, dim: int) -> str:
-        return f"PQ{self.m}x{self.nbits}"
+        # "np": no polysemous training (a centroid renumbering for Hamming pre-filtering, which embedkit never
+        # searches with): the same codebook up to centroid order, the same ADC results, 30x faster to fit
+        return f"PQ{self.m}x{self.nbits}np"
 
     def _validate(self, n: int, d: int) -> None:
         m = check_positive_int(self.m, f"{self.name} m (sub-vectors)")

@@ -38,8 +38,8 @@ from embedkit.compression.pq import OPQQuantizer, PQQuantizer
 from embedkit.compression.rabitq import RaBitQQuantizer
 from embedkit.errors import SpecError
 
-__all__ = ["FAISS_HELD", "OWN_SEARCH", "REGISTRY", "CompressionSpec", "StageSpec", "check_spec", "parse", "parse_spec",
-           "quantizer_from_spec", "stage_class"]
+__all__ = ["FAISS_HELD", "OWN_SEARCH", "REGISTRY", "CompressionSpec", "StageSpec", "check_spec", "code_bytes_per_vector",
+           "parse", "parse_spec", "quantizer_from_spec", "spec_output_dim", "stage_class"]
 
 _INT = re.compile(r"^\d+$")
 
@@ -246,6 +246,53 @@ def check_spec(spec: str, *, dim: int | None = None, n_train: int | None = None,
         if backends is not None and backend not in backends:
             raise SpecError(f"{pipeline.quantizer.spec} supports index types {', '.join(backends)}, not {backend!r} (--index-type)")
     return parsed
+
+
+def spec_output_dim(spec: str, dim: int) -> int:
+    """The dimension of the float vectors the quantizer of ``spec`` sees for ``dim``-dimensional input
+    (``mrl:128,binary`` -> 128): the dimension of an index's float16 rescoring vectors.
+
+    Raises:
+        SpecError: a spec that does not parse or does not fit ``dim``.
+    """
+    pipeline = CompressionPipeline.from_spec(check_spec(spec, dim=dim))
+    d = int(dim)
+    for t in pipeline.transforms:
+        d = int(t.dim_out())
+    return d
+
+
+def code_bytes_per_vector(spec: str, dim: int) -> int:
+    """Bytes per vector of the codes ``spec`` writes for ``dim``-dimensional vectors, without fitting it.
+
+    Equals ``quantizer_from_spec(spec).fit(X).code_size`` for any ``X`` of that dimension (RaBitQ's
+    float factors included; binary codes padded to whole bytes). Rescoring vectors, index structure
+    (IVF ids, HNSW links) and codebooks are not codes and are not counted here.
+
+    Raises:
+        SpecError: a spec that does not parse or does not fit ``dim``.
+
+    Example:
+        >>> code_bytes_per_vector("mrl:128,binary", 384), code_bytes_per_vector("pq:48x8", 384)
+        (16, 48)
+    """
+    import faiss
+
+    from embedkit.compression.bebr import BEBRQuantizer
+    from embedkit.compression.binary import BinaryQuantizer
+    from embedkit.compression.faiss_codec import FaissCodecQuantizer
+
+    d = spec_output_dim(spec, dim)
+    q = CompressionPipeline.from_spec(parse(spec)).quantizer
+    if isinstance(q, FaissCodecQuantizer):
+        body = ",".join(([q.prefix] if q.prefix else []) + [q.body(d)])
+        return int(faiss.index_factory(d, body, faiss.METRIC_INNER_PRODUCT).sa_code_size())
+    if isinstance(q, BEBRQuantizer):
+        return int(q.nbits) * int(q.width or d) // 8
+    if isinstance(q, BinaryQuantizer):
+        nbits = d if isinstance(q, SignBinaryQuantizer) else int(q.nbits)
+        return -(-nbits // 8)
+    raise SpecError(f"{spec}: no byte count known for quantizer {q.spec!r}")  # pragma: no cover - every registered one
 
 
 def _is_transform(cls) -> bool:

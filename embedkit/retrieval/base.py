@@ -95,6 +95,8 @@ class IndexBase:
         self.skipped_ids: list[str] = []
         self.skipped_count = 0
         self.build_seconds: float | None = None
+        #: how the index tuner chose this configuration and what it measured (``index build --budget-bytes``)
+        self.tuning: dict | None = None
 
     @property
     def backend(self) -> str:
@@ -437,6 +439,7 @@ class IndexBase:
             index.model_fingerprint if index.model_backend == "torch" else None)
         index.dim = manifest["dim"]
         index.build_seconds = manifest.get("build_seconds")
+        index.tuning = manifest.get("tuning") if isinstance(manifest.get("tuning"), dict) else None
         skipped = manifest.get("skipped_empty") or {"count": 0, "ids": []}
         index.skipped_count, index.skipped_ids = skipped["count"], list(skipped["ids"])
         return index

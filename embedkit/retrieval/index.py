@@ -376,6 +376,7 @@ class EmbeddingIndex(IndexBase):
                     "keyword": self.keyword,
                     "skipped_empty": {"count": self.skipped_count, "ids": self.skipped_ids[:MAX_LISTED_IDS]},
                     "build_seconds": self.build_seconds,
+                    **({"tuning": self.tuning} if self.tuning else {}),
                     "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "files": file_entries(tmp, expected_files(self.rescore)),
                 })
