@@ -9,9 +9,10 @@ evaluation, the server's batches) runs text through :func:`run_pipeline`:
 * texts are sorted by length (characters first, then tokens inside each chunk) and cut into batches of
   at most ``batch_size`` texts and at most ``token_budget`` padded tokens (on CUDA the budget alone
   sizes a batch, so short sentences fill the GPU); results come back in input order;
-* a background thread tokenizes the next chunks (the model's own ``preprocess``: prompts, truncation
+* background threads tokenize the next chunks (the model's own ``preprocess``: prompts, truncation
   and padding exactly as sentence-transformers does them; the fast tokenizer releases the GIL) into a
-  bounded queue while the main thread runs the forward;
+  bounded queue while the main thread runs the forward: one thread on CPU (the forward needs the
+  cores), several on CUDA (:func:`default_workers`), each with its own copy of the tokenizer;
 * on CUDA, batches are copied from pinned host memory with ``non_blocking=True`` and embeddings stay
   on the GPU until the call returns (one copy back, no per-batch synchronisation);
 * ``precision`` (``fp32``, ``fp16``, ``bf16``) runs the forward under ``torch.autocast``; weights stay
@@ -37,14 +38,14 @@ from embedkit.errors import BackendError
 
 # PipelinedSentenceTransformer is built on first use (module __getattr__): it needs sentence-transformers
 __all__ = ["PRECISIONS", "PipelinedSentenceTransformer", "autocast", "check_precision", "default_precision",  # noqa: F822
-           "enable_pipeline", "iter_batches", "plan_batches", "precision_of", "run_pipeline"]
+           "default_workers", "enable_pipeline", "iter_batches", "plan_batches", "precision_of", "run_pipeline"]
 
 logger = logging.getLogger(__name__)
 
 #: Compute precisions of ``--precision`` / ``load_encoder(precision=...)``.
 PRECISIONS = ("fp32", "fp16", "bf16")
 _DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
-#: Texts tokenized per step of the background thread (CPU; on CUDA 8x as many).
+#: Texts tokenized per step of a tokenizer thread.
 CHUNK = 512
 #: Tokenized chunks waiting for the forward at most.
 PREFETCH = 4
@@ -119,15 +120,30 @@ def _slice(features: dict, rows: np.ndarray, width: int, n: int, left: bool, pin
     return out
 
 
-def _producer(model, texts, order, chunk, batch_size, budget, prompt, kwargs, pin, out_q, stop):
-    """Background thread: tokenize chunks of length-sorted texts, cut them into batches, queue them."""
+def _preprocessor(model, worker: int):
+    """``preprocess`` for tokenizer thread ``worker``: the model's own for the first, a copy of its input
+    module with its own tokenizer for the others (one fast tokenizer used from two threads at once can
+    fail with "Already borrowed"); None when the model's input module cannot be copied that way."""
+    if worker == 0:
+        return model.preprocess
+    import copy
+
+    first = model[0] if len(model) else None
+    if first is None or not hasattr(first, "processor") or not hasattr(first, "preprocess"):
+        return None
+    clone = copy.copy(first)  # shares the weights; only the processor (tokenizer) is the clone's own
+    clone.processor = copy.deepcopy(first.processor)
+    return clone.preprocess
+
+
+def _producer(preprocess, left, texts, order, chunks, batch_size, budget, prompt, kwargs, pin, out_q, stop):
+    """Tokenizer thread: tokenize its chunks of length-sorted texts, cut them into batches, queue them."""
     try:
-        left = getattr(getattr(model, "tokenizer", None), "padding_side", "right") == "left"
-        for start in range(0, len(order), chunk):
+        for start, end in chunks:
             if stop.is_set():
                 return
-            pos = order[start:start + chunk]
-            features = model.preprocess([texts[i] for i in pos], prompt=prompt, **kwargs)
+            pos = order[start:end]
+            features = preprocess([texts[i] for i in pos], prompt=prompt, **kwargs)
             mask = features.get("attention_mask")
             lengths = (mask.sum(1).numpy() if mask is not None
                        else np.full(len(pos), features["input_ids"].shape[1]))
@@ -144,13 +160,28 @@ def _producer(model, texts, order, chunk, batch_size, budget, prompt, kwargs, pi
         out_q.put(e)
 
 
-def iter_batches(model, texts: Sequence[str], *, batch_size: int, device, prompt: str | None = None,
-                 token_budget: int | None = None, **kwargs) -> Iterator[tuple[np.ndarray, dict]]:
-    """Yield ``(positions, features on device)`` for every batch of ``texts``, tokenized ahead in a thread.
+def default_workers(device) -> int:
+    """Tokenizer threads: 1 on CPU (the forward needs the cores), on CUDA the cores less one, at most 8."""
+    import os
 
-    ``positions`` index into ``texts``; batches come longest first. On CUDA the features are copied
-    from pinned memory with ``non_blocking=True``. Used by :func:`run_pipeline` and by
-    :func:`embedkit.models.submodel.encode_ladder`.
+    if str(device).startswith("cuda"):
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # pragma: no cover - macOS / Windows
+            cores = os.cpu_count() or 1
+        return max(1, min(8, cores - 1))
+    return 1
+
+
+def iter_batches(model, texts: Sequence[str], *, batch_size: int, device, prompt: str | None = None,
+                 token_budget: int | None = None, workers: int | None = None,
+                 **kwargs) -> Iterator[tuple[np.ndarray, dict]]:
+    """Yield ``(positions, features on device)`` for every batch of ``texts``, tokenized ahead in threads.
+
+    ``positions`` index into ``texts``; batches come roughly longest first (in the order the tokenizer
+    threads finish them). ``workers`` tokenizer threads (default :func:`default_workers`) take chunks in
+    turn. On CUDA the features are copied from pinned memory with ``non_blocking=True``. Used by
+    :func:`run_pipeline` and by :func:`embedkit.models.submodel.encode_ladder`.
     """
     import torch
 
@@ -160,18 +191,27 @@ def iter_batches(model, texts: Sequence[str], *, batch_size: int, device, prompt
     if token_budget is None:
         token_budget = max(batch_size, 128 if cuda else 1) * max_len
     cap = None if cuda else batch_size  # on a GPU the budget alone sizes a batch
-    chunk = CHUNK * (8 if cuda else 1)
+    chunk = CHUNK
     order = np.argsort([-len(t) for t in texts], kind="stable")
+    spans = [(s, min(s + chunk, len(order))) for s in range(0, len(order), chunk)]
+    n_workers = max(1, min(workers or default_workers(device), len(spans)))
+    preprocessors = [p for p in (_preprocessor(model, w) for w in range(n_workers)) if p is not None]
+    left = getattr(getattr(model, "tokenizer", None), "padding_side", "right") == "left"
     out_q: queue.Queue = queue.Queue(maxsize=PREFETCH * 4)
     stop = threading.Event()
-    worker = threading.Thread(target=_producer, name="embedkit-tokenize", daemon=True,
-                              args=(model, texts, order, chunk, cap, token_budget, prompt, kwargs, cuda, out_q, stop))
-    worker.start()
+    threads = [threading.Thread(target=_producer, name=f"embedkit-tokenize-{w}", daemon=True,
+                                args=(pre, left, texts, order, spans[w::len(preprocessors)], cap, token_budget, prompt,
+                                      kwargs, cuda, out_q, stop))
+               for w, pre in enumerate(preprocessors)]
+    for t in threads:
+        t.start()
+    running = len(threads)
     try:
-        while True:
+        while running:
             item = out_q.get()
             if item is None:
-                return
+                running -= 1
+                continue
             if isinstance(item, BaseException):
                 raise item
             pos, features = item
@@ -179,13 +219,14 @@ def iter_batches(model, texts: Sequence[str], *, batch_size: int, device, prompt
                         for k, v in features.items()}
     finally:
         stop.set()
-        worker.join(timeout=5)
+        for t in threads:
+            t.join(timeout=5)
 
 
 def run_pipeline(model, texts: Sequence[str], *, batch_size: int = 32, device=None, precision: str | None = None,
                  prompt: str | None = None, normalize_embeddings: bool = False, truncate_dim: int | None = None,
                  save_to_cpu: bool = True, show_progress_bar: bool = False, token_budget: int | None = None,
-                 **kwargs):
+                 workers: int | None = None, **kwargs):
     """Sentence embeddings of ``texts`` (a float32 torch tensor ``(n, dim)``, rows in input order).
 
     Args:
@@ -200,6 +241,7 @@ def run_pipeline(model, texts: Sequence[str], *, batch_size: int = 32, device=No
         save_to_cpu: return a CPU tensor (else on ``device``).
         token_budget: most padded tokens per batch (default ``batch_size x max_seq_length`` on CPU,
             ``max(batch_size, 128) x max_seq_length`` on CUDA).
+        workers: tokenizer threads (default :func:`default_workers`: 1 on CPU, up to 8 on CUDA).
         kwargs: passed to the model's ``preprocess`` and forward (e.g. ``task``).
     """
     import torch
@@ -215,7 +257,7 @@ def run_pipeline(model, texts: Sequence[str], *, batch_size: int = 32, device=No
     bar = tqdm(total=len(texts), desc="Batches", disable=not show_progress_bar, unit="text")
     with torch.inference_mode(), autocast(device, precision), bar:
         for pos, features in iter_batches(model, texts, batch_size=batch_size, device=device, prompt=prompt,
-                                          token_budget=token_budget, **kwargs):
+                                          token_budget=token_budget, workers=workers, **kwargs):
             emb = model(features, **kwargs)["sentence_embedding"]
             if truncate_dim is not None:
                 emb = emb[:, :truncate_dim]

@@ -80,6 +80,15 @@ def test_order_is_kept_with_mixed_lengths_and_small_token_budgets(tiny_model):
         np.testing.assert_allclose(got, np.concatenate([one_by_one] * 3), atol=1e-5)
 
 
+def test_several_tokenizer_threads_give_the_same_rows(tiny_model, plain, monkeypatch):
+    from embedkit.models import pipeline
+
+    monkeypatch.setattr(pipeline, "CHUNK", 7)  # 9 chunks of MIXED, taken in turn by 3 threads
+    got = pipeline.run_pipeline(tiny_model, MIXED, batch_size=4, workers=3).numpy()
+    np.testing.assert_allclose(got, plain.encode(MIXED), atol=1e-5)
+    assert pipeline.default_workers("cpu") == 1
+
+
 def test_plan_batches_cover_every_text_once_within_the_budget():
     from embedkit.models.pipeline import plan_batches
 
