@@ -45,7 +45,13 @@ from embedkit.compression.spec import quantizer_from_spec
 from embedkit.errors import BudgetError, EmbedkitError
 from embedkit.retrieval.common import default_nprobe
 from embedkit.retrieval.metrics import ndcg_at_k
-from embedkit.retrieval.tune_candidates import Candidate, codec_candidates, model_sizes, smallest_candidate
+from embedkit.retrieval.tune_candidates import (
+    Candidate,
+    codec_candidates,
+    model_sizes,
+    parse_size,
+    smallest_candidate,
+)
 from embedkit.retrieval.tune_report import format_table, pareto_flags, plot_rows, rows_frame
 
 __all__ = ["AGREEMENT", "NDCG", "TuneResult", "agreement_at_k", "exact_top_k", "holdout_split", "parse_size",
@@ -55,25 +61,8 @@ logger = logging.getLogger(__name__)
 
 AGREEMENT = "agreement@10"
 NDCG = "ndcg@10"
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
-          "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4}
 _NPROBE_LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _EF_LADDER = (16, 32, 64, 128, 256)
-
-
-def parse_size(text, option: str = "--max-ram") -> int:
-    """Bytes of a size such as ``"200MB"``, ``"1.5GiB"``, ``"64k"`` or ``"1000"`` (KB = 1000, KiB = 1024).
-
-    Raises:
-        EmbedkitError: (one line naming ``option``) not a positive size.
-    """
-    import re
-
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
-    unit = m.group(2).lower() if m else None
-    if not m or unit not in _UNITS or float(m.group(1)) * _UNITS[unit] < 1:
-        raise EmbedkitError(f"{option} {text!r}: not a size; give bytes such as 200MB, 1.5GiB or 64000")
-    return int(float(m.group(1)) * _UNITS[unit])
 
 
 def exact_top_k(docs: np.ndarray, queries: np.ndarray, k: int = 10) -> np.ndarray:
@@ -177,8 +166,10 @@ class TuneResult:
 class _Measurer:
     """Fits each (size, spec) once and measures configurations on the same sample and queries."""
 
-    def __init__(self, docs, queries, *, truth=None, qrels=None, doc_ids=None, query_ids=None, n_latency=50):
+    def __init__(self, docs, queries, *, truth=None, qrels=None, doc_ids=None, query_ids=None, n_latency=50,
+                 fit_sample=None):
         self.docs, self.queries, self.truth, self.qrels = docs, queries, truth, qrels
+        self.fit_sample = fit_sample
         self.doc_ids, self.query_ids, self.n_latency = doc_ids, query_ids, n_latency
         self.fitted: dict = {}
 
@@ -187,8 +178,11 @@ class _Measurer:
         if key not in self.fitted:
             t = time.perf_counter()
             # FAISS k-means on a sample runs faster on one thread than waking OpenMP workers on a busy machine
-            with single_thread_for_small_batches(len(self.docs[c.size]), threshold=50_000):
-                pipe = quantizer_from_spec(c.spec).fit(self.docs[c.size])
+            X = self.docs[c.size]
+            if self.fit_sample and len(X) > self.fit_sample:  # cheap stage: codecs learn from a subsample
+                X = X[np.sort(np.random.default_rng(0).choice(len(X), self.fit_sample, replace=False))]
+            with single_thread_for_small_batches(len(X), threshold=50_000):
+                pipe = quantizer_from_spec(c.spec).fit(X)
             Xt = np.ascontiguousarray(pipe.transform(self.docs[c.size]), dtype=np.float32)
             self.fitted[key] = (pipe, Xt, time.perf_counter() - t)
         return self.fitted[key]
@@ -280,13 +274,15 @@ def tune_embeddings(docs: Mapping[tuple[int, int], np.ndarray], queries: Mapping
                     query_ids: Sequence[str] | None = None, n_corpus: int | None = None,
                     encode_rate: Mapping[tuple[int, int], float] | None = None, mrl: bool = True,
                     rescore_depths: tuple[int, ...] = (4, 8), index_types: Sequence[str] = ("flat", "ivf", "hnsw"),
-                    hnsw_ms: Sequence[int] = (8, 16, 32), keep: int = 4, exhaustive: bool = False) -> TuneResult:
+                    hnsw_ms: Sequence[int] = (8, 16, 32), keep: int = 4, exhaustive: bool = False,
+                    fit_sample: int | None = 2000) -> TuneResult:
     """Tune on vectors already encoded: ``docs[size]`` (the documents to index) and ``queries[size]`` at every
     model size ``(layers, dim)``; ``full_size`` is the full model's. Without ``qrels`` the queries are held-out
     documents and quality is agreement@10 with exact float search at ``full_size``; with ``qrels`` (and
     ``doc_ids``, ``query_ids``) it is nDCG@10. ``n_corpus`` (default: the sample) scales RAM to the whole corpus.
-    ``exhaustive=True`` measures every candidate under every structure and search effort (the ground truth
-    the pruned search is compared with).
+    ``exhaustive=True`` measures the full grid (every member of every codec family within the budget, every
+    rescoring cut) under every structure and search effort, each codec fitted on all documents: the ground
+    truth the pruned search is compared with. Otherwise codecs are fitted on ``fit_sample`` documents.
 
     Raises:
         BudgetError: (one line) a budget below the smallest candidate, or no configuration within the latency.
@@ -301,10 +297,11 @@ def tune_embeddings(docs: Mapping[tuple[int, int], np.ndarray], queries: Mapping
     per_vector = min(x for x in (budget_bytes, None if max_ram is None else max_ram / n_corpus) if x is not None)
     metric = AGREEMENT if qrels is None else NDCG
     truth = exact_top_k(docs[full_size], queries[full_size], 10) if qrels is None else None
-    m = _Measurer(docs, queries, truth=truth, qrels=qrels, doc_ids=doc_ids, query_ids=query_ids)
+    m = _Measurer(docs, queries, truth=truth, qrels=qrels, doc_ids=doc_ids, query_ids=query_ids,
+                  fit_sample=None if exhaustive else fit_sample)
     sizes = sorted(docs, key=lambda s: (-s[0], -s[1]))
     cands = [c for s in sizes for c in codec_candidates(*s, per_vector, n_train=n, mrl=mrl and s == full_size,
-                                                         rescore_depths=tuple(rescore_depths))]
+                                                         rescore_depths=tuple(rescore_depths), grid=exhaustive)]
     if not cands:
         small = smallest_candidate(sizes, n_train=n)
         what = (f"--budget-bytes {budget_bytes:g}" if budget_bytes is not None and per_vector == budget_bytes

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from embedkit.compression.spec import check_spec, code_bytes_per_vector, spec_output_dim
 from embedkit.errors import BudgetError, EmbedkitError
 
-__all__ = ["MRL_CUTS", "MIN_CODE_BYTES", "Candidate", "codec_candidates", "model_sizes", "smallest_candidate",
-           "structure_bytes"]
+__all__ = ["MRL_CUTS", "MIN_CODE_BYTES", "Candidate", "codec_candidates", "model_sizes", "parse_size",
+           "smallest_candidate", "structure_bytes"]
 
 #: dimensions ``mrl:D`` may cut a model's output to (those below its width)
 MRL_CUTS = (1024, 768, 512, 384, 256, 192, 128, 96, 64, 48, 32)
@@ -120,12 +120,24 @@ def _largest(values, ok):
     return next((v for v in sorted(values, reverse=True) if ok(v)), None)
 
 
-def _codecs_at(dim: int, budget: float, n_train: int, mrl: bool) -> list[str]:
+def _codecs_at(dim: int, budget: float, n_train: int, mrl: bool, grid: bool = False) -> list[str]:
     """Specs (no rescoring) whose codes fit ``budget`` bytes, for ``dim``-dimensional input: per family the
-    largest code that fits (fixed-rate families at the largest ``mrl:D`` cut that fits)."""
+    largest code that fits (fixed-rate families at the largest ``mrl:D`` cut that fits). ``grid``: every
+    member that fits instead (every cut, every PQ M, every 32 bits of LSH/ITQ; OPQ at PQ's largest M only)."""
     dims = [dim] + ([d for d in MRL_CUTS if d < dim] if mrl else [])
     fixed = {"float": 4.0, "f16": 2.0, "int8": 1.0, "binary": 0.125}
     out = []
+    if grid:
+        cut = lambda d, body: body if d == dim else f"mrl:{d},{body}"  # noqa: E731
+        for d in dims:
+            out += [cut(d, f) for f, p in fixed.items() if MIN_CODE_BYTES <= d * p <= budget and d * p == int(d * p)]
+            out += [cut(d, f"rabitq:{b}") for b in (1, 2, 4) if code_bytes_per_vector(cut(d, f"rabitq:{b}"), dim) <= budget]
+        for nbits in (8, 4):
+            out += [f"pq:{m}x{nbits}" for m in range(1, dim + 1) if dim % m == 0 and MIN_CODE_BYTES <= m * nbits / 8 <= budget]
+        out += [f"lsh:{b}" for b in range(32, int(min(budget * 8, 32 * dim)) + 1, 32)]
+        out += [f"itq:{b}" for b in range(32, int(min(budget * 8, dim)) + 1, 32)]
+        out += [s for s in _codecs_at(dim, budget, n_train, mrl) if s.startswith("opq:")]
+        return [s for s in dict.fromkeys(out) if _fits(s, dim, n_train)]
 
     def cut(d: int, body: str) -> str:
         return body if d == dim else f"mrl:{d},{body}"
@@ -153,7 +165,7 @@ def _codecs_at(dim: int, budget: float, n_train: int, mrl: bool) -> list[str]:
 
 
 def codec_candidates(layers: int, dim: int, budget: float, *, n_train: int, mrl: bool = True,
-                     rescore_depths: tuple[int, ...] = (4, 8)) -> list[Candidate]:
+                     rescore_depths: tuple[int, ...] = (4, 8), grid: bool = False) -> list[Candidate]:
     """Flat candidates at model size (``layers``, ``dim``) whose bytes per vector fit ``budget``.
 
     Without rescoring: per compression family the largest code that fits. With rescoring (each depth of
@@ -161,12 +173,12 @@ def codec_candidates(layers: int, dim: int, budget: float, *, n_train: int, mrl:
     binary or ITQ code of it.
     """
     out = []
-    for spec in _codecs_at(dim, budget, n_train, mrl):
+    for spec in _codecs_at(dim, budget, n_train, mrl, grid):
         out.append(Candidate(layers, dim, spec, None, code_bytes_per_vector(spec, dim), 0))
     if rescore_depths:
         dims = [dim] + ([d for d in MRL_CUTS if d < dim] if mrl else [])
-        d = _largest(dims, lambda d: 2 * d + max(MIN_CODE_BYTES, d / 8) <= budget and d % 8 == 0)
-        if d is not None:
+        fit = [d for d in dims if 2 * d + max(MIN_CODE_BYTES, d / 8) <= budget and d % 8 == 0]
+        for d in (fit if grid else fit[:1]):
             for body in ("binary", f"itq:{d}"):
                 spec = body if d == dim else f"mrl:{d},{body}"
                 if d / 8 >= MIN_CODE_BYTES and _fits(spec, dim, n_train):
@@ -186,3 +198,22 @@ def smallest_candidate(sizes: list[tuple[int, int]], *, n_train: int) -> Candida
     if not small:
         raise BudgetError("no compression spec fits these vectors (too few documents to fit any codec)")
     return min(small, key=lambda c: (c.bytes_per_vector, c.layers, c.spec))
+
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+          "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4}
+
+
+def parse_size(text, option: str = "--max-ram") -> int:
+    """Bytes of a size such as ``"200MB"``, ``"1.5GiB"``, ``"64k"`` or ``"1000"`` (KB = 1000, KiB = 1024).
+
+    Raises:
+        EmbedkitError: (one line naming ``option``) not a positive size.
+    """
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    unit = m.group(2).lower() if m else None
+    if not m or unit not in _UNITS or float(m.group(1)) * _UNITS[unit] < 1:
+        raise EmbedkitError(f"{option} {text!r}: not a size; give bytes such as 200MB, 1.5GiB or 64000")
+    return int(float(m.group(1)) * _UNITS[unit])

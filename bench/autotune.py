@@ -1,0 +1,242 @@
+"""Index building by budget (issue 30): the tuner against an exhaustive sweep and autofaiss, same vectors, same run.
+
+    flock /tmp/embedkit-cpu.lock .venv/bin/python bench/autotune.py [--budgets 16,48,128] [--max-query-ms 2]
+    .venv/bin/python bench/autotune.py --quick        # smoke run: 1,200-document subsets, one budget
+
+Collections (default model, embeddings from the cache ``bench/common.py`` and ``bench/bebr.py`` fill):
+SciFact test (5,183 abstracts, 300 judged queries) and the paraphrase collection of ``bench/bebr.py``
+(STS-B test + SICK-R test: 4,656 sentences, 1,070 queries).
+
+Per collection and budget B (bytes per vector: codes + float16 rescoring + IVF/HNSW structure):
+
+* **tuned**: :func:`embedkit.retrieval.tune.tune_embeddings` without labels (agreement@10 with exact float
+  search on 200 held-out documents used as queries, the rest indexed), the pruned search; its choice is then
+  built over the whole corpus and scored by nDCG@10 on the judged test queries;
+* **sweep**: every candidate the tuner could consider, under every structure and search effort
+  (``exhaustive=True``), each scored by nDCG@10 on the test queries: its best within the budget and the
+  latency limit is the ground truth;
+* **autofaiss** 1.10 (criteo): ``get_optimal_index_keys_v2`` with ``max_index_memory_usage = B x n`` bytes,
+  ``build_index`` on the same float vectors (npy), ``get_optimal_hyperparameters(max_speed=--max-query-ms)``
+  — what its ``Quantizer.quantize`` does, minus writing files — searched with the same queries.
+
+FAISS runs on one thread for every system (the 2-core machine is shared). Writes bench/results/autotune.json
+and autotune.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import numpy as np  # noqa: E402
+from common import RESULTS, load_average, scifact, write_results  # noqa: E402
+
+from embedkit.retrieval.metrics import ndcg_at_k  # noqa: E402
+
+
+def collections(quick: bool):
+    from bebr import paraphrase_collection
+
+    ds, doc_ids, D, q_ids, Q, model = scifact()
+    qrels = {q: ds.qrels[q] for q in q_ids}
+    out = {"scifact": (list(doc_ids), D, list(q_ids), Q, qrels)}
+    pid, PD, pq, PQ, pqrels = paraphrase_collection(model)
+    out["paraphrase"] = (pid, PD, pq, PQ, {q: pqrels[q] for q in pq})
+    if quick:
+        for name, (ids, X, qids, Qv, rel) in list(out.items()):
+            judged = {d for q in qids[:150] for d in rel[q]}
+            keep = sorted({i for i, d in enumerate(ids) if d in judged} | set(range(1200)))[:1200]
+            keep_ids = {ids[i] for i in keep}
+            qk = [i for i, q in enumerate(qids[:150]) if any(d in keep_ids for d in rel[q])]
+            out[name] = ([ids[i] for i in keep], X[keep], [qids[i] for i in qk], Qv[qk],
+                         {qids[i]: rel[qids[i]] for i in qk})
+    return out
+
+
+def ndcg_of(rows, ids, qids, qrels) -> float:
+    run = {q: {ids[r]: float(-i) for i, r in enumerate(rr) if r >= 0} for q, rr in zip(qids, rows)}
+    return float(ndcg_at_k(run, qrels, 10))
+
+
+def built(best: dict, X, Q, ids, qids, qrels) -> dict:
+    """The tuned configuration built as an EmbeddingIndex over the whole corpus: nDCG@10, p50 latency, RAM."""
+    from embedkit import EmbeddingIndex
+
+    idx = EmbeddingIndex.build(ids, ids, embeddings=X, spec=best["spec"], index_type=best["index_type"],
+                               rescore=best["rescore"], nprobe=best["nprobe"], ef_search=best["ef_search"],
+                               hnsw_m=best["hnsw_m"] or 32, keyword=False, show_progress=False)
+    _, rows = idx.search_embeddings(Q, 10)
+    times = []
+    for i in range(min(100, len(Q))):
+        t = time.perf_counter()
+        idx.search_embeddings(Q[i:i + 1], 10)
+        times.append(time.perf_counter() - t)
+    q = idx.compression.quantizer
+    quantizer = sum(np.asarray(v).nbytes for s in idx.compression.stages for v in s.state()[1].values())
+    ram = len(idx._code_index.to_bytes()) + quantizer + len(ids) * idx.rescore_bytes_per_vector
+    return {"ndcg@10": round(ndcg_of(rows, ids, qids, qrels), 4), "p50_ms": round(float(np.median(times)) * 1e3, 4),
+            "ram_bytes": int(ram), "code_bytes_per_vector": int(q.code_size)}
+
+
+def autofaiss_anchor(X, Q, ids, qids, qrels, budget: float, max_ms: float, *, strict: bool = False) -> dict:
+    """autofaiss as ``Quantizer.quantize`` runs it; ``strict``: with its flat/HNSW shortcuts for small corpora
+    (below 1,000 / 10,000 vectors, which ignore the memory limit) turned off, so the memory limit decides."""
+    import faiss
+    from autofaiss.external.optimize import get_optimal_hyperparameters, get_optimal_index_keys_v2
+    from autofaiss.external.quantize import build_index
+    from autofaiss.indices.index_utils import set_search_hyperparameters
+
+    n, d = X.shape
+    memory = f"{int(budget * n)}B"
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        np.save(os.path.join(tmp, "emb.npy"), np.ascontiguousarray(X, dtype=np.float32))
+        keys = get_optimal_index_keys_v2(n, d, memory, **({"flat_threshold": 0, "hnsw_threshold": 0} if strict else {}))
+        if not keys:
+            return {"memory": memory, "index_key": None, "note": "autofaiss: no index fits this memory"}
+        note = None
+        try:
+            index = build_index(tmp, keys[0], "ip", n, "4G")
+        except TypeError as e:  # autofaiss 1.10's OPQ constructor predates this faiss (OPQMatrix(M=...))
+            note = f"autofaiss build_index failed ({e}); the same key built with faiss.index_factory, trained, added"
+            index = faiss.index_factory(d, keys[0], faiss.METRIC_INNER_PRODUCT)
+            index.train(np.ascontiguousarray(X, dtype=np.float32))
+            index.add(np.ascontiguousarray(X, dtype=np.float32))
+        try:
+            ivf = faiss.try_extract_index_ivf(index)
+            if ivf is not None:
+                ivf.make_direct_map()  # its hyper-parameter search reconstructs vectors (its own build does this)
+            params = get_optimal_hyperparameters(index, keys[0], max_speed=max_ms)
+            set_search_hyperparameters(index, params)
+        except RuntimeError as e:  # fewer than the 4,000 vectors it reconstructs (--quick subsets)
+            params, note = None, f"{note or ''} hyper-parameter search failed ({str(e)[:80]}); FAISS defaults".strip()
+    seconds = time.perf_counter() - t
+    _, rows = index.search(np.ascontiguousarray(Q, dtype=np.float32), 10)
+    times = []
+    for i in range(min(100, len(Q))):
+        t = time.perf_counter()
+        index.search(np.ascontiguousarray(Q[i:i + 1], dtype=np.float32), 10)
+        times.append(time.perf_counter() - t)
+    return {"memory": memory, "strict": strict, "index_key": keys[0], "params": params, "ndcg@10": round(ndcg_of(rows, ids, qids, qrels), 4),
+            "p50_ms": round(float(np.median(times)) * 1e3, 4), "ram_bytes": len(faiss.serialize_index(index)),
+            "seconds": round(seconds, 2), "note": note}
+
+
+def run_budget(name, data, budget, max_ms, seed=0) -> dict:
+    from embedkit.retrieval.tune import holdout_split, tune_embeddings
+
+    ids, X, qids, Q, qrels = data
+    n, dim = X.shape
+    full = (6, dim)
+    d_rows, q_rows = holdout_split(n, n_queries=200, max_docs=n, seed=seed)
+    t = time.perf_counter()
+    tuned = tune_embeddings({full: X[d_rows]}, {full: X[q_rows]}, full_size=full, budget_bytes=budget,
+                            max_query_ms=max_ms, n_corpus=n)
+    tuner_s = time.perf_counter() - t
+    t = time.perf_counter()
+    sweep = tune_embeddings({full: X}, {full: Q}, full_size=full, budget_bytes=budget, max_query_ms=max_ms,
+                            qrels=qrels, doc_ids=ids, query_ids=qids, exhaustive=True, rescore_depths=(2, 4, 8, 16))
+    sweep_s = time.perf_counter() - t
+    tb = tuned.best
+    mine = built(tb, X, Q, ids, qids, qrels)
+    af = autofaiss_anchor(X, Q, ids, qids, qrels, budget, max_ms)
+    af_strict = autofaiss_anchor(X, Q, ids, qids, qrels, budget, max_ms, strict=True)
+    sb = sweep.best
+    row = {
+        "collection": name, "budget_bytes": budget, "max_query_ms": max_ms, "documents": n, "queries": len(qids),
+        "tuned": {"config": tb["label"], "agreement@10": tb["quality"], "bytes_per_vector": tb["bytes_per_vector"],
+                  **mine, "tuner_seconds": round(tuner_s, 2),
+                  "configurations_measured": tuned.settings["configurations_measured"],
+                  "codec_candidates": tuned.settings["codec_candidates"]},
+        "sweep_best": {"config": sb["label"], "ndcg@10": sb["quality"], "bytes_per_vector": sb["bytes_per_vector"],
+                       "query_ms": sb["query_ms"], "ram_bytes": sb["ram_bytes"], "sweep_seconds": round(sweep_s, 2),
+                       "configurations_measured": sweep.settings["configurations_measured"]},
+        "sweep_rows": [{k: r[k] for k in ("label", "quality", "bytes_per_vector", "query_ms", "ram_bytes")}
+                       for r in sweep.rows],
+        "autofaiss": af,
+        "autofaiss_memory_strict": af_strict,
+    }
+    row["targets"] = {
+        "tuned >= sweep best - 1% (relative)": mine["ndcg@10"] >= 0.99 * sb["quality"],
+        "tuned >= autofaiss (its defaults)": af.get("ndcg@10") is None or mine["ndcg@10"] >= af["ndcg@10"],
+        "autofaiss (its defaults) within budget x n": af.get("ram_bytes", 0) <= budget * n,
+        "tuned >= autofaiss with the memory limit deciding": af_strict.get("ndcg@10") is None
+        or mine["ndcg@10"] >= af_strict["ndcg@10"],
+        "tuned latency within limit": mine["p50_ms"] <= max_ms,
+        "tuner time <= 20% of the sweep": tuner_s <= 0.2 * sweep_s,
+        "tuned RAM <= budget x n (fixed costs included)": mine["ram_bytes"] <= budget * n,
+    }
+    return row
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({r["collection"] for r in rows})
+    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        rs = [r for r in rows if r["collection"] == name]
+        for r in rs:
+            pts = r["sweep_rows"]
+            ax.scatter([p["bytes_per_vector"] for p in pts], [p["quality"] for p in pts], s=8, c="0.75")
+        b = [r["budget_bytes"] for r in rs]
+        ax.plot(b, [r["sweep_best"]["ndcg@10"] for r in rs], "k--o", label="exhaustive sweep best")
+        ax.plot(b, [r["tuned"]["ndcg@10"] for r in rs], "-s", c="crimson", label="embedkit tuner (label-free)")
+        ax.plot(b, [r["autofaiss"].get("ndcg@10", np.nan) for r in rs], ":^", c="tab:blue",
+                label="autofaiss defaults (small-corpus HNSW ignores the memory)")
+        ax.plot(b, [r["autofaiss_memory_strict"].get("ndcg@10", np.nan) for r in rs], ":v", c="tab:green",
+                label="autofaiss, memory limit deciding")
+        ax.set_xscale("log")
+        ax.set_xlabel("budget, bytes per vector (grey: every sweep configuration)")
+        ax.set_ylabel("nDCG@10")
+        ax.set_title(name)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main():
+    import faiss
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budgets", default="16,48,128")
+    ap.add_argument("--max-query-ms", type=float, default=2.0)
+    ap.add_argument("--quick", action="store_true", help="1,200-document subsets, budget 48 only (smoke run)")
+    ap.add_argument("--name", default=None)
+    args = ap.parse_args()
+    faiss.omp_set_num_threads(1)
+    budgets = [48.0] if args.quick else [float(b) for b in args.budgets.split(",")]
+    load_before = load_average()
+    t0 = time.perf_counter()
+    rows = []
+    for name, data in collections(args.quick).items():
+        for b in budgets:
+            r = run_budget(name, data, b, args.max_query_ms)
+            rows.append(r)
+            print(f"{name} B={b:g}: tuned {r['tuned']['config']} nDCG {r['tuned']['ndcg@10']} ({r['tuned']['tuner_seconds']} s) | "
+                  f"sweep {r['sweep_best']['config']} {r['sweep_best']['ndcg@10']} ({r['sweep_best']['sweep_seconds']} s) | "
+                  f"autofaiss {r['autofaiss'].get('index_key')} {r['autofaiss'].get('ndcg@10')} / strict "
+                  f"{r['autofaiss_memory_strict'].get('index_key')} {r['autofaiss_memory_strict'].get('ndcg@10')}",
+                  file=sys.stderr)
+    name = args.name or ("autotune_quick" if args.quick else "autotune")
+    write_results(name, {"quick": args.quick, "max_query_ms": args.max_query_ms, "budgets": budgets, "rows": rows,
+                         "load_average_before": load_before, "load_average_after": load_average(),
+                         "wall_seconds": round(time.perf_counter() - t0, 1),
+                         "speed_note": "latency figures flagged unreliable when the 1-minute load exceeds 2"
+                         if max(load_before[0], load_average()[0]) > 2 else "quiet machine"})
+    plot(rows, RESULTS / f"{name}.png")
+
+
+if __name__ == "__main__":
+    main()
