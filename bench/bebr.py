@@ -208,7 +208,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="48 and 96 B only, SciFact only")
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="SciFact code sizes (bytes)")
     ap.add_argument("--ablation-sizes", default=",".join(map(str, ABLATION_SIZES)), help="sizes with the loss-term ablation")
-    ap.add_argument("--paraphrase-sizes", default="48,96", help="code sizes on the paraphrase collection")
+    ap.add_argument("--paraphrase-sizes", default="48,96", help="code sizes on the paraphrase collection ('' = skip it)")
     ap.add_argument("--epochs", type=int, default=None, help="override BEBR's epochs (default: the codec's)")
     ap.add_argument("--name", default="bebr")
     ap.add_argument("--no-fit-pairs", action="store_true",
@@ -249,7 +249,7 @@ def main():
     res, cache = run_collection("scifact", docs, queries, doc_ids, q_ids, qrels, fit_vectors, sizes,
                                 ablation, extra, fit_pairs=pairs)
     out["collections"]["scifact"] = res
-    if not args.quick:
+    if not args.quick and args.paraphrase_sizes:
         p_ids, P, pq_ids, PQ, p_qrels = paraphrase_collection(model)
         extra_vecs = fit_vectors[fit_counts["corpus"] + fit_counts["train_queries"]:]
         res2, _ = run_collection("paraphrase", P, PQ, p_ids, pq_ids, p_qrels, np.concatenate([P, extra_vecs]),
