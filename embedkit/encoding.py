@@ -178,9 +178,10 @@ def _prepare_folder(out: str | os.PathLike, manifest: dict, overwrite: bool,
             raise
         _remove_outputs(path)
         return path, {}
-    old_fp = old.get("model", {}).get("fingerprint") if isinstance(old.get("model"), dict) else None
+    old_model = old.get("model") if isinstance(old.get("model"), dict) else {}
     if ({k: old.get(k) for k in _IDENTITY} != {k: manifest[k] for k in _IDENTITY}
-            or old_fp != manifest["model"]["fingerprint"]):
+            or old_model.get("fingerprint") != manifest["model"]["fingerprint"]
+            or old_model.get("precision", "fp32") != manifest["model"]["precision"]):
         if not overwrite:
             raise EmbedkitError(f"{out} holds shards of another input or model; choose an empty --out folder "
                                 "or pass --overwrite to replace them")
@@ -218,6 +219,7 @@ def check_resume(out: str | os.PathLike, texts: Sequence[str], *, shard_size: in
 def _start(model, texts, out, ids, shard_size, batch_size, overwrite, inputs, max_chars):
     """Validate, prepare ``out`` and write ids + manifest; return (folder, manifest, recorded, cut texts)."""
     from embedkit.models.loading import model_description, model_fingerprint
+    from embedkit.models.pipeline import precision_of
     from embedkit.validation import check_positive_int
 
     check_texts(texts, "document")
@@ -232,7 +234,8 @@ def _start(model, texts, out, ids, shard_size, batch_size, overwrite, inputs, ma
                        n_cut, max_chars, max_chars)
     manifest = {
         "format": FORMAT,
-        "model": {"source": model_description(model), "fingerprint": model_fingerprint(model)},
+        "model": {"source": model_description(model), "fingerprint": model_fingerprint(model),
+                  "precision": precision_of(model)},
         "texts_sha256": _texts_digest(texts),
         "ids_sha256": _texts_digest(ids),
         "count": len(texts),
@@ -343,10 +346,10 @@ def encode_to_shards(model, texts: Sequence[str], out: str | os.PathLike, *, ids
 class _RayEncoder:
     """A Ray actor: loads the model once, encodes one shard of texts per call (``map_batches``)."""
 
-    def __init__(self, source, fingerprint, batch_size, device):
+    def __init__(self, source, fingerprint, batch_size, device, precision="fp32"):
         from embedkit.models.loading import load_encoder, model_fingerprint
 
-        self.model = load_encoder(source, device=device)
+        self.model = load_encoder(source, device=device, precision=precision)
         fp = model_fingerprint(self.model)
         if fingerprint is not None and fp != fingerprint:
             raise EmbedkitError(f"the model {source!r} on this Ray worker has fingerprint {fp}, the driver's "
@@ -430,7 +433,7 @@ def encode_with_ray(model, texts: Sequence[str], out: str | os.PathLike, *, ids:
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         kwargs = {"num_gpus": 1} if gpus else {"num_cpus": 1}
         ds = ds.map_batches(_RayEncoder, fn_constructor_args=(source, manifest["model"]["fingerprint"], batch_size,
-                                                              "cuda" if gpus else "cpu"),
+                                                              "cuda" if gpus else "cpu", manifest["model"]["precision"]),
                             batch_size=1, concurrency=size, **kwargs)
         with tqdm(total=len(todo), desc="encoding on Ray", unit="shard", disable=not show_progress) as bar:
             for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=2):
