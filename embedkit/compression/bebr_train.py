@@ -253,8 +253,6 @@ def train(quantizer, X: np.ndarray, Xc, groups, gen, *, holdout: tuple[np.ndarra
 
     # with pairs the task's own measure decides (the held-out pairs' recall, SDC and ADC); without them,
     # agreement with exact float search. Every measure that decides must be at least the start's.
-    deciding = (lambda scores: [k for k in scores if k.startswith("pairs_")]) if held_pairs is not None \
-        else (lambda scores: list(scores))
     selection = {"metric": "recall@10 of held-out pairs' documents, SDC and ADC (float-search agreement recorded)"
                            if held_pairs is not None else
                            "recall@10 of SDC and ADC against exact float search on held-out vectors",
@@ -264,7 +262,8 @@ def train(quantizer, X: np.ndarray, Xc, groups, gen, *, holdout: tuple[np.ndarra
     if sel_q is not None:
         init_scores = measure()
         selection["epochs"].append({"epoch": 0, **init_scores})
-        best_state, best_score = copy.deepcopy(model.state_dict()), sum(init_scores[k] for k in deciding(init_scores))
+        deciding = [k for k in init_scores if k.startswith("pairs_")] if held_pairs is not None else list(init_scores)
+        best_state, best_score = copy.deepcopy(model.state_dict()), sum(init_scores[k] for k in deciding)
     bar = tqdm(total=total, desc=f"fitting {q.spec}", unit="step", disable=not q.show_progress)
     since_best = 0
     for epoch in range(epochs):
@@ -336,10 +335,9 @@ def train(quantizer, X: np.ndarray, Xc, groups, gen, *, holdout: tuple[np.ndarra
             row.update(scores)
             selection["epochs"].append({"epoch": epoch + 1, **scores})
             # an epoch counts only if no deciding measure fell below the start: trained >= untrained, SDC and ADC
-            keys = deciding(scores)
-            eligible = all(scores[k] >= init_scores[k] for k in keys)
-            if eligible and sum(scores[k] for k in keys) > best_score:
-                best_state, best_epoch, best_score = copy.deepcopy(model.state_dict()), epoch + 1, sum(scores[k] for k in keys)
+            score = sum(scores[k] for k in deciding)
+            if all(scores[k] >= init_scores[k] for k in deciding) and score > best_score:
+                best_state, best_epoch, best_score = copy.deepcopy(model.state_dict()), epoch + 1, score
                 since_best = 0
             else:
                 since_best += 1

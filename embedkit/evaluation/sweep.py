@@ -76,7 +76,7 @@ def evaluate_method(method: SweepMethod, docs: np.ndarray, queries: np.ndarray, 
     ``fit_vectors`` (default: ``docs``) are what every learned codec is fitted on, e.g. the corpus
     plus other unlabelled text of the same encoder; anchors given as ``build`` see only ``docs``.
     ``fit_pairs`` (query vectors, relevant document vectors) go to the codecs that learn from pairs
-    (``accepts_pairs``: bebr) unless the method's ``quantizer_kwargs`` say ``fit_pairs=False``.
+    (``accepts_pairs``: bebr).
     """
     from embedkit.compression.spec import quantizer_from_spec
     from embedkit.retrieval.metrics import ndcg_at_k, recall_at_k
@@ -89,16 +89,15 @@ def evaluate_method(method: SweepMethod, docs: np.ndarray, queries: np.ndarray, 
         stored_bytes = code_size
         spec = method.label or method.name
     else:
-        kwargs = dict(method.quantizer_kwargs)
-        use_pairs = bool(kwargs.pop("fit_pairs", True)) and fit_pairs is not None
-        key = (method.spec, tuple(sorted((k_, repr(v)) for k_, v in kwargs.items())), use_pairs)
+        key = (method.spec, tuple(sorted((k_, repr(v)) for k_, v in method.quantizer_kwargs.items())),
+               fit_pairs is not None)
         if cache is not None and key in cache:
             pipe, fit_s = cache[key]
             t0 -= fit_s
         else:
             pipe = quantizer_from_spec(method.spec)
-            pipe.quantizer.set_params(**kwargs)
-            pairs = fit_pairs if use_pairs and getattr(pipe.quantizer, "accepts_pairs", False) else None
+            pipe.quantizer.set_params(**method.quantizer_kwargs)
+            pairs = fit_pairs if getattr(pipe.quantizer, "accepts_pairs", False) else None
             pipe.fit(docs if fit_vectors is None else np.ascontiguousarray(fit_vectors, dtype=np.float32), pairs=pairs)
             if cache is not None:
                 cache[key] = (pipe, time.perf_counter() - t0)
