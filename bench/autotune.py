@@ -176,6 +176,78 @@ def run_budget(name, data, budget, max_ms, seed=0) -> dict:
     return row
 
 
+def starbucks_show(args) -> dict:
+    """The tuner on a model trained with the shipped ``configs/starbucks.yaml`` (CPU scale: ``--starbucks-steps``),
+    label-free, at one budget: without a throughput floor, then with ``--min-docs-per-s`` at ``--floor`` x the full
+    model's measured encoding rate. Each choice is built over a SciFact subset and scored by nDCG@10 on its judged
+    test queries, beside the same (layers, dims, spec) cut from the untrained default model (what a user without the
+    ladder would get at that speed)."""
+    import yaml
+    from matryoshka import scifact as scifact_subset
+
+    from embedkit import EmbeddingIndex
+    from embedkit.models.loading import load_encoder
+    from embedkit.retrieval.tune import encoder_at, tune
+    from embedkit.training import validate_recipe
+    from embedkit.training.run import train_recipe
+
+    tmp = tempfile.mkdtemp(prefix="bench-autotune-sb-")
+    recipe_path = os.path.join(os.path.dirname(__file__), "..", "configs", "starbucks.yaml")
+    model_dir, train_s, steps = args.starbucks_model, None, None
+    if model_dir is None:
+        raw = yaml.safe_load(open(recipe_path, encoding="utf-8"))
+        raw["output"] = model_dir = os.path.join(tmp, "starbucks")
+        if args.starbucks_steps:
+            raw["training"]["max_steps"] = steps = args.starbucks_steps
+        t = time.perf_counter()
+        train_recipe(validate_recipe(raw, "configs/starbucks.yaml"), show_progress=False)
+        train_s = time.perf_counter() - t
+        print(f"starbucks recipe trained in {train_s:.0f} s", file=sys.stderr, flush=True)
+    doc_ids, docs, q_ids, queries, qrels = scifact_subset(args.starbucks_docs, 150, 42)
+
+    def ndcg_of_choice(encoder, best) -> float:
+        idx = EmbeddingIndex.build(docs, doc_ids, model=encoder, spec=best["spec"], index_type=best["index_type"],
+                                   rescore=best["rescore"], nprobe=best["nprobe"], ef_search=best["ef_search"],
+                                   hnsw_m=best["hnsw_m"] or 32, keyword=False, show_progress=False)
+        Qv = encoder.encode(queries, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+        _, ids = idx.search_ids(Qv, 10)
+        run = {q: {d: float(-i) for i, d in enumerate(r) if d} for q, r in zip(q_ids, ids)}
+        return round(float(ndcg_at_k(run, qrels, 10)), 4)
+
+    out = {"recipe": "configs/starbucks.yaml", "max_steps": steps, "train_seconds": train_s,
+           "documents": len(docs), "queries": len(q_ids), "budget_bytes": args.starbucks_budget, "settings": []}
+    floor = None
+    for label in ("no throughput floor", f"min-docs-per-s = {args.floor:g} x the full model's rate"):
+        r = tune(docs, doc_ids, model=model_dir, budget_bytes=args.starbucks_budget, max_query_ms=args.max_query_ms,
+                 n_queries=200, min_docs_per_s=floor)
+        full = tuple(r.settings["model_sizes"][0])
+        rate = {tuple(x): None for x in r.settings["model_sizes"]}
+        for row in r.rows:
+            rate[(row["layers"], row["dim"])] = row["encode_docs_per_s"]
+        b = r.best
+        size = (b["layers"], b["dim"])
+        best_by_size = {}
+        for row in r.rows:
+            key = f"{row['layers']}L/{row['dim']}d"
+            best_by_size[key] = max(best_by_size.get(key, 0.0), row["quality"])
+        entry = {"setting": label, "min_docs_per_s": floor, "chosen": b["label"], "agreement@10": b["quality"],
+                 "encode_docs_per_s": b["encode_docs_per_s"], "query_ms": b["query_ms"],
+                 "bytes_per_vector": b["bytes_per_vector"], "ndcg@10": ndcg_of_choice(encoder_at(r.model, size, full), b),
+                 "best_agreement_by_size": best_by_size,
+                 "encode_docs_per_s_by_size": {f"{k[0]}L/{k[1]}d": v for k, v in rate.items()}}
+        if size != full:  # the same size and spec cut from the untrained default model
+            cut = load_encoder(device="cpu", layers=size[0], dim=size[1])
+            entry["untrained_cut_same_config_ndcg@10"] = ndcg_of_choice(cut, b)
+            entry["smaller_model_chosen"] = True
+        else:
+            entry["smaller_model_chosen"] = False
+        out["settings"].append(entry)
+        print(f"starbucks, {label}: {b['label']} agreement {b['quality']} nDCG {entry['ndcg@10']} "
+              f"(untrained cut {entry.get('untrained_cut_same_config_ndcg@10')})", file=sys.stderr, flush=True)
+        floor = args.floor * rate[full]
+    return out
+
+
 def plot(rows, path):
     import matplotlib
 
@@ -214,13 +286,23 @@ def main():
     ap.add_argument("--max-query-ms", type=float, default=2.0)
     ap.add_argument("--quick", action="store_true", help="1,200-document subsets, budget 48 only (smoke run)")
     ap.add_argument("--name", default=None)
+    ap.add_argument("--collections", default="scifact,paraphrase", help="comma-separated; '' skips the comparison")
+    ap.add_argument("--starbucks", action="store_true", help="also the Starbucks-model show (trains the shipped recipe)")
+    ap.add_argument("--starbucks-model", default=None, help="a model trained with configs/starbucks.yaml (skips training)")
+    ap.add_argument("--starbucks-steps", type=int, default=0, help="max_steps for the recipe (0: its own epochs)")
+    ap.add_argument("--starbucks-docs", type=int, default=1000, help="SciFact documents for the Starbucks show")
+    ap.add_argument("--starbucks-budget", type=float, default=48.0)
+    ap.add_argument("--floor", type=float, default=2.0, help="throughput floor, x the full model's encoding rate")
     args = ap.parse_args()
     faiss.omp_set_num_threads(1)
     budgets = [48.0] if args.quick else [float(b) for b in args.budgets.split(",")]
     load_before = load_average()
     t0 = time.perf_counter()
     rows = []
-    for name, data in collections(args.quick).items():
+    wanted = [c for c in args.collections.split(",") if c]
+    for name, data in (collections(args.quick).items() if wanted else ()):
+        if name not in wanted:
+            continue
         for b in budgets:
             r = run_budget(name, data, b, args.max_query_ms)
             rows.append(r)
@@ -230,12 +312,14 @@ def main():
                   f"{r['autofaiss_memory_strict'].get('index_key')} {r['autofaiss_memory_strict'].get('ndcg@10')}",
                   file=sys.stderr)
     name = args.name or ("autotune_quick" if args.quick else "autotune")
-    write_results(name, {"quick": args.quick, "max_query_ms": args.max_query_ms, "budgets": budgets, "rows": rows,
+    show = starbucks_show(args) if args.starbucks else None
+    write_results(name, {"starbucks_show": show, "collections": wanted,"quick": args.quick, "max_query_ms": args.max_query_ms, "budgets": budgets, "rows": rows,
                          "load_average_before": load_before, "load_average_after": load_average(),
                          "wall_seconds": round(time.perf_counter() - t0, 1),
                          "speed_note": "latency figures flagged unreliable when the 1-minute load exceeds 2"
                          if max(load_before[0], load_average()[0]) > 2 else "quiet machine"})
-    plot(rows, RESULTS / f"{name}.png")
+    if rows:
+        plot(rows, RESULTS / f"{name}.png")
 
 
 if __name__ == "__main__":

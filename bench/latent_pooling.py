@@ -133,6 +133,7 @@ def mine_both(tmp: str, corpus, negatives: int, candidates: int, max_seq_length:
     from embedkit.training.mining import mine_hard_negatives as ek_mine
 
     ids, texts = corpus
+    load_before = os.getloadavg()
     tr = read_beir(common.scifact_dir(), split="train")
     known = set(ids)
     pairs = [(tr.queries[q], d) for q, rel in tr.qrels.items() for d, r in rel.items()
@@ -167,6 +168,7 @@ def mine_both(tmp: str, corpus, negatives: int, candidates: int, max_seq_length:
     return {"pairs": len(pairs), "corpus": len(ids), "negatives": negatives, "candidates": candidates,
             "max_seq_length": max_seq_length, "embedkit_seconds": ek_s, "sentence_transformers_seconds": st_s,
             "speed_ratio_embedkit_over_st": st_s / ek_s, "embedkit_stats": mined.stats,
+            "load_average_before": load_before, "load_average_after": os.getloadavg(),
             "embedkit_pairs_with_all_negatives": len(ek_negs), "st_rows": len(st),
             "same_negatives_share": (sum(st_negs[k] == ek_negs[k] for k in both) / len(both)) if both else None,
             "kept_negatives_outscoring_a_labelled_positive": int(outscoring)}
@@ -242,6 +244,8 @@ def main():
     ap.add_argument("--corpus-docs", type=int, default=None, help="a smaller corpus (judged + random); a smoke run")
     ap.add_argument("--sts-pairs", type=int, default=1000,
                     help="evaluate on the first N pairs of each STS set (0 = all 18,850)")
+    ap.add_argument("--remine", action="store_true",
+                    help="measure the mining comparison again (e.g. on a quiet machine) and keep finished runs")
     ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated POOLING+NEGATIVES@SEED")
     ap.add_argument("--measure-memory", action="store_true")
     ap.add_argument("--state", default=os.path.join(tempfile.gettempdir(), "embedkit-bench-latent-state.json"),
@@ -258,7 +262,7 @@ def main():
     from embedkit.training.run import train_recipe
 
     runs = [r.strip() for r in a.runs.split(",") if r.strip()]
-    settings = {k: v for k, v in vars(a).items() if k not in ("runs", "state", "measure_memory")}
+    settings = {k: v for k, v in vars(a).items() if k not in ("runs", "state", "measure_memory", "remine")}
     state = json.loads(Path(a.state).read_text()) if os.path.exists(a.state) else {}
     if state.get("settings") != settings:
         state = {"settings": settings}
@@ -273,7 +277,7 @@ def main():
     try:
         corpus = corpus_subset(a.corpus_docs, 42)
         beir = str(write_beir_subset(Path(tmp) / "scifact", corpus[0]) if a.corpus_docs else common.scifact_dir())
-        if "mining" not in state:
+        if "mining" not in state or a.remine:
             state["mining"] = mine_both(tmp, corpus, a.negatives, a.candidates, a.max_seq_length, 0.95)
             keep()
         mining = state["mining"]

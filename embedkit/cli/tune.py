@@ -31,6 +31,9 @@ BUDGET_OPTIONS = (
                  help="RAM of the loaded index for the whole corpus, fixed costs included, e.g. 200MB, 1.5GiB."),
     click.option("--max-query-ms", type=POSITIVE_FLOAT, default=None, metavar="T",
                  help="p50 single-query search latency limit in ms (query encoding apart)."),
+    click.option("--min-docs-per-s", type=POSITIVE_FLOAT, default=None, metavar="R",
+                 help="Encoding throughput floor: only model sizes (a Matryoshka / Starbucks ladder's sub-models) "
+                      "that encode at least R documents per second are candidates."),
 )
 
 
@@ -63,7 +66,7 @@ def _judgements(queries, qrels):
 
 
 def _run_tuner(model, device, corpus, budget_bytes, max_ram, max_query_ms, qmap, qrel_map, sample, held_out,
-               batch_size):
+               batch_size, min_docs_per_s=None):
     from embedkit.data import read_corpus
     from embedkit.retrieval.tune import tune
 
@@ -72,7 +75,7 @@ def _run_tuner(model, device, corpus, budget_bytes, max_ram, max_query_ms, qmap,
     enc = load_model(model, device)
     result = tune(texts, ids, model=enc, budget_bytes=budget_bytes, max_ram=max_ram, max_query_ms=max_query_ms,
                   queries=qmap, qrels=qrel_map, max_docs=sample, n_queries=held_out, batch_size=batch_size,
-                  show_progress=show_progress())
+                  show_progress=show_progress(), min_docs_per_s=min_docs_per_s)
     return result, (ids, texts, meta)
 
 
@@ -103,8 +106,8 @@ _HELD_OUT = click.option("--held-out", type=POSITIVE, default=200, show_default=
 @click.option("--all", "all_rows", is_flag=True, help="Print every measured configuration, not only the Pareto front.")
 @batch_size_option()
 @json_option
-def tune_command(model, device, corpus, budget_bytes, max_ram, max_query_ms, queries, qrels, sample, held_out, out,
-                 overwrite, all_rows, batch_size, as_json):
+def tune_command(model, device, corpus, budget_bytes, max_ram, max_query_ms, min_docs_per_s, queries, qrels, sample,
+                 held_out, out, overwrite, all_rows, batch_size, as_json):
     """Measure index configurations on a sample and print the Pareto table (quality, bytes, RAM, latency).
 
     Candidates: the model's trained sizes (its Matryoshka / Starbucks ladder), every compression
@@ -125,7 +128,7 @@ def tune_command(model, device, corpus, budget_bytes, max_ram, max_query_ms, que
                                                      inputs=[corpus, queries, qrels])
     check_model(model)
     result, _ = _run_tuner(model, device, corpus, budget_bytes, max_ram_b, max_query_ms, qmap, qrel_map, sample,
-                           held_out, batch_size)
+                           held_out, batch_size, min_docs_per_s)
     if target is not None:
         with atomic_directory(target) as tmp:
             atomic_write_json(tmp / "tune.json", result.to_dict())
@@ -139,7 +142,7 @@ def tune_command(model, device, corpus, budget_bytes, max_ram, max_query_ms, que
 
 
 def build_by_budget(*, model, device, corpus, target, out, budget_bytes, max_ram, max_query_ms, keyword, batch_size,
-                    strict, as_json):
+                    strict, as_json, min_docs_per_s=None):
     """``index build --budget-bytes``: tune on a sample, build the chosen configuration, record it (manifest ``tuning``)."""
     from embedkit.retrieval.index import directory_size
 
@@ -153,7 +156,7 @@ def build_by_budget(*, model, device, corpus, target, out, budget_bytes, max_ram
     max_ram_b = check_budget(budget_bytes, max_ram)
     t = time.perf_counter()
     result, (ids, texts, meta) = _run_tuner(model, device, corpus, budget_bytes, max_ram_b, max_query_ms, None, None,
-                                            20000, 200, batch_size)
+                                            20000, 200, batch_size, min_docs_per_s)
     info(_describe(result))
     idx = result.build_index(texts, ids, meta, keyword=keyword, batch_size=batch_size, show_progress=show_progress(),
                              on_empty="error" if strict else "skip")

@@ -161,3 +161,25 @@ def test_ladder_model_and_judged_queries(tmp_path, isolated_cache):
     small = [row for row in r.rows if (row["layers"], row["dim"]) == (1, 16)]
     assert small and all(row["encode_docs_per_s"] > 0 for row in small)
     assert not any(row["spec"].startswith("mrl:") for row in small)  # trained sizes are not cut further
+
+
+def test_throughput_floor_keeps_only_fast_enough_sizes(sample):
+    """``min_docs_per_s`` drops the model sizes that encode slower (the smaller sub-model is then chosen), and a
+    floor no size meets is one line naming the fastest."""
+    docs, queries = sample
+    X, Q = docs[(2, 32)], queries[(2, 32)]
+    two = ({(2, 32): X, (1, 16): X[:, :16]}, {(2, 32): Q, (1, 16): Q[:, :16]})
+    rate = {(2, 32): 100.0, (1, 16): 250.0}
+    free = tune_embeddings(*two, full_size=(2, 32), budget_bytes=200, encode_rate=rate, rescore_depths=(), keep=1)
+    assert (free.best["layers"], free.best["dim"]) == (2, 32)  # float at full size is exact: agreement 1.0
+    fast = tune_embeddings(*two, full_size=(2, 32), budget_bytes=200, encode_rate=rate, rescore_depths=(), keep=1,
+                           min_docs_per_s=200)
+    assert (fast.best["layers"], fast.best["dim"]) == (1, 16)
+    assert {(r["layers"], r["dim"]) for r in fast.rows} == {(1, 16)}
+    assert fast.settings["model_sizes_tried"] == [[1, 16]] and fast.best["encode_docs_per_s"] == 250.0
+    with pytest.raises(BudgetError) as e:
+        tune_embeddings(*two, full_size=(2, 32), budget_bytes=200, encode_rate=rate, min_docs_per_s=300)
+    assert str(e.value) == ("--min-docs-per-s 300: no model size encodes that fast; the fastest measured, 1 layers x "
+                            "16 dims, did 250 documents per second")
+    with pytest.raises(EmbedkitError, match="^min_docs_per_s needs encode_rate"):
+        tune_embeddings(*two, full_size=(2, 32), budget_bytes=200, min_docs_per_s=1)
