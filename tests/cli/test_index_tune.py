@@ -73,3 +73,12 @@ def test_tune_errors_are_one_line(invoke, tiny_model_path, corpus, tmp_path, iso
         "give --queries and --qrels together")
     invoke("index", "tune", "-c", corpus, "-m", tiny_model_path, "--budget-bytes", 2, "-q").one_line_error(
         "--budget-bytes 2: smaller than any candidate; the smallest needs 4 bytes per vector (binary at 2 layers x 32 dims)")
+
+
+def test_throughput_floor_no_size_meets_is_one_line(invoke, tiny_model_path, corpus, isolated_cache):
+    r = invoke("index", "tune", "-c", corpus, "-m", tiny_model_path, "--budget-bytes", 8, "--min-docs-per-s", 1e12,
+               "-q")
+    assert r.code != 0
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --min-docs-per-s 1e+12: no model size encodes that fast; "
+                                               "the fastest measured, 2 layers x 32 dims, did ")
