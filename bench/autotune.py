@@ -244,7 +244,8 @@ def starbucks_show(args) -> dict:
         out["settings"].append(entry)
         print(f"starbucks, {label}: {b['label']} agreement {b['quality']} nDCG {entry['ndcg@10']} "
               f"(untrained cut {entry.get('untrained_cut_same_config_ndcg@10')})", file=sys.stderr, flush=True)
-        floor = args.floor * rate[full]
+        if floor is None:  # the second setting's floor, from the full model's rate measured in the first
+            floor = args.floor * rate[full]
     return out
 
 
