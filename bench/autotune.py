@@ -301,6 +301,17 @@ def main():
     t0 = time.perf_counter()
     rows = []
     wanted = [c for c in args.collections.split(",") if c]
+    out_name = args.name or ("autotune_quick" if args.quick else "autotune")
+
+    def save(show, done: bool) -> None:  # after every budget, so a stopped run keeps what it measured
+        write_results(out_name, {
+            "complete": done, "starbucks_show": show, "collections": wanted, "quick": args.quick,
+            "max_query_ms": args.max_query_ms, "budgets": budgets, "rows": rows,
+            "load_average_before": load_before, "load_average_after": load_average(),
+            "wall_seconds": round(time.perf_counter() - t0, 1),
+            "speed_note": "latency figures flagged unreliable when the 1-minute load exceeds 2"
+            if max(load_before[0], load_average()[0]) > 2 else "quiet machine"})
+
     for name, data in (collections(args.quick).items() if wanted else ()):
         if name not in wanted:
             continue
@@ -311,16 +322,12 @@ def main():
                   f"sweep {r['sweep_best']['config']} {r['sweep_best']['ndcg@10']} ({r['sweep_best']['sweep_seconds']} s) | "
                   f"autofaiss {r['autofaiss'].get('index_key')} {r['autofaiss'].get('ndcg@10')} / strict "
                   f"{r['autofaiss_memory_strict'].get('index_key')} {r['autofaiss_memory_strict'].get('ndcg@10')}",
-                  file=sys.stderr)
-    name = args.name or ("autotune_quick" if args.quick else "autotune")
+                  file=sys.stderr, flush=True)
+            save(None, False)
     show = starbucks_show(args) if args.starbucks else None
-    write_results(name, {"starbucks_show": show, "collections": wanted,"quick": args.quick, "max_query_ms": args.max_query_ms, "budgets": budgets, "rows": rows,
-                         "load_average_before": load_before, "load_average_after": load_average(),
-                         "wall_seconds": round(time.perf_counter() - t0, 1),
-                         "speed_note": "latency figures flagged unreliable when the 1-minute load exceeds 2"
-                         if max(load_before[0], load_average()[0]) > 2 else "quiet machine"})
+    save(show, True)
     if rows:
-        plot(rows, RESULTS / f"{name}.png")
+        plot(rows, RESULTS / f"{out_name}.png")
 
 
 if __name__ == "__main__":
