@@ -31,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -48,7 +47,8 @@ from embedkit.retrieval.metrics import ndcg_at_k
 from embedkit.retrieval.tune_candidates import (
     Candidate,
     codec_candidates,
-    model_sizes,
+    encoder_at,
+    model_shape,
     parse_size,
     smallest_candidate,
 )
@@ -409,35 +409,6 @@ def _pick(rows: list[dict], per_vector: float, budget_bytes, max_ram, max_query_
     return max(fast, key=lambda r: (r["quality"], -r["bytes_per_vector"], -r["query_ms"]))
 
 
-def encoder_at(model, size: tuple[int, int], full_size: tuple[int, int]):
-    """The encoder of ``model`` cut to ``size`` (layers, dim): the model itself at ``full_size``; for a model
-    loaded from a folder or name, ``load_encoder(source, layers=, dim=)`` (recorded in an index like any
-    sub-model), else a cut copy."""
-    from embedkit.models.identity import identity
-    from embedkit.models.loading import load_encoder
-    from embedkit.models.submodel import truncate_encoder
-
-    if tuple(size) == tuple(full_size):
-        return model
-    layers, dim = size
-    source = identity(model).source
-    if source is not None:
-        return load_encoder(source, layers=layers, dim=dim, device=str(model.device))
-    return truncate_encoder(copy.deepcopy(model), layers=layers, dim=dim)
-
-
-def _shape(model):
-    from embedkit.models.identity import identity
-    from embedkit.models.loading import load_encoder
-    from embedkit.models.submodel import model_depth, read_trained_sizes
-
-    enc = load_encoder(model) if model is None or isinstance(model, str) or hasattr(model, "__fspath__") else model
-    dim_of = getattr(enc, "get_embedding_dimension", None) or enc.get_sentence_embedding_dimension
-    depth, width = model_depth(enc), int(dim_of())
-    ladder = read_trained_sizes(identity(enc).source)
-    return enc, model_sizes(depth, width, ladder["sizes"] if ladder else None), ladder
-
-
 def tune(texts: Sequence[str], ids: Sequence[str] | None = None, *, model=None, budget_bytes: float | None = None,
          max_ram: int | str | None = None, max_query_ms: float | None = None, queries: Mapping[str, str] | None = None,
          qrels: Mapping[str, Mapping[str, int]] | None = None, n_queries: int = 200, max_docs: int = 20000,
@@ -472,7 +443,7 @@ def tune(texts: Sequence[str], ids: Sequence[str] | None = None, *, model=None, 
         max_ram = parse_size(max_ram)
     texts = list(texts)
     ids = [str(i) for i in range(len(texts))] if ids is None else [str(i) for i in ids]
-    enc, sizes, ladder = _shape(model)
+    enc, sizes, ladder = model_shape(model)
     encoders = {size: encoder_at(enc, size, sizes[0]) for size in sizes}
     if qrels is None:
         doc_rows, q_rows = holdout_split(len(texts), n_queries=n_queries, max_docs=max_docs, seed=seed)

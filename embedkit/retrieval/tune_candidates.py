@@ -19,6 +19,7 @@ grow with the corpus; they are measured in "RAM after load", which ``--max-ram``
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 
@@ -217,3 +218,35 @@ def parse_size(text, option: str = "--max-ram") -> int:
     if not m or unit not in _UNITS or float(m.group(1)) * _UNITS[unit] < 1:
         raise EmbedkitError(f"{option} {text!r}: not a size; give bytes such as 200MB, 1.5GiB or 64000")
     return int(float(m.group(1)) * _UNITS[unit])
+
+
+def encoder_at(model, size: tuple[int, int], full_size: tuple[int, int]):
+    """The encoder of ``model`` cut to ``size`` (layers, dim): the model itself at ``full_size``; for a model
+    loaded from a folder or name, ``load_encoder(source, layers=, dim=)`` (recorded in an index like any
+    sub-model), else a cut copy."""
+    from embedkit.models.identity import identity
+    from embedkit.models.loading import load_encoder
+    from embedkit.models.submodel import truncate_encoder
+
+    if tuple(size) == tuple(full_size):
+        return model
+    layers, dim = size
+    source = identity(model).source
+    if source is not None:
+        return load_encoder(source, layers=layers, dim=dim, device=str(model.device))
+    return truncate_encoder(copy.deepcopy(model), layers=layers, dim=dim)
+
+
+def model_shape(model):
+    """``(encoder, sizes, ladder)``: the model loaded, its candidate sizes (full first) and its recorded ladder."""
+    from embedkit.models.identity import identity
+    from embedkit.models.loading import load_encoder
+    from embedkit.models.submodel import model_depth, read_trained_sizes
+
+    enc = load_encoder(model) if model is None or isinstance(model, str) or hasattr(model, "__fspath__") else model
+    dim_of = getattr(enc, "get_embedding_dimension", None) or enc.get_sentence_embedding_dimension
+    depth, width = model_depth(enc), int(dim_of())
+    ladder = read_trained_sizes(identity(enc).source)
+    return enc, model_sizes(depth, width, ladder["sizes"] if ladder else None), ladder
+
+
