@@ -182,25 +182,21 @@ def starbucks_show(args) -> dict:
     model's measured encoding rate. Each choice is built over a SciFact subset and scored by nDCG@10 on its judged
     test queries, beside the same (layers, dims, spec) cut from the untrained default model (what a user without the
     ladder would get at that speed)."""
-    import yaml
     from matryoshka import scifact as scifact_subset
 
     from embedkit import EmbeddingIndex
     from embedkit.models.loading import load_encoder
     from embedkit.retrieval.tune import encoder_at, tune
-    from embedkit.training import validate_recipe
+    from embedkit.training import load_recipe
     from embedkit.training.run import train_recipe
 
     tmp = tempfile.mkdtemp(prefix="bench-autotune-sb-")
     recipe_path = os.path.join(os.path.dirname(__file__), "..", "configs", "starbucks.yaml")
     model_dir, train_s, steps = args.starbucks_model, None, None
     if model_dir is None:
-        raw = yaml.safe_load(open(recipe_path, encoding="utf-8"))
-        raw["output"] = model_dir = os.path.join(tmp, "starbucks")
-        if args.starbucks_steps:
-            raw["training"]["max_steps"] = steps = args.starbucks_steps
+        model_dir, steps = os.path.join(tmp, "starbucks"), args.starbucks_steps or None
         t = time.perf_counter()
-        train_recipe(validate_recipe(raw, "configs/starbucks.yaml"), show_progress=False)
+        train_recipe(load_recipe(recipe_path).with_overrides(max_steps=steps, output=model_dir), show_progress=False)
         train_s = time.perf_counter() - t
         print(f"starbucks recipe trained in {train_s:.0f} s", file=sys.stderr, flush=True)
     doc_ids, docs, q_ids, queries, qrels = scifact_subset(args.starbucks_docs, 150, 42)
@@ -221,15 +217,13 @@ def starbucks_show(args) -> dict:
         r = tune(docs, doc_ids, model=model_dir, budget_bytes=args.starbucks_budget, max_query_ms=args.max_query_ms,
                  n_queries=200, min_docs_per_s=floor)
         full = tuple(r.settings["model_sizes"][0])
-        rate = {tuple(x): None for x in r.settings["model_sizes"]}
+        rate, best_by_size = {tuple(x): None for x in r.settings["model_sizes"]}, {}
         for row in r.rows:
             rate[(row["layers"], row["dim"])] = row["encode_docs_per_s"]
-        b = r.best
-        size = (b["layers"], b["dim"])
-        best_by_size = {}
-        for row in r.rows:
             key = f"{row['layers']}L/{row['dim']}d"
             best_by_size[key] = max(best_by_size.get(key, 0.0), row["quality"])
+        b = r.best
+        size = (b["layers"], b["dim"])
         entry = {"setting": label, "min_docs_per_s": floor, "chosen": b["label"], "agreement@10": b["quality"],
                  "encode_docs_per_s": b["encode_docs_per_s"], "query_ms": b["query_ms"],
                  "bytes_per_vector": b["bytes_per_vector"], "ndcg@10": ndcg_of_choice(encoder_at(r.model, size, full), b),

@@ -299,7 +299,7 @@ def tune_embeddings(docs: Mapping[tuple[int, int], np.ndarray], queries: Mapping
     truth = exact_top_k(docs[full_size], queries[full_size], 10) if qrels is None else None
     m = _Measurer(docs, queries, truth=truth, qrels=qrels, doc_ids=doc_ids, query_ids=query_ids,
                   fit_sample=None if exhaustive else fit_sample)
-    sizes = sorted(docs, key=lambda s: (-s[0], -s[1]))
+    sizes = all_sizes = sorted(docs, key=lambda s: (-s[0], -s[1]))
     if min_docs_per_s is not None:
         if not encode_rate:
             raise EmbedkitError("min_docs_per_s needs encode_rate (documents per second for each model size)")
@@ -360,7 +360,7 @@ def tune_embeddings(docs: Mapping[tuple[int, int], np.ndarray], queries: Mapping
                       settings={"budget_bytes": budget_bytes, "max_ram": max_ram, "max_query_ms": max_query_ms,
                                 "bytes_per_vector_limit": round(per_vector, 3), "sample_documents": n,
                                 "queries": len(queries[full_size]), "corpus_documents": n_corpus,
-                                "model_sizes": [list(s) for s in sorted(docs, key=lambda s: (-s[0], -s[1]))],
+                                "model_sizes": [list(s) for s in all_sizes],
                                 "model_sizes_tried": [list(s) for s in sizes], "min_docs_per_s": min_docs_per_s,
                                 "exhaustive": exhaustive, "keep": keep,
                                 "codec_candidates": len(cands), "configurations_measured": len(full_rows)})

@@ -248,5 +248,3 @@ def model_shape(model):
     depth, width = model_depth(enc), int(dim_of())
     ladder = read_trained_sizes(identity(enc).source)
     return enc, model_sizes(depth, width, ladder["sizes"] if ladder else None), ladder
-
-
