@@ -37,17 +37,20 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
 import random
 import shutil
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402,F401  (sets offline env vars)
 import numpy as np  # noqa: E402
 
+from embedkit._io import atomic_write_json  # noqa: E402
 from embedkit.data import read_beir, read_sts_tsv  # noqa: E402
 from embedkit.evaluation.sts import STANDARD_STS, spearman_cosine  # noqa: E402
 from embedkit.models.loading import default_model_path, load_encoder  # noqa: E402
@@ -90,8 +93,6 @@ def training_pairs(regime: str, n_wiki: int, seed: int) -> list[tuple[str, str]]
 
 def shipped_starbucks() -> dict:
     """The StarbucksLoss settings of configs/starbucks.yaml (its ladder aside: the bench uses the same one)."""
-    from pathlib import Path
-
     from embedkit.training import load_recipe
 
     cfg = load_recipe(Path(__file__).resolve().parent.parent / "configs" / "starbucks.yaml").config["loss"]["starbucks"]
@@ -323,18 +324,17 @@ def main():
     ap.add_argument("--smoke", action="store_true",
                     help="a minutes-long run that proves the script works (2 steps, tiny eval; results in a temp folder)")
     ap.add_argument("--plot-only", action="store_true", help="redraw the plot from the results JSON")
+    ap.add_argument("--state", default=None,
+                    help="finished runs are kept here (default: a file per results name in the temp folder): a rerun "
+                         "with the same settings skips them, so the protocol can be split over sittings")
     a = ap.parse_args()
     if a.smoke:
         a.steps, a.batch_size, a.seeds, a.n_wiki, a.sts_pairs = 2, 4, "42", 100, 20
         a.scifact_docs, a.scifact_queries, a.no_throughput, a.out = 40, 10, True, a.out or "matryoshka_smoke"
     name = a.out or "matryoshka"
     if a.smoke:  # proves the script runs; its numbers mean nothing, so they stay out of bench/results
-        from pathlib import Path
-
         common.RESULTS = Path(tempfile.mkdtemp(prefix="bench-mrl-smoke-"))
     if a.plot_only:
-        import json
-
         res = json.loads((common.RESULTS / f"{name}.json").read_text())
         plot(res["results"], common.RESULTS / f"{name}.png", res["config"])
         return
@@ -345,7 +345,15 @@ def main():
     sci = scifact(a.scifact_docs, a.scifact_queries, seeds[0])
     results, per_regime, n_pairs = {}, {}, {}
     tmp = tempfile.mkdtemp(prefix="bench-mrl-")
-    naive = None
+    state_path = Path(a.state or os.path.join(tempfile.gettempdir(), f"embedkit-bench-{name}-state.json"))
+    settings = {k: v for k, v in vars(a).items() if k in ("steps", "batch_size", "lr", "n_wiki", "max_seq_length",
+                                                             "scifact_docs", "scifact_queries", "sts_pairs")}
+    settings["starbucks_settings"] = shipped_starbucks()
+    state = json.loads(state_path.read_text()) if state_path.exists() and not a.smoke else {}
+    if state.get("settings") != settings:
+        state = {"settings": settings, "runs": {}}
+    done = state["runs"]
+    naive = tuple(done["naive"]) if "naive" in done else None
     try:
         for regime in a.regimes.split(","):
             pairs = training_pairs(regime, a.n_wiki, seeds[0])
@@ -355,10 +363,16 @@ def main():
                 method, options = parse_method(spec)
                 for seed in (seeds if method in SEEDED else seeds[:1]):
                     t0 = time.perf_counter()
+                    key = f"{regime}|{spec}|{seed}"
+                    if key in done:
+                        print(f"{key}: kept from {state_path}", file=sys.stderr)
+                        runs.setdefault(spec, []).append(done[key])
+                        continue
                     if method == "naive":
                         if naive is None:  # the same untrained model in every regime
                             sizes, mrl = evaluate(load_encoder(), ladder, sets, sci)
                             naive = (sizes, mrl)
+                            done["naive"] = list(naive)
                         (sizes, mrl), train_s = naive, 0.0
                     else:
                         model, train_s = train(method, pairs, os.path.join(tmp, f"{regime}-{spec}-{seed}"),
@@ -370,6 +384,8 @@ def main():
                            "ladder_ndcg10": float(np.mean([r["scifact_ndcg10"] for r in sizes])),
                            "mrl128_ndcg10": mrl, "train_seconds": train_s, "total_seconds": time.perf_counter() - t0}
                     runs.setdefault(spec, []).append(run)
+                    done[key] = run
+                    atomic_write_json(state_path, state)
                     print(f"{regime} {spec} seed {seed}: ladder STS avg {run['ladder_sts_average']:.2f}; "
                           + "; ".join(f"{r['layers']}L/{r['dims']}d {r['sts_average']:.2f}/{r['scifact_ndcg10']:.4f}"
                                       for r in sizes), file=sys.stderr, flush=True)

@@ -165,7 +165,8 @@ def wrap_loss(model, loss, cfg: dict):
         m = cfg["starbucks"]
         return StarbucksLoss(model, loss, m["ladder"], last_layer_weight=m["last_layer_weight"],
                              kl_div_weight=m["kl_div_weight"], kl_temperature=m["kl_temperature"], kl=m["kl"],
-                             score_temperature=m["score_temperature"], distil_weight=m["distil_weight"])
+                             score_temperature=m["score_temperature"], distil_weight=m["distil_weight"],
+                             anchor_weight=m["anchor_weight"])
     return loss
 
 

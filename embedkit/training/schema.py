@@ -138,6 +138,8 @@ WRAPPERS: dict[str, dict[str, Key]] = {
                   hint="dims: the reference's STS KL over embedding coordinates; scores: its retrieval KL"),
         "score_temperature": Key((float, NoneType), None, low=1e-4, hint="or null for the inner loss's temperature"),
         "distil_weight": Key(float, 0.0, low=0, hint="distil every size from the frozen starting model; 0 = off"),
+        "anchor_weight": Key(float, 0.0, low=0,
+                             hint="pin the full size's embeddings to the frozen starting model's (no regret); 0 = off"),
     },
 }
 

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from embedkit import quantizer_from_spec
+from embedkit.compression.pq import OPQQuantizer
 from embedkit.errors import EmbedkitError, SpecError
 
 
@@ -75,3 +76,27 @@ def test_m_must_divide_the_dimension_with_a_hint(X):
         quantizer_from_spec("pq:1000x8").fit(X)
     with pytest.raises(SpecError, match=r"choose m among the divisors of 16 \(e.g. 2, 4, 8\)"):
         quantizer_from_spec("pq:6x4").fit(X)
+
+
+def test_opq_iterations_reach_faiss_and_survive_a_round_trip(tmp_path):
+    """``niter`` is FAISS OPQMatrix.niter (the rotation's alternations); saved with the pipeline, default 50."""
+    import faiss
+
+    from embedkit.compression.pipeline import CompressionPipeline
+
+    Y = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+
+    def niter_of(q):
+        return faiss.downcast_VectorTransform(faiss.downcast_index(q.codec_).chain.at(0)).niter
+
+    assert niter_of(quantizer_from_spec("opq:2x4").fit(Y).quantizer) == 50
+    pipe = quantizer_from_spec("opq:2x4")
+    pipe.quantizer.set_params(niter=3)
+    pipe.fit(Y)
+    assert niter_of(pipe.quantizer) == 3
+    pipe.save(tmp_path / "p")
+    again = CompressionPipeline.load(tmp_path / "p")
+    assert again.quantizer.get_params() == {"m": 2, "nbits": 4, "niter": 3}
+    np.testing.assert_array_equal(again.encode(Y), pipe.encode(Y))
+    with pytest.raises(EmbedkitError, match="opq niter"):
+        OPQQuantizer(2, 4, niter=0).fit(Y)

@@ -183,3 +183,19 @@ def test_throughput_floor_keeps_only_fast_enough_sizes(sample):
                             "16 dims, did 250 documents per second")
     with pytest.raises(EmbedkitError, match="^min_docs_per_s needs encode_rate"):
         tune_embeddings(*two, full_size=(2, 32), budget_bytes=200, min_docs_per_s=1)
+
+
+def test_opq_is_screened_with_fewer_rotation_iterations():
+    """The codec stage fits OPQ with SCREEN_OPQ_NITER iterations (its fit was ~90% of the tuner's time); the
+    exhaustive sweep and the index finally built keep FAISS's 50."""
+    import faiss
+
+    from embedkit.retrieval.tune import SCREEN_OPQ_NITER, _Measurer
+
+    X = clustered(700)
+    c = Candidate(2, 32, "opq:4x4", None, 2, 0)
+    niters = []
+    for fit_sample in (400, None):
+        pipe = _Measurer({(2, 32): X}, {(2, 32): X[:5]}, fit_sample=fit_sample).fit(c)[0]
+        niters.append(faiss.downcast_VectorTransform(faiss.downcast_index(pipe.quantizer.codec_).chain.at(0)).niter)
+    assert niters == [SCREEN_OPQ_NITER, 50] and SCREEN_OPQ_NITER < 50

@@ -168,6 +168,37 @@ def test_distillation_from_the_frozen_starting_model(tiny_path):
         is again.__dict__["_start"]
 
 
+def test_full_size_anchor_is_the_cosine_distance_to_the_starting_model(tiny_path):
+    """anchor_weight: 0 before training, then the weighted mean cosine distance of the full-size embeddings to
+    the frozen start's; training with a large weight keeps the full size closer to where it started."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    feats_of = lambda m: [_features(m, A), _features(m, P)]  # noqa: E731
+    moved = {}
+    for weight in (0.0, 50.0):
+        torch.manual_seed(0)
+        model = load_encoder(tiny_path, device="cpu")
+        model.eval()
+        loss = StarbucksLoss(model, MultipleNegativesRankingLoss(model), LADDER, anchor_weight=weight)
+        loss(feats_of(model), torch.zeros(3))
+        assert loss.last_terms["anchor"] == pytest.approx(0.0, abs=1e-4)
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        for _ in range(3):
+            opt.zero_grad()
+            loss(feats_of(model), torch.zeros(3)).backward()
+            opt.step()
+        loss(feats_of(model), torch.zeros(3))
+        start = torch.cat([_emb(tiny_path, A, 3), _emb(tiny_path, P, 3)])
+        now = torch.cat([torch.as_tensor(model.encode(A)), torch.as_tensor(model.encode(P))])
+        dist = float((1 - torch.nn.functional.cosine_similarity(now, start, dim=-1)).mean())
+        if weight:
+            assert loss.last_terms["anchor"] == pytest.approx(weight * dist, rel=1e-3, abs=1e-6)
+        moved[weight] = dist
+    assert moved[0.0] > 1e-4 and moved[50.0] < 0.5 * moved[0.0]
+    with pytest.raises(RecipeError, match="anchor_weight"):
+        StarbucksLoss(model, MultipleNegativesRankingLoss(model), LADDER, anchor_weight=-1)
+
+
 @pytest.mark.parametrize("ladder,match", [
     ([(1, 8), (4, 16)], "beyond the model's depth 3"),
     ([(1, 8), (2, 64)], "beyond the model's width 32"),

@@ -151,6 +151,12 @@ class StarbucksLoss(nn.Module):
       where ``S_start`` are the in-batch scores of a frozen copy of the model as it was when the loss
       was built (the starting model). It keeps the full size near where it started while the
       smaller sizes learn; it costs one extra no-gradient forward per column and a copy of the model.
+    * ``anchor_weight > 0`` (embedkit's addition, the no-regret knob): the full size also gets
+      ``anchor_weight * mean(1 - cos(e_full, e_start))``, the cosine distance of every text's full-size
+      embedding to the frozen starting model's. The score KL above is invariant to shifting a row of
+      scores, so it lets the absolute cosine levels that STS ranks across pairs drift; this term pins
+      the full size's output itself, while the lower layers and the smaller sizes still learn (the
+      upper layers compensate). Same frozen copy and extra forward as ``distil_weight``.
 
     Deviations: the reference passes the full-size embeddings to the STS KL with ``.clone()``, so the
     teacher receives gradients; here it is detached by default (``detach_teacher=True``), as
@@ -176,6 +182,7 @@ class StarbucksLoss(nn.Module):
         score_temperature: ``t`` of the score distributions (``kl="scores"`` and distillation); None
             takes the inner loss's own (``1 / scale``, 0.05 for MultipleNegativesRankingLoss), else 0.05.
         distil_weight: weight of the distillation of every size from the frozen starting model (0: off).
+        anchor_weight: weight of the full-size embedding anchor to the frozen starting model (0: off).
 
     Example:
         .. code-block:: python
@@ -190,7 +197,7 @@ class StarbucksLoss(nn.Module):
     def __init__(self, model, loss: nn.Module, ladder: Sequence[Sequence[int]] | None = None, *,
                  last_layer_weight: float = 1.0, kl_div_weight: float = 1.0, kl_temperature: float = 0.3,
                  detach_teacher: bool = True, kl: str = "dims", score_temperature: float | None = None,
-                 distil_weight: float = 0.0) -> None:
+                 distil_weight: float = 0.0, anchor_weight: float = 0.0) -> None:
         super().__init__()
         from embedkit.models.submodel import model_depth, model_width, unwrap_model
 
@@ -211,13 +218,17 @@ class StarbucksLoss(nn.Module):
             score_temperature = 1.0 / float(scale) if isinstance(scale, (int, float)) and scale > 0 else 0.05
         self.score_temperature = float(score_temperature)
         self.distil_weight = float(distil_weight)
+        self.anchor_weight = float(anchor_weight)
+        if self.distil_weight < 0 or self.anchor_weight < 0:
+            raise RecipeError(f"distil_weight={distil_weight!r}, anchor_weight={anchor_weight!r}: must be >= 0")
         if not hasattr(loss, "compute_loss_from_embeddings"):
             raise RecipeError(f"loss {type(loss).__name__}: StarbucksLoss needs an inner loss with "
                               "compute_loss_from_embeddings (e.g. MultipleNegativesRankingLoss, CoSENTLoss)")
         # the frozen starting model: kept out of the module tree (no parameters, no state dict, not
         # replaced by the trainer's DDP wrapper), moved to the batch's device on first use
-        self.__dict__["_start"] = _frozen_start(unwrap_model(model)) if self.distil_weight > 0 else None
-        #: the last step's terms (floats, for logging and tests): inner, kl, distil
+        needs_start = self.distil_weight > 0 or self.anchor_weight > 0
+        self.__dict__["_start"] = _frozen_start(unwrap_model(model)) if needs_start else None
+        #: the last step's terms (floats, for logging and tests): inner, kl, distil, anchor
         self.last_terms: dict[str, float] = {}
 
     def layer_embeddings(self, features: dict[str, Tensor], layers: Iterable[int], *,
@@ -258,9 +269,15 @@ class StarbucksLoss(nn.Module):
         if self.kl == "scores" and self.kl_div_weight > 0:
             full_scores = self._scores(full, self.width).detach()
         start_scores = None
-        if self.distil_weight > 0:
-            start_scores = self._start_scores(sentence_features)
-            distil_total = distil_total + _score_kl(self._scores(full, self.width), start_scores, self.score_temperature)
+        anchor = inner.new_zeros(())
+        if self.distil_weight > 0 or self.anchor_weight > 0:
+            start = self._start_embeddings(sentence_features)
+            if self.distil_weight > 0:
+                start_scores = self._scores(start, self.width)
+                distil_total = distil_total + _score_kl(self._scores(full, self.width), start_scores,
+                                                        self.score_temperature)
+            if self.anchor_weight > 0:  # cosine distance of each full-size embedding to where it started
+                anchor = (1 - F.cosine_similarity(torch.cat(full, dim=0), torch.cat(start, dim=0), dim=-1)).mean()
         for layer, dim in self.ladder:
             if (layer, dim) == (self.depth, self.width):
                 continue
@@ -279,24 +296,25 @@ class StarbucksLoss(nn.Module):
                 sub_scores = self._scores(subs, dim) if sub_scores is None else sub_scores
                 distil_total = distil_total + _score_kl(sub_scores, start_scores, self.score_temperature)
         self.last_terms = {"inner": float(inner.detach()), "kl": float(kl_total.detach()),
-                           "distil": float(self.distil_weight * distil_total.detach())}
-        return inner + kl_total + self.distil_weight * distil_total
+                           "distil": float(self.distil_weight * distil_total.detach()),
+                           "anchor": float(self.anchor_weight * anchor.detach())}
+        return inner + kl_total + self.distil_weight * distil_total + self.anchor_weight * anchor
 
     @torch.no_grad()
-    def _start_scores(self, sentence_features: list[dict[str, Tensor]]) -> Tensor:
-        """In-batch scores of the frozen starting model at its full size."""
+    def _start_embeddings(self, sentence_features: list[dict[str, Tensor]]) -> list[Tensor]:
+        """The frozen starting model's full-size embeddings, one tensor per text column."""
         start = self.__dict__["_start"]
         device = next(v.device for v in sentence_features[0].values() if isinstance(v, Tensor))
         if next(start.parameters()).device != device:
             start.to(device)
-        cols = [start(dict(f))["sentence_embedding"] for f in sentence_features]
-        return self._scores(cols, self.width)
+        return [start(dict(f))["sentence_embedding"] for f in sentence_features]
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"loss": type(self.loss).__name__, "ladder": [list(p) for p in self.ladder],
                 "last_layer_weight": self.last_layer_weight, "kl_div_weight": self.kl_div_weight,
                 "kl_temperature": self.kl_temperature, "detach_teacher": self.detach_teacher, "kl": self.kl,
-                "score_temperature": self.score_temperature, "distil_weight": self.distil_weight}
+                "score_temperature": self.score_temperature, "distil_weight": self.distil_weight,
+                "anchor_weight": self.anchor_weight}
 
     @property
     def citation(self) -> str:
