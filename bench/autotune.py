@@ -37,7 +37,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np  # noqa: E402
-from common import RESULTS, load_average, scifact, write_results  # noqa: E402
+from common import RESULTS, load_average, paired_bootstrap, scifact, write_results  # noqa: E402
 
 from embedkit.retrieval.metrics import ndcg_at_k  # noqa: E402
 
@@ -61,8 +61,11 @@ def collections(quick: bool):
     return out
 
 
-def ndcg_of(rows, ids, qids, qrels) -> float:
+def ndcg_of(rows, ids, qids, qrels, *, per_query: bool = False):
     run = {q: {ids[r]: float(-i) for i, r in enumerate(rr) if r >= 0} for q, rr in zip(qids, rows)}
+    if per_query:  # in qids order, a query without any result scoring 0
+        got = ndcg_at_k(run, qrels, 10, per_query=True)
+        return [float(got.get(q, 0.0)) for q in qids]
     return float(ndcg_at_k(run, qrels, 10))
 
 
@@ -83,7 +86,8 @@ def built(best: dict, X, Q, ids, qids, qrels) -> dict:
     quantizer = sum(np.asarray(v).nbytes for s in idx.compression.stages for v in s.state()[1].values())
     ram = len(idx._code_index.to_bytes()) + quantizer + len(ids) * idx.rescore_bytes_per_vector
     return {"ndcg@10": round(ndcg_of(rows, ids, qids, qrels), 4), "p50_ms": round(float(np.median(times)) * 1e3, 4),
-            "ram_bytes": int(ram), "code_bytes_per_vector": int(q.code_size)}
+            "ram_bytes": int(ram), "code_bytes_per_vector": int(q.code_size),
+            "per_query": ndcg_of(rows, ids, qids, qrels, per_query=True)}
 
 
 def autofaiss_anchor(X, Q, ids, qids, qrels, budget: float, max_ms: float, *, strict: bool = False) -> dict:
@@ -126,6 +130,7 @@ def autofaiss_anchor(X, Q, ids, qids, qrels, budget: float, max_ms: float, *, st
         index.search(np.ascontiguousarray(Q[i:i + 1], dtype=np.float32), 10)
         times.append(time.perf_counter() - t)
     return {"memory": memory, "strict": strict, "index_key": keys[0], "params": params, "ndcg@10": round(ndcg_of(rows, ids, qids, qrels), 4),
+            "per_query": ndcg_of(rows, ids, qids, qrels, per_query=True),
             "p50_ms": round(float(np.median(times)) * 1e3, 4), "ram_bytes": len(faiss.serialize_index(index)),
             "seconds": round(seconds, 2), "note": note}
 
@@ -150,6 +155,10 @@ def run_budget(name, data, budget, max_ms, seed=0) -> dict:
     af = autofaiss_anchor(X, Q, ids, qids, qrels, budget, max_ms)
     af_strict = autofaiss_anchor(X, Q, ids, qids, qrels, budget, max_ms, strict=True)
     sb = sweep.best
+    # paired bootstrap over the judged queries: is the gap to autofaiss beyond this query set's noise?
+    vs_af = {k: paired_bootstrap(mine["per_query"], a.pop("per_query")) for k, a in
+             (("defaults", af), ("memory_strict", af_strict)) if "per_query" in a}
+    mine.pop("per_query")
     in_sweep = next((r["quality"] for r in sweep.rows if r["label"] == tb["label"]), None)
     row = {
         "collection": name, "budget_bytes": budget, "max_query_ms": max_ms, "documents": n, "queries": len(qids),
@@ -167,6 +176,7 @@ def run_budget(name, data, budget, max_ms, seed=0) -> dict:
                        for r in sweep.rows],
         "autofaiss": af,
         "autofaiss_memory_strict": af_strict,
+        "tuned_minus_autofaiss_ndcg@10": vs_af,
     }
     row["targets"] = {
         "tuned >= sweep best - 1% (relative)": mine["ndcg@10"] >= 0.99 * sb["quality"],
