@@ -46,8 +46,12 @@ class FaissCodecQuantizer(Quantizer):
         import faiss
 
         codec = faiss.index_factory(X.shape[1], self._factory(X.shape[1], "flat"), faiss.METRIC_INNER_PRODUCT)
+        self._configure(codec)
         codec.train(X)
         self.codec_ = codec
+
+    def _configure(self, codec) -> None:
+        """Set training options on the FAISS codec the factory built, before it trains (none by default)."""
 
     def encode(self, X) -> np.ndarray:
         X = self._check_input(X)

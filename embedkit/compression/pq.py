@@ -91,13 +91,10 @@ class OPQQuantizer(PQQuantizer):
         super()._validate(n, d)
         check_positive_int(self.niter, "opq niter (rotation iterations)")
 
-    def _fit(self, X) -> None:
+    def _configure(self, codec) -> None:
         import faiss
 
-        codec = faiss.index_factory(X.shape[1], self._factory(X.shape[1], "flat"), faiss.METRIC_INNER_PRODUCT)
         faiss.downcast_VectorTransform(faiss.downcast_index(codec).chain.at(0)).niter = int(self.niter)
-        codec.train(X)
-        self.codec_ = codec
 
     @property
     def prefix(self) -> str:  # type: ignore[override]
