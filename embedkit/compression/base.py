@@ -202,6 +202,10 @@ class Quantizer(Stage):
     Subclasses implement :meth:`_fit`, :meth:`encode`, :attr:`code_size` and :meth:`new_index`.
     """
 
+    #: training vectors below which the codec is under-trained (0: any number does); see
+    #: :attr:`embedkit.compression.pq.PQQuantizer.recommended_fit_size`
+    recommended_fit_size: int = 0
+
     def fit(self, X) -> Quantizer:
         """Validate the hyper-parameters against ``X``, learn the codec from ``X``; returns ``self``."""
         X = check_matrix(X)

@@ -14,7 +14,10 @@ from embedkit.compression.faiss_codec import FaissCodecQuantizer
 from embedkit.errors import EmbedkitError, SpecError
 from embedkit.validation import check_positive_int
 
-__all__ = ["OPQQuantizer", "PQQuantizer"]
+__all__ = ["FAISS_MIN_POINTS_PER_CENTROID", "OPQQuantizer", "PQQuantizer"]
+
+#: FAISS ``ClusteringParameters.min_points_per_centroid``: k-means with fewer training vectors per centroid warns
+FAISS_MIN_POINTS_PER_CENTROID = 39
 
 
 class PQQuantizer(FaissCodecQuantizer):
@@ -24,7 +27,8 @@ class PQQuantizer(FaissCodecQuantizer):
         m: number of sub-vectors (bytes per vector when ``nbits`` is 8); must divide the dimension.
         nbits: bits per sub-vector code (1..16; 8 is the usual and fastest).
 
-    Fitting needs at least ``2^nbits`` vectors (one per centroid); FAISS recommends 39 times that.
+    Fitting needs at least ``2^nbits`` vectors (one per centroid); FAISS recommends 39 times that
+    (:attr:`recommended_fit_size`; below it FAISS warns and the codebooks are under-trained).
 
     Example:
         >>> import numpy as np
@@ -42,6 +46,11 @@ class PQQuantizer(FaissCodecQuantizer):
     @property
     def spec(self) -> str:
         return f"{self.name}:{self.m}x{self.nbits}"
+
+    @property
+    def recommended_fit_size(self) -> int:  # type: ignore[override]
+        """FAISS's floor for a well-trained codebook: 39 training vectors per centroid (``39 * 2^nbits``)."""
+        return FAISS_MIN_POINTS_PER_CENTROID * 2 ** int(self.nbits)
 
     def body(self, dim: int) -> str:
         # "np": no polysemous training (a centroid renumbering for Hamming pre-filtering, which embedkit never

@@ -6,7 +6,8 @@ Starbucks ladder when ``embedkit_sizes.json`` records one, else the full size pl
 every compression family at the budget, float16 rescoring depths, flat / IVF (``nprobe``) / HNSW
 (``M``, ``efSearch``). No full grid is measured:
 
-1. **codec stage**: every flat candidate within the budget is fitted on a sample (``fit_sample``; OPQ's
+1. **codec stage**: every flat candidate within the budget is fitted on a sample (``fit_sample``, raised to
+   the codec's ``recommended_fit_size`` (9,984 documents for 8-bit PQ/OPQ) where the corpus has them; OPQ's
    rotation with ``SCREEN_OPQ_NITER`` iterations instead of 50, and only where its PQ twin ranks among the
    best) and searched (cheap: one flat search of the held-out queries);
 2. **index stage**: only the best ``keep`` codecs (and the best of each model size) get RAM and
@@ -176,6 +177,7 @@ class _Measurer:
         self.fit_sample = fit_sample
         self.doc_ids, self.query_ids, self.n_latency = doc_ids, query_ids, n_latency
         self.fitted: dict = {}
+        self.fit_rows: dict = {}  # (size, spec) -> documents its codec was fitted on
 
     def fit(self, c: Candidate):
         key = (c.size, c.spec)
@@ -183,15 +185,20 @@ class _Measurer:
             t = time.perf_counter()
             # FAISS k-means on a sample runs faster on one thread than waking OpenMP workers on a busy machine
             X = self.docs[c.size]
-            if self.fit_sample and len(X) > self.fit_sample:  # cheap stage: codecs learn from a subsample
-                X = X[np.sort(np.random.default_rng(0).choice(len(X), self.fit_sample, replace=False))]
             pipe = quantizer_from_spec(c.spec)
+            # cheap stage: codecs learn from a subsample, but never from fewer vectors than their codebooks need
+            # (FAISS's 39 per centroid: 9,984 for 8-bit PQ); an under-trained codebook would rank its family
+            # below codecs with fewer centroids that the full fit of the index finally built would beat
+            want = max(self.fit_sample or 0, pipe.quantizer.recommended_fit_size)
+            if self.fit_sample and len(X) > want:
+                X = X[np.sort(np.random.default_rng(0).choice(len(X), want, replace=False))]
             if self.fit_sample and "niter" in pipe.quantizer.param_names():  # OPQ: screened with a cheaper fit
                 pipe.quantizer.set_params(niter=SCREEN_OPQ_NITER)
             with single_thread_for_small_batches(len(X), threshold=50_000):
                 pipe.fit(X)
             Xt = np.ascontiguousarray(pipe.transform(self.docs[c.size]), dtype=np.float32)
             self.fitted[key] = (pipe, Xt, time.perf_counter() - t)
+            self.fit_rows[key] = len(X)
         return self.fitted[key]
 
     def build(self, c: Candidate):
@@ -263,7 +270,8 @@ def _row(m: _Measurer, c: Candidate, quality: float, *, stage: str, code_index=N
          encode_rate: Mapping | None, metric: str) -> dict:
     pipe, Xt, fit_s = m.fit(c)
     row = {**c.as_dict(), "label": c.label, "quality": round(quality, 4), "quality_metric": metric, "stage": stage,
-           "fit_seconds": round(fit_s, 3), "encode_docs_per_s": None if not encode_rate else encode_rate.get(c.size),
+           "fit_seconds": round(fit_s, 3),
+           "fit_documents": m.fit_rows.get((c.size, c.spec)), "encode_docs_per_s": None if not encode_rate else encode_rate.get(c.size),
            "query_ms": None, "ram_bytes": None, "fixed_bytes": None}
     if code_index is not None:
         ram, structure = m.ram(c, code_index)
@@ -289,7 +297,9 @@ def tune_embeddings(docs: Mapping[tuple[int, int], np.ndarray], queries: Mapping
     ``doc_ids``, ``query_ids``) it is nDCG@10. ``n_corpus`` (default: the sample) scales RAM to the whole corpus.
     ``exhaustive=True`` measures the full grid (every member of every codec family within the budget, every
     rescoring cut) under every structure and search effort, each codec fitted on all documents: the ground
-    truth the pruned search is compared with. Otherwise codecs are fitted on ``fit_sample`` documents.
+    truth the pruned search is compared with. Otherwise codecs are fitted on ``fit_sample`` documents, or on as many as the codec's
+    ``recommended_fit_size`` (FAISS's 39 per centroid) when that is more: a smaller sample under-trains 8-bit
+    codebooks and ranks PQ/OPQ below 4-bit codecs that the full fit of the built index would lose to.
 
     Raises:
         BudgetError: (one line) a budget below the smallest candidate, or no configuration within the latency.

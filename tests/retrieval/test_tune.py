@@ -199,3 +199,22 @@ def test_opq_is_screened_with_fewer_rotation_iterations():
         pipe = _Measurer({(2, 32): X}, {(2, 32): X[:5]}, fit_sample=fit_sample).fit(c)[0]
         niters.append(faiss.downcast_VectorTransform(faiss.downcast_index(pipe.quantizer.codec_).chain.at(0)).niter)
     assert niters == [SCREEN_OPQ_NITER, 50] and SCREEN_OPQ_NITER < 50
+
+
+def test_screening_never_fits_a_codebook_on_fewer_vectors_than_faiss_recommends():
+    """Bug: the codec stage fitted 8-bit PQ/OPQ on its 2,000-document sample (8 vectors per centroid): the
+    under-trained codebooks ranked opq:48x8 below pq:96x4 on agreement@10 although, fitted as the built index
+    is, it leads (paraphrase collection, 48 B). Each codec now gets at least its ``recommended_fit_size``."""
+    from embedkit.compression.pq import OPQQuantizer, PQQuantizer
+    from embedkit.retrieval.tune import _Measurer
+
+    assert PQQuantizer(48, 8).recommended_fit_size == 39 * 256 == OPQQuantizer(48, 8).recommended_fit_size
+    assert PQQuantizer(96, 4).recommended_fit_size == 39 * 16
+    X = clustered(1500)
+    m = _Measurer({(2, 32): X}, {(2, 32): X[:5]}, fit_sample=300)
+    for spec in ("pq:4x4", "pq:4x8", "binary"):
+        m.fit(Candidate(2, 32, spec, None, code_bytes_per_vector(spec, 32), 0))
+    assert m.fit_rows == {((2, 32), "pq:4x4"): 624, ((2, 32), "pq:4x8"): 1500, ((2, 32), "binary"): 300}
+    m = _Measurer({(2, 32): X}, {(2, 32): X[:5]}, fit_sample=None)  # the exhaustive sweep: every document
+    m.fit(Candidate(2, 32, "pq:4x4", None, 2, 0))
+    assert m.fit_rows == {((2, 32), "pq:4x4"): 1500}
