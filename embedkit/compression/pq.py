@@ -82,6 +82,9 @@ class OPQQuantizer(PQQuantizer):
             re-learns the sub-space codebooks and solves for the rotation, so the fit's cost grows
             linearly with it. The budget tuner screens OPQ candidates with fewer (their ranking
             against other codecs settles within ~10) and builds the chosen index with the default.
+        rotation_sample: at most this many fitting vectors learn the rotation (FAISS
+            ``OPQMatrix.max_train_points``; ``None``: FAISS's 65,536); the codebooks that follow it are
+            still fitted on every vector. The budget tuner screens with its sample size here.
 
     Example:
         >>> import numpy as np
@@ -92,18 +95,24 @@ class OPQQuantizer(PQQuantizer):
 
     name = "opq"
 
-    def __init__(self, m: int, nbits: int = 8, niter: int = 50):
+    def __init__(self, m: int, nbits: int = 8, niter: int = 50, rotation_sample: int | None = None):
         super().__init__(m, nbits)
         self.niter = niter
+        self.rotation_sample = rotation_sample
 
     def _validate(self, n: int, d: int) -> None:
         super()._validate(n, d)
         check_positive_int(self.niter, "opq niter (rotation iterations)")
+        if self.rotation_sample is not None:
+            check_positive_int(self.rotation_sample, "opq rotation_sample (vectors learning the rotation)")
 
     def _configure(self, codec) -> None:
         import faiss
 
-        faiss.downcast_VectorTransform(faiss.downcast_index(codec).chain.at(0)).niter = int(self.niter)
+        opq = faiss.downcast_VectorTransform(faiss.downcast_index(codec).chain.at(0))
+        opq.niter = int(self.niter)
+        if self.rotation_sample is not None:
+            opq.max_train_points = int(self.rotation_sample)
 
     @property
     def prefix(self) -> str:  # type: ignore[override]

@@ -8,8 +8,8 @@ every compression family at the budget, float16 rescoring depths, flat / IVF (``
 
 1. **codec stage**: every flat candidate within the budget is fitted on a sample (``fit_sample``, raised to
    the codec's ``recommended_fit_size`` (9,984 documents for 8-bit PQ/OPQ) where the corpus has them; OPQ's
-   rotation with ``SCREEN_OPQ_NITER`` iterations instead of 50, and only where its PQ twin ranks among the
-   best) and searched (cheap: one flat search of the held-out queries);
+   rotation from ``fit_sample`` documents with ``SCREEN_OPQ_NITER`` iterations instead of 50, and only where its
+   PQ twin ranks among the best) and searched (cheap: one flat search of the held-out queries);
 2. **index stage**: only the best ``keep`` codecs (and the best of each model size) get RAM and
    single-query latency measured; IVF and HNSW are tried only when flat search misses
    ``max_query_ms``, with ``nprobe`` / ``efSearch`` raised until the limit or flat's quality is reached.
@@ -192,8 +192,10 @@ class _Measurer:
             want = max(self.fit_sample or 0, pipe.quantizer.recommended_fit_size)
             if self.fit_sample and len(X) > want:
                 X = X[np.sort(np.random.default_rng(0).choice(len(X), want, replace=False))]
-            if self.fit_sample and "niter" in pipe.quantizer.param_names():  # OPQ: screened with a cheaper fit
-                pipe.quantizer.set_params(niter=SCREEN_OPQ_NITER)
+            if self.fit_sample and "niter" in pipe.quantizer.param_names():
+                # OPQ, screened with a cheaper fit: fewer rotation iterations, the rotation learned from the
+                # screening sample; its codebooks still see every vector of `X`
+                pipe.quantizer.set_params(niter=SCREEN_OPQ_NITER, rotation_sample=self.fit_sample)
             with single_thread_for_small_batches(len(X), threshold=50_000):
                 pipe.fit(X)
             Xt = np.ascontiguousarray(pipe.transform(self.docs[c.size]), dtype=np.float32)
