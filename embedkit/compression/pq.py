@@ -73,6 +73,11 @@ def _divisor_hint(d: int, m: int) -> str:
     return ", ".join(f"{k}" for k in sorted(near))
 
 
+#: centroids per sub-space of the codebooks FAISS's OPQMatrix fits while learning the rotation (8 bits, whatever
+#: the quantizer's nbits)
+_OPQ_ROTATION_CENTROIDS = 256
+
+
 class OPQQuantizer(PQQuantizer):
     """FAISS ``OPQ{m},PQ{m}x{nbits}``: a learned rotation, then product quantization.
 
@@ -83,8 +88,8 @@ class OPQQuantizer(PQQuantizer):
             linearly with it. The budget tuner screens OPQ candidates with fewer (their ranking
             against other codecs settles within ~10) and builds the chosen index with the default.
         rotation_sample: at most this many fitting vectors learn the rotation (FAISS
-            ``OPQMatrix.max_train_points``; ``None``: FAISS's 65,536); the codebooks that follow it are
-            still fitted on every vector. The budget tuner screens with its sample size here.
+            ``OPQMatrix.max_train_points``; ``None``: FAISS's 65,536; at least 256); the codebooks that
+            follow it are still fitted on every vector. The budget tuner screens with its sample size here.
 
     Example:
         >>> import numpy as np
@@ -104,7 +109,10 @@ class OPQQuantizer(PQQuantizer):
         super()._validate(n, d)
         check_positive_int(self.niter, "opq niter (rotation iterations)")
         if self.rotation_sample is not None:
-            check_positive_int(self.rotation_sample, "opq rotation_sample (vectors learning the rotation)")
+            r = check_positive_int(self.rotation_sample, "opq rotation_sample (vectors learning the rotation)")
+            if r < _OPQ_ROTATION_CENTROIDS:
+                raise EmbedkitError(f"opq rotation_sample is {r}: FAISS learns the rotation with its own 256-centroid "
+                                    f"codebooks, so give at least {_OPQ_ROTATION_CENTROIDS} (or None)")
 
     def _configure(self, codec) -> None:
         import faiss

@@ -195,7 +195,7 @@ class _Measurer:
             if self.fit_sample and "niter" in pipe.quantizer.param_names():
                 # OPQ, screened with a cheaper fit: fewer rotation iterations, the rotation learned from the
                 # screening sample; its codebooks still see every vector of `X`
-                pipe.quantizer.set_params(niter=SCREEN_OPQ_NITER, rotation_sample=self.fit_sample)
+                pipe.quantizer.set_params(niter=SCREEN_OPQ_NITER, rotation_sample=max(self.fit_sample, 256))
             with single_thread_for_small_batches(len(X), threshold=50_000):
                 pipe.fit(X)
             Xt = np.ascontiguousarray(pipe.transform(self.docs[c.size]), dtype=np.float32)

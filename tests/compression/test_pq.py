@@ -78,25 +78,35 @@ def test_m_must_divide_the_dimension_with_a_hint(X):
         quantizer_from_spec("pq:6x4").fit(X)
 
 
-def test_opq_iterations_reach_faiss_and_survive_a_round_trip(tmp_path):
-    """``niter`` is FAISS OPQMatrix.niter (the rotation's alternations); saved with the pipeline, default 50."""
+def test_opq_iterations_and_rotation_sample_reach_faiss_and_survive_a_round_trip(tmp_path):
+    """``niter`` is FAISS OPQMatrix.niter (the rotation's alternations), ``rotation_sample`` its
+    max_train_points (vectors learning the rotation); saved with the pipeline, defaults 50 and FAISS's 65,536."""
     import faiss
 
     from embedkit.compression.pipeline import CompressionPipeline
 
-    Y = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+    Y = np.random.default_rng(0).standard_normal((600, 8)).astype(np.float32)
 
-    def niter_of(q):
-        return faiss.downcast_VectorTransform(faiss.downcast_index(q.codec_).chain.at(0)).niter
+    def opq_of(q):
+        return faiss.downcast_VectorTransform(faiss.downcast_index(q.codec_).chain.at(0))
 
-    assert niter_of(quantizer_from_spec("opq:2x4").fit(Y).quantizer) == 50
+    default = opq_of(quantizer_from_spec("opq:2x4").fit(Y).quantizer)
+    assert (default.niter, default.max_train_points) == (50, 65536)
     pipe = quantizer_from_spec("opq:2x4")
-    pipe.quantizer.set_params(niter=3)
+    pipe.quantizer.set_params(niter=3, rotation_sample=300)
     pipe.fit(Y)
-    assert niter_of(pipe.quantizer) == 3
+    assert (opq_of(pipe.quantizer).niter, opq_of(pipe.quantizer).max_train_points) == (3, 300)
+    # a rotation learned from 300 of the 600 vectors is another rotation than one learned from all of them
+    full = quantizer_from_spec("opq:2x4")
+    full.quantizer.set_params(niter=3)
+    assert not np.array_equal(full.fit(Y).encode(Y), pipe.encode(Y))
     pipe.save(tmp_path / "p")
     again = CompressionPipeline.load(tmp_path / "p")
-    assert again.quantizer.get_params() == {"m": 2, "nbits": 4, "niter": 3}
+    assert again.quantizer.get_params() == {"m": 2, "nbits": 4, "niter": 3, "rotation_sample": 300}
     np.testing.assert_array_equal(again.encode(Y), pipe.encode(Y))
     with pytest.raises(EmbedkitError, match="opq niter"):
         OPQQuantizer(2, 4, niter=0).fit(Y)
+    with pytest.raises(EmbedkitError, match="opq rotation_sample"):
+        OPQQuantizer(2, 4, rotation_sample=0).fit(Y)
+    with pytest.raises(EmbedkitError, match="opq rotation_sample is 100: .* at least 256"):
+        OPQQuantizer(2, 4, rotation_sample=100).fit(Y)

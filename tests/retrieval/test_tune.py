@@ -194,11 +194,13 @@ def test_opq_is_screened_with_fewer_rotation_iterations():
 
     X = clustered(700)
     c = Candidate(2, 32, "opq:4x4", None, 2, 0)
-    niters = []
+    got = []
     for fit_sample in (400, None):
         pipe = _Measurer({(2, 32): X}, {(2, 32): X[:5]}, fit_sample=fit_sample).fit(c)[0]
-        niters.append(faiss.downcast_VectorTransform(faiss.downcast_index(pipe.quantizer.codec_).chain.at(0)).niter)
-    assert niters == [SCREEN_OPQ_NITER, 50] and SCREEN_OPQ_NITER < 50
+        opq = faiss.downcast_VectorTransform(faiss.downcast_index(pipe.quantizer.codec_).chain.at(0))
+        got.append((opq.niter, opq.max_train_points))
+    # screening: the rotation from the 400-document sample (its 4-bit codebooks from >= 624 = 39 x 16 of the 700)
+    assert got == [(SCREEN_OPQ_NITER, 400), (50, 65536)] and SCREEN_OPQ_NITER < 50
 
 
 def test_screening_never_fits_a_codebook_on_fewer_vectors_than_faiss_recommends():
