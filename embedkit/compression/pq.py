@@ -14,7 +14,7 @@ from embedkit.compression.faiss_codec import FaissCodecQuantizer
 from embedkit.errors import EmbedkitError, SpecError
 from embedkit.validation import check_positive_int
 
-__all__ = ["FAISS_MIN_POINTS_PER_CENTROID", "OPQQuantizer", "PQQuantizer"]
+__all__ = ["FAISS_MIN_POINTS_PER_CENTROID", "OPQ_ROTATION_CENTROIDS", "OPQQuantizer", "PQQuantizer"]
 
 #: FAISS ``ClusteringParameters.min_points_per_centroid``: k-means with fewer training vectors per centroid warns
 FAISS_MIN_POINTS_PER_CENTROID = 39
@@ -74,8 +74,8 @@ def _divisor_hint(d: int, m: int) -> str:
 
 
 #: centroids per sub-space of the codebooks FAISS's OPQMatrix fits while learning the rotation (8 bits, whatever
-#: the quantizer's nbits)
-_OPQ_ROTATION_CENTROIDS = 256
+#: the quantizer's nbits): the fewest vectors ``OPQQuantizer(rotation_sample=)`` may be
+OPQ_ROTATION_CENTROIDS = 256
 
 
 class OPQQuantizer(PQQuantizer):
@@ -110,9 +110,10 @@ class OPQQuantizer(PQQuantizer):
         check_positive_int(self.niter, "opq niter (rotation iterations)")
         if self.rotation_sample is not None:
             r = check_positive_int(self.rotation_sample, "opq rotation_sample (vectors learning the rotation)")
-            if r < _OPQ_ROTATION_CENTROIDS:
-                raise EmbedkitError(f"opq rotation_sample is {r}: FAISS learns the rotation with its own 256-centroid "
-                                    f"codebooks, so give at least {_OPQ_ROTATION_CENTROIDS} (or None)")
+            if r < OPQ_ROTATION_CENTROIDS:
+                raise EmbedkitError(f"opq rotation_sample is {r}: FAISS learns the rotation with its own "
+                                    f"{OPQ_ROTATION_CENTROIDS}-centroid codebooks, so give at least "
+                                    f"{OPQ_ROTATION_CENTROIDS} (or None)")
 
     def _configure(self, codec) -> None:
         import faiss

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embedkit.compression.base import default_nlist, hnsw_of, ivf_of, l2_normalize, single_thread_for_small_batches
+from embedkit.compression.pq import OPQ_ROTATION_CENTROIDS
 from embedkit.compression.rescore import rescore as rescore_rows
 from embedkit.compression.spec import quantizer_from_spec
 from embedkit.errors import BudgetError, EmbedkitError
@@ -195,7 +196,7 @@ class _Measurer:
             if self.fit_sample and "niter" in pipe.quantizer.param_names():
                 # OPQ, screened with a cheaper fit: fewer rotation iterations, the rotation learned from the
                 # screening sample; its codebooks still see every vector of `X`
-                pipe.quantizer.set_params(niter=SCREEN_OPQ_NITER, rotation_sample=max(self.fit_sample, 256))
+                pipe.quantizer.set_params(niter=SCREEN_OPQ_NITER, rotation_sample=max(self.fit_sample, OPQ_ROTATION_CENTROIDS))
             with single_thread_for_small_batches(len(X), threshold=50_000):
                 pipe.fit(X)
             Xt = np.ascontiguousarray(pipe.transform(self.docs[c.size]), dtype=np.float32)
