@@ -187,16 +187,15 @@ class _Measurer:
             # FAISS k-means on a sample runs faster on one thread than waking OpenMP workers on a busy machine
             X = self.docs[c.size]
             pipe = quantizer_from_spec(c.spec)
-            # cheap stage: codecs learn from a subsample, but never from fewer vectors than their codebooks need
-            # (FAISS's 39 per centroid: 9,984 for 8-bit PQ); an under-trained codebook would rank its family
-            # below codecs with fewer centroids that the full fit of the index finally built would beat
+            # cheap stage: codecs learn from a subsample, never smaller than their codebooks need (FAISS's 39 per
+            # centroid: 9,984 for 8-bit PQ); under-trained, a family ranks below ones its full fit would beat
             want = max(self.fit_sample or 0, pipe.quantizer.recommended_fit_size)
             if self.fit_sample and len(X) > want:
                 X = X[np.sort(np.random.default_rng(0).choice(len(X), want, replace=False))]
-            if self.fit_sample and "niter" in pipe.quantizer.param_names():
-                # OPQ, screened with a cheaper fit: fewer rotation iterations, the rotation learned from the
-                # screening sample; its codebooks still see every vector of `X`
-                pipe.quantizer.set_params(niter=SCREEN_OPQ_NITER, rotation_sample=max(self.fit_sample, OPQ_ROTATION_CENTROIDS))
+            if self.fit_sample and "niter" in pipe.quantizer.param_names():  # OPQ, screened with a cheaper fit:
+                # fewer rotation iterations, the rotation from the screening sample; the codebooks see all of `X`
+                rotation = max(self.fit_sample, OPQ_ROTATION_CENTROIDS)
+                pipe.quantizer.set_params(niter=SCREEN_OPQ_NITER, rotation_sample=rotation)
             with single_thread_for_small_batches(len(X), threshold=50_000):
                 pipe.fit(X)
             Xt = np.ascontiguousarray(pipe.transform(self.docs[c.size]), dtype=np.float32)
@@ -273,8 +272,8 @@ def _row(m: _Measurer, c: Candidate, quality: float, *, stage: str, code_index=N
          encode_rate: Mapping | None, metric: str) -> dict:
     pipe, Xt, fit_s = m.fit(c)
     row = {**c.as_dict(), "label": c.label, "quality": round(quality, 4), "quality_metric": metric, "stage": stage,
-           "fit_seconds": round(fit_s, 3),
-           "fit_documents": m.fit_rows.get((c.size, c.spec)), "encode_docs_per_s": None if not encode_rate else encode_rate.get(c.size),
+           "fit_seconds": round(fit_s, 3), "fit_documents": m.fit_rows.get((c.size, c.spec)),
+           "encode_docs_per_s": None if not encode_rate else encode_rate.get(c.size),
            "query_ms": None, "ram_bytes": None, "fixed_bytes": None}
     if code_index is not None:
         ram, structure = m.ram(c, code_index)
@@ -300,9 +299,9 @@ def tune_embeddings(docs: Mapping[tuple[int, int], np.ndarray], queries: Mapping
     ``doc_ids``, ``query_ids``) it is nDCG@10. ``n_corpus`` (default: the sample) scales RAM to the whole corpus.
     ``exhaustive=True`` measures the full grid (every member of every codec family within the budget, every
     rescoring cut) under every structure and search effort, each codec fitted on all documents: the ground
-    truth the pruned search is compared with. Otherwise codecs are fitted on ``fit_sample`` documents, or on as many as the codec's
-    ``recommended_fit_size`` (FAISS's 39 per centroid) when that is more: a smaller sample under-trains 8-bit
-    codebooks and ranks PQ/OPQ below 4-bit codecs that the full fit of the built index would lose to.
+    truth the pruned search is compared with. Otherwise codecs are fitted on ``fit_sample`` documents, or on as
+    many as the codec's ``recommended_fit_size`` (FAISS's 39 per centroid) when that is more: a smaller sample
+    under-trains 8-bit codebooks and ranks PQ/OPQ below 4-bit codecs that the built index's full fit beats.
 
     Raises:
         BudgetError: (one line) a budget below the smallest candidate, or no configuration within the latency.
